@@ -1,1 +1,271 @@
-//! (foundation, in progress)
+//! Settings, layered: embedded defaults < TOML file (`--config`) < environment
+//! (`IORT_CDS_*`) < command-line flags.
+//!
+//! clap reads each flag or its environment variable (so flags already beat the environment);
+//! [`Settings::load`] lays those over the file, which is laid over [`Settings::default`]. Every
+//! setting lives in the file; the ones an operator changes most also have a flag and a variable.
+//! Unknown keys in the file are an error, so a typo cannot silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::facts::MarginThresholds;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// The coverage policy's configurable thresholds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// A distance from tumour to the closest margin at or below this (mm) counts as a positive
+    /// margin (CAP: a circumferential resection margin of 1 mm or less is positive).
+    pub positive_margin_mm: f64,
+    /// Above `positive_margin_mm` and at or below this (mm): a close margin. Above: clear.
+    pub close_margin_mm: f64,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        let t = MarginThresholds::default();
+        Self {
+            positive_margin_mm: t.positive_max_mm,
+            close_margin_mm: t.close_max_mm,
+        }
+    }
+}
+
+impl PolicySettings {
+    pub fn thresholds(&self) -> MarginThresholds {
+        MarginThresholds {
+            positive_max_mm: self.positive_margin_mm,
+            close_max_mm: self.close_margin_mm,
+        }
+    }
+}
+
+/// All settings of a running service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Origins allowed by CORS; `["*"]` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
+    /// Folder whose files override the embedded `fhir-profiles/`.
+    pub profiles_dir: Option<PathBuf>,
+    /// Folder whose files override the embedded `cards/`.
+    pub cards_dir: Option<PathBuf>,
+    /// The externally visible base URL (e.g. `https://cds.example.org`), for deployments behind a
+    /// proxy; used for the JWT `aud` check. Default: the request's own scheme and host.
+    pub public_base_url: Option<String>,
+    /// Worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Seconds to finish in-flight requests on SIGTERM / Ctrl-C.
+    pub shutdown_timeout_secs: u64,
+    /// Coverage policy thresholds.
+    pub policy: PolicySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            max_body_bytes: 8 * 1024 * 1024,
+            cors_allowed_origins: vec!["*".to_owned()],
+            profiles_dir: None,
+            cards_dir: None,
+            public_base_url: None,
+            workers: None,
+            shutdown_timeout_secs: 10,
+            policy: PolicySettings::default(),
+        }
+    }
+}
+
+/// Why the settings cannot be used. Names the file or the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting `{setting}`: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+/// Values given on the command line or in the environment; `None` means "not given".
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub cors_allowed_origins: Option<Vec<String>>,
+    pub profiles_dir: Option<PathBuf>,
+    pub cards_dir: Option<PathBuf>,
+    pub public_base_url: Option<String>,
+    pub workers: Option<usize>,
+    pub close_margin_mm: Option<f64>,
+}
+
+impl Settings {
+    /// Defaults, then the file (if any), then the overrides; validated.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut s = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Settings::default(),
+        };
+        let o = overrides;
+        macro_rules! lay {
+            ($($field:ident),*) => { $( if let Some(v) = o.$field { s.$field = v; } )* };
+        }
+        lay!(listen, log_format, log_level, max_body_bytes, cors_allowed_origins);
+        if o.workers.is_some() {
+            s.workers = o.workers;
+        }
+        if o.profiles_dir.is_some() {
+            s.profiles_dir = o.profiles_dir;
+        }
+        if o.cards_dir.is_some() {
+            s.cards_dir = o.cards_dir;
+        }
+        if o.public_base_url.is_some() {
+            s.public_base_url = o.public_base_url;
+        }
+        if let Some(v) = o.close_margin_mm {
+            s.policy.close_margin_mm = v;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks that cannot be expressed in types.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, message: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                message: message.to_owned(),
+            })
+        };
+        if self.max_body_bytes < 1024 {
+            return invalid("max_body_bytes", "must be at least 1024");
+        }
+        if self.cors_allowed_origins.is_empty() {
+            return invalid(
+                "cors_allowed_origins",
+                "must list at least one origin, or \"*\"",
+            );
+        }
+        let p = &self.policy;
+        if !(p.positive_margin_mm.is_finite() && p.positive_margin_mm >= 0.0) {
+            return invalid("policy.positive_margin_mm", "must be a number >= 0");
+        }
+        if !(p.close_margin_mm.is_finite() && p.close_margin_mm >= p.positive_margin_mm) {
+            return invalid(
+                "policy.close_margin_mm",
+                "must be a number >= policy.positive_margin_mm",
+            );
+        }
+        if let Some(url) = &self.public_base_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return invalid("public_base_url", "must start with https:// or http://");
+        }
+        if self.workers == Some(0) {
+            return invalid("workers", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("iort-cfg-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_8080() {
+        let s = Settings::load(None, Overrides::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.max_body_bytes, 8 * 1024 * 1024);
+        assert_eq!(s.policy.thresholds(), MarginThresholds::default());
+    }
+
+    #[test]
+    fn file_beats_defaults_and_overrides_beat_file() {
+        let p = write("listen = \"127.0.0.1:9000\"\nlog_level = \"debug\"\n[policy]\nclose_margin_mm = 3.0\n");
+        let s = Settings::load(Some(&p), Overrides::default()).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.log_level, "debug");
+        assert_eq!(s.policy.close_margin_mm, 3.0);
+        let o = Overrides {
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        let s = Settings::load(Some(&p), o).unwrap();
+        assert_eq!(s.listen.port(), 9100);
+        assert_eq!(s.log_level, "debug", "file value kept where no override");
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let p = write("lisen = \"x\"\n");
+        let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        std::fs::remove_file(p).unwrap();
+        let p = write("[policy]\npositive_margin_mm = 3.0\nclose_margin_mm = 2.0\n");
+        let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("policy.close_margin_mm"), "{e}");
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Settings::load(Some(Path::new("/nonexistent/x.toml")), Overrides::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/x.toml"));
+    }
+}

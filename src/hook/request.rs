@@ -101,7 +101,7 @@ pub struct HookContext {
 pub struct CrdConfiguration {
     /// `coverage-info`: return the coverage-information system action (default true).
     pub coverage_info: bool,
-    /// `max-cards`: the most cards to return (default: no limit).
+    /// `max-cards`: the most cards to return (default 10, as discovery announces).
     pub max_cards: Option<usize>,
 }
 
@@ -109,7 +109,7 @@ impl Default for CrdConfiguration {
     fn default() -> Self {
         Self {
             coverage_info: true,
-            max_cards: None,
+            max_cards: Some(10),
         }
     }
 }
@@ -154,13 +154,13 @@ impl HookRequest {
     /// JSON path that failed.
     pub fn from_json(body: Value) -> Result<Self, RequestError> {
         let Value::Object(mut obj) = body else {
-            return Err(RequestError::new("$", "the request body must be a JSON object"));
+            return Err(RequestError::new("", "the request body must be a JSON object"));
         };
         let hook = Hook::parse(
-            str_at(&obj, "hook").ok_or_else(|| RequestError::new("$.hook", "required string"))?,
+            str_at(&obj, "hook").ok_or_else(|| RequestError::new("hook", "required string"))?,
         );
         let hook_instance = str_at(&obj, "hookInstance")
-            .ok_or_else(|| RequestError::new("$.hookInstance", "required string"))?
+            .ok_or_else(|| RequestError::new("hookInstance", "required string"))?
             .to_owned();
         let fhir_server = str_at(&obj, "fhirServer").map(|s| s.trim_end_matches('/').to_owned());
         let fhir_authorization = match obj.get("fhirAuthorization") {
@@ -176,7 +176,7 @@ impl HookRequest {
         };
         if fhir_authorization.is_some() && fhir_server.is_none() {
             return Err(RequestError::new(
-                "$.fhirServer",
+                "fhirServer",
                 "required when fhirAuthorization is present",
             ));
         }
@@ -187,7 +187,7 @@ impl HookRequest {
         };
         let context = match obj.remove("context") {
             Some(Value::Object(c)) => parse_context(c)?,
-            _ => return Err(RequestError::new("$.context", "required object")),
+            _ => return Err(RequestError::new("context", "required object")),
         };
         Ok(HookRequest {
             hook,
@@ -220,10 +220,10 @@ fn parse_crd_configuration(extension: Option<&Value>) -> CrdConfiguration {
 
 fn parse_context(mut c: Map<String, Value>) -> Result<HookContext, RequestError> {
     let user_id = str_at(&c, "userId")
-        .ok_or_else(|| RequestError::new("$.context.userId", "required string"))?
+        .ok_or_else(|| RequestError::new("context.userId", "required string"))?
         .to_owned();
     let patient_id = str_at(&c, "patientId")
-        .ok_or_else(|| RequestError::new("$.context.patientId", "required string"))?
+        .ok_or_else(|| RequestError::new("context.patientId", "required string"))?
         .to_owned();
     let encounter_id = str_at(&c, "encounterId").map(str::to_owned);
     let selections = c
@@ -254,13 +254,13 @@ fn parse_context(mut c: Map<String, Value>) -> Result<HookContext, RequestError>
 fn parse_draft_orders(bundle: Value) -> Result<Vec<DraftOrder>, RequestError> {
     let Value::Object(mut b) = bundle else {
         return Err(RequestError::new(
-            "$.context.draftOrders",
+            "context.draftOrders",
             "must be a FHIR Bundle",
         ));
     };
     if str_at(&b, "resourceType") != Some("Bundle") {
         return Err(RequestError::new(
-            "$.context.draftOrders.resourceType",
+            "context.draftOrders.resourceType",
             "must be \"Bundle\"",
         ));
     }
@@ -269,7 +269,7 @@ fn parse_draft_orders(bundle: Value) -> Result<Vec<DraftOrder>, RequestError> {
         None => Vec::new(),
         Some(_) => {
             return Err(RequestError::new(
-                "$.context.draftOrders.entry",
+                "context.draftOrders.entry",
                 "must be an array",
             ));
         }
@@ -278,13 +278,13 @@ fn parse_draft_orders(bundle: Value) -> Result<Vec<DraftOrder>, RequestError> {
     for (i, entry) in entries.into_iter().enumerate() {
         let Value::Object(mut e) = entry else {
             return Err(RequestError::new(
-                format!("$.context.draftOrders.entry[{i}]"),
+                format!("context.draftOrders.entry[{i}]"),
                 "must be an object",
             ));
         };
         let Some(resource) = e.remove("resource") else {
             return Err(RequestError::new(
-                format!("$.context.draftOrders.entry[{i}].resource"),
+                format!("context.draftOrders.entry[{i}].resource"),
                 "required",
             ));
         };
@@ -293,7 +293,7 @@ fn parse_draft_orders(bundle: Value) -> Result<Vec<DraftOrder>, RequestError> {
             .and_then(Value::as_str)
             .ok_or_else(|| {
                 RequestError::new(
-                    format!("$.context.draftOrders.entry[{i}].resource.resourceType"),
+                    format!("context.draftOrders.entry[{i}].resource.resourceType"),
                     "required string",
                 )
             })?
@@ -361,7 +361,7 @@ mod tests {
         v["fhirAuthorization"] = json!({"access_token": "SECRET", "token_type": "Bearer",
             "expires_in": 300, "scope": "patient/*.read", "subject": "app"});
         let err = HookRequest::from_json(v.clone()).unwrap_err();
-        assert_eq!(err.path, "$.fhirServer");
+        assert_eq!(err.path, "fhirServer");
         v["fhirServer"] = json!("https://ehr.example.org/fhir/");
         let r = HookRequest::from_json(v).unwrap();
         assert_eq!(r.fhir_server.as_deref(), Some("https://ehr.example.org/fhir"));
@@ -373,6 +373,6 @@ mod tests {
         let mut v = base();
         v["context"]["draftOrders"] = json!({"resourceType": "Patient"});
         let err = HookRequest::from_json(v).unwrap_err();
-        assert_eq!(err.path, "$.context.draftOrders.resourceType");
+        assert_eq!(err.path, "context.draftOrders.resourceType");
     }
 }

@@ -1,1 +1,11 @@
-//! (foundation, in progress)
+//! The HTTP surface: routes, request-body handling and error responses.
+//!
+//! Routes are thin: they read the body within the size limit, hand it to the
+//! [`Engine`](crate::pipeline::Engine) and turn its answer (or its [`CallError`]) into HTTP.
+//! Every error is a JSON FHIR OperationOutcome naming what was wrong ([`error`]).
+
+pub mod body;
+pub mod error;
+pub mod routes;
+
+pub use error::ApiError;
