@@ -99,12 +99,13 @@ impl Assets {
                     .map_err(|source| AssetError::Io { path: full, source });
             }
         }
-        let file = Self::embedded_dir(folder)
-            .get_file(path)
-            .ok_or_else(|| AssetError::NotFound {
-                folder: folder.name(),
-                path: path.to_owned(),
-            })?;
+        let file =
+            Self::embedded_dir(folder)
+                .get_file(path)
+                .ok_or_else(|| AssetError::NotFound {
+                    folder: folder.name(),
+                    path: path.to_owned(),
+                })?;
         file.contents_utf8()
             .map(Cow::Borrowed)
             .ok_or_else(|| AssetError::NotUtf8 {

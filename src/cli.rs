@@ -70,7 +70,12 @@ struct ServeArgs {
     #[arg(long, env = "IORT_CDS_MAX_BODY_BYTES", value_name = "BYTES")]
     max_body_bytes: Option<usize>,
     /// Allowed CORS origins, comma-separated; `*` allows any (default `*`).
-    #[arg(long, env = "IORT_CDS_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGINS")]
+    #[arg(
+        long,
+        env = "IORT_CDS_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
     cors_origins: Option<Vec<String>>,
     /// Public base URL when behind a proxy (used for the JWT audience check).
     #[arg(long, env = "IORT_CDS_PUBLIC_BASE_URL", value_name = "URL")]
@@ -78,6 +83,9 @@ struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long, env = "IORT_CDS_WORKERS", value_name = "N")]
     workers: Option<usize>,
+    /// Serve WITHOUT client authentication on a non-loopback address (testing only; warns).
+    #[arg(long, env = "IORT_CDS_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -120,6 +128,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         cors_allowed_origins: args.cors_origins.clone(),
         public_base_url: args.public_base_url.clone(),
         workers: args.workers,
+        insecure_no_auth: args.insecure_no_auth,
         ..overrides(&args.common)
     };
     let settings = match Settings::load(args.common.config.as_deref(), o) {
@@ -130,7 +139,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     telemetry::init(settings.log_format, &settings.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("iort-cds: cannot start the async runtime: {e}");
@@ -195,7 +207,10 @@ fn evaluate(args: EvaluateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("iort-cds: cannot start the async runtime: {e}");

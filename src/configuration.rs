@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::AuthSettings;
 use crate::facts::MarginThresholds;
 
 /// Log line format.
@@ -81,6 +82,10 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
     /// Coverage policy thresholds.
     pub policy: PolicySettings,
+    /// Who may call: trusted JWT issuers (`[[auth.issuers]]`) and token checks.
+    pub auth: AuthSettings,
+    /// Serve without authentication on a non-loopback address (never in production).
+    pub insecure_no_auth: bool,
 }
 
 impl Default for Settings {
@@ -97,6 +102,8 @@ impl Default for Settings {
             workers: None,
             shutdown_timeout_secs: 10,
             policy: PolicySettings::default(),
+            auth: AuthSettings::default(),
+            insecure_no_auth: false,
         }
     }
 }
@@ -132,6 +139,7 @@ pub struct Overrides {
     pub public_base_url: Option<String>,
     pub workers: Option<usize>,
     pub close_margin_mm: Option<f64>,
+    pub insecure_no_auth: bool,
 }
 
 impl Settings {
@@ -145,7 +153,13 @@ impl Settings {
         macro_rules! lay {
             ($($field:ident),*) => { $( if let Some(v) = o.$field { s.$field = v; } )* };
         }
-        lay!(listen, log_format, log_level, max_body_bytes, cors_allowed_origins);
+        lay!(
+            listen,
+            log_format,
+            log_level,
+            max_body_bytes,
+            cors_allowed_origins
+        );
         if o.workers.is_some() {
             s.workers = o.workers;
         }
@@ -160,6 +174,11 @@ impl Settings {
         }
         if let Some(v) = o.close_margin_mm {
             s.policy.close_margin_mm = v;
+        }
+        s.insecure_no_auth |= o.insecure_no_auth;
+        // One public base URL serves both the JWT audience and anything else that needs it.
+        if s.public_base_url.is_some() {
+            s.auth.public_base_url = s.public_base_url.clone();
         }
         s.validate()?;
         Ok(s)
@@ -208,6 +227,10 @@ impl Settings {
         {
             return invalid("public_base_url", "must start with https:// or http://");
         }
+        self.auth.validate().map_err(|e| ConfigError::Invalid {
+            setting: "auth",
+            message: e.to_string(),
+        })?;
         if self.workers == Some(0) {
             return invalid("workers", "must be at least 1");
         }
@@ -235,7 +258,9 @@ mod tests {
 
     #[test]
     fn file_beats_defaults_and_overrides_beat_file() {
-        let p = write("listen = \"127.0.0.1:9000\"\nlog_level = \"debug\"\n[policy]\nclose_margin_mm = 3.0\n");
+        let p = write(
+            "listen = \"127.0.0.1:9000\"\nlog_level = \"debug\"\n[policy]\nclose_margin_mm = 3.0\n",
+        );
         let s = Settings::load(Some(&p), Overrides::default()).unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.log_level, "debug");

@@ -15,13 +15,15 @@
 //!                                    evidence
 //! ```
 //!
-//! Beside the pipeline: [`http`] (routes, errors as OperationOutcome), [`startup`] (builds the
+//! Beside the pipeline: [`http`] (routes, errors as OperationOutcome), [`auth`] (the CDS Hooks
+//! client JWT, secure by default), [`startup`] (builds the
 //! actix-web app), [`configuration`] (defaults < TOML file < environment < flags),
 //! [`telemetry`] (tracing without tokens or clinical content), [`assets`] (the FHIR profiles,
 //! value sets, JSON Schemas, policy data and card templates, embedded at compile time and
 //! optionally overridden from disk), and [`pipeline`], which runs the stages in order.
 
 pub mod assets;
+pub mod auth;
 pub mod cli;
 pub mod configuration;
 pub mod decision;

@@ -86,7 +86,8 @@ pub struct Engine {
 impl Engine {
     /// Read and compile every asset the settings point at.
     pub fn load(settings: &Settings) -> Result<Self, StartupError> {
-        let assets = Assets::with_overrides(settings.profiles_dir.clone(), settings.cards_dir.clone());
+        let assets =
+            Assets::with_overrides(settings.profiles_dir.clone(), settings.cards_dir.clone());
         let policy = Policy::load(&assets)?;
         let renderer = Renderer::load(&assets, &policy)?;
         Ok(Self {
@@ -117,7 +118,11 @@ impl Engine {
     }
 
     /// Stage 1: JSON, schema, hook, context schema, typed request.
-    pub fn parse_call(&self, service_id: &str, body: &[u8]) -> Result<(&ServiceDefinition, HookRequest), CallError> {
+    pub fn parse_call(
+        &self,
+        service_id: &str,
+        body: &[u8],
+    ) -> Result<(&ServiceDefinition, HookRequest), CallError> {
         let service = self.service(service_id)?;
         let json: Value = parse_json(body)?;
         self.schemas
@@ -136,8 +141,14 @@ impl Engine {
         }
         let (context_schema, name) = match service.hook {
             Hook::OrderSign => (SchemaId::OrderSignContext, "the order-sign context schema"),
-            Hook::OrderSelect => (SchemaId::OrderSelectContext, "the order-select context schema"),
-            Hook::PatientView => (SchemaId::PatientViewContext, "the patient-view context schema"),
+            Hook::OrderSelect => (
+                SchemaId::OrderSelectContext,
+                "the order-select context schema",
+            ),
+            Hook::PatientView => (
+                SchemaId::PatientViewContext,
+                "the patient-view context schema",
+            ),
             Hook::Other(_) => (SchemaId::HookRequest, "the CDS Hooks request schema"),
         };
         if let Some(ctx) = json.get("context") {
@@ -165,7 +176,11 @@ impl Engine {
     }
 
     /// Stages 2-5 for a parsed request.
-    pub async fn run(&self, service: &ServiceDefinition, request: &HookRequest) -> Result<CdsResponse, CallError> {
+    pub async fn run(
+        &self,
+        service: &ServiceDefinition,
+        request: &HookRequest,
+    ) -> Result<CdsResponse, CallError> {
         // Missing prefetch with nowhere to fetch from is refused before anything else, even
         // when no order turns out to be IORT: the client must learn its prefetch is incomplete.
         let missing = gather::prefetch::missing_keys(&service.prefetch, &request.prefetch);
@@ -194,7 +209,14 @@ impl Engine {
         };
         let determinations: Vec<_> = orders
             .into_iter()
-            .map(|o| decision::decide(facts::extract(o, &record, &self.terminology, &self.thresholds)))
+            .map(|o| {
+                decision::decide(facts::extract(
+                    o,
+                    &record,
+                    &self.terminology,
+                    &self.thresholds,
+                ))
+            })
             .collect();
         let today = chrono::Utc::now().date_naive();
         Ok(self
@@ -220,7 +242,12 @@ impl Engine {
         Ok(items
             .iter()
             .map(|f| {
-                let s = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let s = |k: &str| {
+                    f.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
                 let reason = f.get("overrideReason");
                 FeedbackItem {
                     card: s("card"),

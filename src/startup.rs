@@ -3,7 +3,8 @@
 //! [`Application::build`] loads everything once ([`Engine::load`]), binds the listener (port 0
 //! picks a free port, which the black-box tests use) and returns before serving, so the caller
 //! knows the address. Middleware order, outermost first: request tracing (request id) ->
-//! CORS (preflights answered before anything else; CORS headers on errors too) -> access log.
+//! CORS (preflights answered before anything else; CORS headers on errors and 401s too) ->
+//! access log -> client authentication (the CDS Hooks JWT) -> routes.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
+use crate::auth::{self, Authenticator};
 use crate::configuration::Settings;
 use crate::http::routes::{self, HttpSettings};
 use crate::pipeline::{Engine, StartupError};
@@ -60,10 +62,16 @@ impl Application {
         engine: Engine,
         listener: TcpListener,
     ) -> Result<Self, StartupError> {
-        let port = listener
+        let local = listener
             .local_addr()
-            .map_err(|e| StartupError::Other(format!("listener address: {e}")))?
-            .port();
+            .map_err(|e| StartupError::Other(format!("listener address: {e}")))?;
+        let port = local.port();
+        let mode = auth::auth_mode(&[local], &settings.auth, settings.insecure_no_auth)
+            .map_err(StartupError::Other)?;
+        let authenticator = web::Data::new(
+            Authenticator::new(&settings.auth, mode)
+                .map_err(|e| StartupError::Other(e.to_string()))?,
+        );
         let engine = web::Data::from(Arc::new(engine));
         let http = web::Data::new(HttpSettings {
             max_body_bytes: settings.max_body_bytes,
@@ -71,11 +79,13 @@ impl Application {
         let origins = settings.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(auth::require_jwt))
                 .wrap(from_fn(telemetry::access_log))
                 .wrap(cors(&origins))
                 .wrap(TracingLogger::default())
                 .app_data(engine.clone())
                 .app_data(http.clone())
+                .app_data(authenticator.clone())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })

@@ -18,7 +18,12 @@ async fn assert_outcome(res: reqwest::Response, status: u16) -> Value {
     assert!(ct.starts_with("application/json"), "content-type {ct}");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
-    assert!(body["issue"][0]["diagnostics"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["issue"][0]["diagnostics"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
     body
 }
 
@@ -29,11 +34,14 @@ fn assert_no_empty(v: &Value, path: &str) {
         Value::String(s) => assert!(!s.is_empty(), "empty string at {path}"),
         Value::Array(a) => {
             assert!(!a.is_empty() || path == "cards", "empty array at {path}");
-            a.iter().enumerate().for_each(|(i, x)| assert_no_empty(x, &format!("{path}[{i}]")));
+            a.iter()
+                .enumerate()
+                .for_each(|(i, x)| assert_no_empty(x, &format!("{path}[{i}]")));
         }
         Value::Object(o) => {
             assert!(!o.is_empty(), "empty object at {path}");
-            o.iter().for_each(|(k, x)| assert_no_empty(x, &format!("{path}.{k}")));
+            o.iter()
+                .for_each(|(k, x)| assert_no_empty(x, &format!("{path}.{k}")));
         }
         _ => {}
     }
@@ -57,10 +65,19 @@ async fn discovery_lists_the_order_sign_service_with_2_0_prefetch_tokens() {
     assert!(s["title"].as_str().is_some());
     assert!(s["description"].as_str().is_some());
     let prefetch = s["prefetch"].as_object().unwrap();
-    for key in ["patient", "coverage", "conditions", "procedures", "observations"] {
+    for key in [
+        "patient",
+        "coverage",
+        "conditions",
+        "procedures",
+        "observations",
+    ] {
         let q = prefetch[key].as_str().unwrap();
         assert!(q.contains("{{context.patientId}}"), "{key}: {q}");
-        assert!(!q.contains("draftOrders"), "{key}: nested tokens are not 2.0");
+        assert!(
+            !q.contains("draftOrders"),
+            "{key}: nested tokens are not 2.0"
+        );
     }
     let ext = &s["extension"];
     assert!(ext["davinci-crd.version"].as_str().is_some());
@@ -76,22 +93,40 @@ async fn discovery_lists_the_order_sign_service_with_2_0_prefetch_tokens() {
 #[tokio::test]
 async fn cors_preflight_allows_authorization_and_content_type_on_every_endpoint() {
     let app = spawn_app().await;
-    for path in ["/cds-services", SERVICE, "/cds-services/iort-coverage/feedback"] {
+    for path in [
+        "/cds-services",
+        SERVICE,
+        "/cds-services/iort-coverage/feedback",
+    ] {
         let res = app
             .client
             .request(reqwest::Method::OPTIONS, format!("{}{path}", app.address))
             .header("Origin", "http://localhost:3000")
             .header("Access-Control-Request-Method", "POST")
-            .header("Access-Control-Request-Headers", "authorization,content-type")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            )
             .send()
             .await
             .unwrap();
         assert!(res.status().is_success(), "{path}: {}", res.status());
         let h = res.headers();
         assert!(h.contains_key("access-control-allow-origin"), "{path}");
-        let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
-        assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
-        assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+        let allowed = h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            allowed.contains("authorization") && allowed.contains("content-type"),
+            "{allowed}"
+        );
+        assert!(
+            h["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
     }
     // and the actual response carries the CORS header too
     let res = app
@@ -106,18 +141,31 @@ async fn cors_preflight_allows_authorization_and_content_type_on_every_endpoint(
 
 #[tokio::test]
 async fn cors_origins_are_configurable() {
-    let app = common::spawn_app_with(|s| s.cors_allowed_origins = vec!["https://sandbox.cds-hooks.org".into()]).await;
+    let app = common::spawn_app_with(|s| {
+        s.cors_allowed_origins = vec!["https://sandbox.cds-hooks.org".into()]
+    })
+    .await;
     let preflight = |origin: &'static str| {
         app.client
-            .request(reqwest::Method::OPTIONS, format!("{}{SERVICE}", app.address))
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}{SERVICE}", app.address),
+            )
             .header("Origin", origin)
             .header("Access-Control-Request-Method", "POST")
             .send()
     };
     let ok = preflight("https://sandbox.cds-hooks.org").await.unwrap();
-    assert_eq!(ok.headers()["access-control-allow-origin"], "https://sandbox.cds-hooks.org");
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://sandbox.cds-hooks.org"
+    );
     let refused = preflight("https://evil.example").await.unwrap();
-    assert!(!refused.headers().contains_key("access-control-allow-origin"));
+    assert!(
+        !refused
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
 }
 
 #[tokio::test]
@@ -132,9 +180,16 @@ async fn a_valid_request_without_iort_orders_gets_no_cards() {
 #[tokio::test]
 async fn malformed_json_is_400_with_its_position() {
     let app = spawn_app().await;
-    let res = app.post_raw(SERVICE, "application/json", b"{\"hook\": ".to_vec()).await;
+    let res = app
+        .post_raw(SERVICE, "application/json", b"{\"hook\": ".to_vec())
+        .await;
     let body = assert_outcome(res, 400).await;
-    assert!(body["issue"][0]["diagnostics"].as_str().unwrap().contains("line 1"));
+    assert!(
+        body["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("line 1")
+    );
 }
 
 #[tokio::test]
@@ -148,15 +203,20 @@ async fn schema_violations_are_400_naming_the_path() {
     let mut r = medication_request();
     r["context"]["userId"] = json!("Nobody");
     let body = assert_outcome(app.post_json(SERVICE, &r).await, 400).await;
-    assert_eq!(body["issue"][0]["expression"][0], "context.userId", "{body}");
-    assert!(!body.to_string().contains("Nobody"), "values are not echoed: {body}");
+    assert_eq!(
+        body["issue"][0]["expression"][0], "context.userId",
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("Nobody"),
+        "values are not echoed: {body}"
+    );
 
     let mut r = medication_request();
     r["context"]["draftOrders"]["entry"][0]["resource"]["resourceType"] = json!("Patient");
     let body = assert_outcome(app.post_json(SERVICE, &r).await, 400).await;
     assert_eq!(
-        body["issue"][0]["expression"][0],
-        "context.draftOrders.entry[0].resource.resourceType",
+        body["issue"][0]["expression"][0], "context.draftOrders.entry[0].resource.resourceType",
         "{body}"
     );
 
@@ -179,8 +239,18 @@ async fn another_hook_is_400() {
 #[tokio::test]
 async fn unknown_service_and_unknown_path_are_404() {
     let app = spawn_app().await;
-    assert_outcome(app.post_json("/cds-services/nope", &medication_request()).await, 404).await;
-    assert_outcome(app.post_json("/cds-services/nope/feedback", &json!({})).await, 404).await;
+    assert_outcome(
+        app.post_json("/cds-services/nope", &medication_request())
+            .await,
+        404,
+    )
+    .await;
+    assert_outcome(
+        app.post_json("/cds-services/nope/feedback", &json!({}))
+            .await,
+        404,
+    )
+    .await;
     assert_outcome(app.get("/nothing/here").await, 404).await;
 }
 
@@ -203,7 +273,9 @@ async fn wrong_or_missing_content_type_is_415() {
         .await
         .unwrap();
     assert_outcome(res, 415).await;
-    let res = app.post_raw(SERVICE, "application/json; charset=utf-8", body).await;
+    let res = app
+        .post_raw(SERVICE, "application/json; charset=utf-8", body)
+        .await;
     assert_eq!(res.status(), 200);
 }
 
@@ -213,14 +285,21 @@ async fn a_10_mib_body_is_413_and_the_server_keeps_serving() {
     let mut big = b"{\"hook\": \"order-sign\", \"pad\": \"".to_vec();
     big.resize(10 * 1024 * 1024, b'a');
     big.extend_from_slice(b"\"}");
-    assert_outcome(app.post_raw(SERVICE, "application/json", big.clone()).await, 413).await;
+    assert_outcome(
+        app.post_raw(SERVICE, "application/json", big.clone()).await,
+        413,
+    )
+    .await;
     // also when sent chunked (no Content-Length)
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let res = app
         .client
         .post(format!("{}{SERVICE}", app.address))
         .header("Content-Type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -240,7 +319,10 @@ async fn the_body_limit_is_configurable() {
 async fn a_missing_prefetch_key_without_fhir_server_is_412() {
     let app = spawn_app().await;
     let mut r = medication_request();
-    r["prefetch"].as_object_mut().unwrap().remove("observations");
+    r["prefetch"]
+        .as_object_mut()
+        .unwrap()
+        .remove("observations");
     let body = assert_outcome(app.post_json(SERVICE, &r).await, 412).await;
     assert_eq!(body["issue"][0]["expression"][0], "prefetch.observations");
     // A key sent as null means "looked, found nothing": not missing.
@@ -268,7 +350,11 @@ async fn feedback_is_validated_and_accepted() {
     let bad = json!({"feedback": [{"card": "x", "outcome": "ignored", "outcomeTimestamp": "2026-11-26T10:00:00Z"}]});
     let body = assert_outcome(app.post_json(path, &bad).await, 400).await;
     assert_eq!(body["issue"][0]["expression"][0], "feedback[0].outcome");
-    assert_outcome(app.post_raw(path, "application/json", b"[".to_vec()).await, 400).await;
+    assert_outcome(
+        app.post_raw(path, "application/json", b"[".to_vec()).await,
+        400,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -291,7 +377,11 @@ async fn two_hundred_concurrent_requests_are_all_answered() {
     for i in 0..200 {
         let client = app.client.clone();
         let url = format!("{}{SERVICE}", app.address);
-        let b = if i % 2 == 0 { body.clone() } else { iort.clone() };
+        let b = if i % 2 == 0 {
+            body.clone()
+        } else {
+            iort.clone()
+        };
         tasks.push(tokio::spawn(async move {
             let res = client
                 .post(url)
@@ -321,10 +411,20 @@ fn fixture_or_example() -> Value {
 fn evaluate_command_takes_the_same_path() {
     let exe = env!("CARGO_BIN_EXE_iort-cds");
     let out = std::process::Command::new(exe)
-        .args(["evaluate", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/order-sign-medication.json")])
+        .args([
+            "evaluate",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/order-sign-medication.json"
+            ),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v, json!({"cards": []}));
     // a refused request prints an OperationOutcome and fails

@@ -84,7 +84,10 @@ impl Discovery {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
             {
-                return Err(invalid(at("id"), "must be URL-safe (letters, digits, - _ .)"));
+                return Err(invalid(
+                    at("id"),
+                    "must be URL-safe (letters, digits, - _ .)",
+                ));
             }
             let hook = Hook::parse(&text("hook")?);
             text("description")?;
@@ -97,8 +100,7 @@ impl Discovery {
                     let q = v
                         .as_str()
                         .ok_or_else(|| invalid(at(&format!("prefetch.{k}")), "must be a string"))?;
-                    check_tokens(q, &hook)
-                        .map_err(|m| invalid(at(&format!("prefetch.{k}")), m))?;
+                    check_tokens(q, &hook).map_err(|m| invalid(at(&format!("prefetch.{k}")), m))?;
                     prefetch.insert(k.clone(), q.to_owned());
                 }
             }
@@ -140,7 +142,9 @@ fn check_tokens(template: &str, hook: &Hook) -> Result<(), String> {
             None => USER_TOKENS.contains(&token),
         };
         if !ok {
-            return Err(format!("{{{{{token}}}}} is not a CDS Hooks 2.0 prefetch token"));
+            return Err(format!(
+                "{{{{{token}}}}} is not a CDS Hooks 2.0 prefetch token"
+            ));
         }
         rest = &after[end + 2..];
     }
@@ -182,7 +186,13 @@ mod tests {
         let d = Discovery::load(&Assets::embedded()).unwrap();
         let s = d.service("iort-coverage").unwrap();
         assert_eq!(s.hook, Hook::OrderSign);
-        for key in ["patient", "coverage", "conditions", "procedures", "observations"] {
+        for key in [
+            "patient",
+            "coverage",
+            "conditions",
+            "procedures",
+            "observations",
+        ] {
             assert!(s.prefetch.contains_key(key), "{key}");
         }
     }

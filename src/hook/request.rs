@@ -154,7 +154,10 @@ impl HookRequest {
     /// JSON path that failed.
     pub fn from_json(body: Value) -> Result<Self, RequestError> {
         let Value::Object(mut obj) = body else {
-            return Err(RequestError::new("", "the request body must be a JSON object"));
+            return Err(RequestError::new(
+                "",
+                "the request body must be a JSON object",
+            ));
         };
         let hook = Hook::parse(
             str_at(&obj, "hook").ok_or_else(|| RequestError::new("hook", "required string"))?,
@@ -298,7 +301,10 @@ fn parse_draft_orders(bundle: Value) -> Result<Vec<DraftOrder>, RequestError> {
                 )
             })?
             .to_owned();
-        let id = resource.get("id").and_then(Value::as_str).map(str::to_owned);
+        let id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let parsed = fhirbolt::json::from_json_value::<Resource>(resource.clone(), None)
             .map_err(|e| e.to_string());
         out.push(DraftOrder {
@@ -341,7 +347,10 @@ mod tests {
         assert_eq!(r.context.patient_id, "p1");
         assert_eq!(r.context.draft_orders.len(), 2);
         assert!(r.context.draft_orders[0].parsed.is_ok());
-        assert!(r.context.draft_orders[1].parsed.is_err(), "bad order kept, not fatal");
+        assert!(
+            r.context.draft_orders[1].parsed.is_err(),
+            "bad order kept, not fatal"
+        );
         assert_eq!(r.context.draft_orders[1].reference(), "ServiceRequest/bad");
         assert_eq!(r.crd_configuration, CrdConfiguration::default());
     }
@@ -364,7 +373,10 @@ mod tests {
         assert_eq!(err.path, "fhirServer");
         v["fhirServer"] = json!("https://ehr.example.org/fhir/");
         let r = HookRequest::from_json(v).unwrap();
-        assert_eq!(r.fhir_server.as_deref(), Some("https://ehr.example.org/fhir"));
+        assert_eq!(
+            r.fhir_server.as_deref(),
+            Some("https://ehr.example.org/fhir")
+        );
         assert!(!format!("{r:?}").contains("SECRET"));
     }
 

@@ -226,7 +226,11 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(errs[0].path, "hookInstance");
-        assert!(!errs[0].message.contains("SECRET-VALUE"), "{}", errs[0].message);
+        assert!(
+            !errs[0].message.contains("SECRET-VALUE"),
+            "{}",
+            errs[0].message
+        );
     }
 
     #[test]
@@ -248,6 +252,10 @@ mod tests {
         let bad = json!({"feedback": [{"card": "c1", "outcome": "accepted",
             "overrideReason": {"userComment": "x"}, "outcomeTimestamp": "yesterday"}]});
         let errs = s.validate(SchemaId::Feedback, &bad).unwrap_err();
-        assert!(errs.iter().any(|e| e.path == "feedback[0].outcomeTimestamp"), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "feedback[0].outcomeTimestamp"),
+            "{errs:?}"
+        );
     }
 }

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use actix_web::HttpRequest;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::web::{Bytes, BytesMut, Payload};
-use actix_web::HttpRequest;
 use futures_util::StreamExt;
 
 use super::ApiError;
@@ -26,18 +26,33 @@ fn is_json(req: &HttpRequest) -> Result<(), ApiError> {
         return Err(ApiError::UnsupportedMediaType("no Content-Type".to_owned()));
     };
     let text = value.to_str().unwrap_or("");
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         Ok(())
     } else {
         // Echo the media type only: it is a header value chosen by the client, not clinical.
         let shown: String = essence.chars().take(100).collect();
-        Err(ApiError::UnsupportedMediaType(if shown.is_empty() { "an empty Content-Type".to_owned() } else { shown }))
+        Err(ApiError::UnsupportedMediaType(if shown.is_empty() {
+            "an empty Content-Type".to_owned()
+        } else {
+            shown
+        }))
     }
 }
 
 /// Read a JSON body of at most `limit` bytes.
-pub async fn read_json(req: &HttpRequest, mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_json(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     is_json(req)?;
     let declared = req
         .headers()

@@ -98,7 +98,9 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Call(CallError::UnknownService(_)) | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Call(CallError::UnknownService(_)) | ApiError::NotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Call(CallError::PreconditionFailed { .. }) => StatusCode::PRECONDITION_FAILED,
             ApiError::Call(CallError::FhirServerRefused(_)) => StatusCode::BAD_REQUEST,
             ApiError::Call(_) | ApiError::BodyRead => StatusCode::BAD_REQUEST,

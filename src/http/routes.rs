@@ -41,7 +41,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn json_ok(body: String) -> HttpResponse {
-    HttpResponse::Ok().insert_header(ContentType::json()).body(body)
+    HttpResponse::Ok()
+        .insert_header(ContentType::json())
+        .body(body)
 }
 
 /// `GET /cds-services`.
@@ -112,7 +114,12 @@ fn covered_code(resource: &serde_json::Value) -> Option<&str> {
         .as_array()?
         .iter()
         .filter(|e| e.get("url").and_then(|u| u.as_str()) == Some(COVERAGE_INFORMATION))
-        .flat_map(|e| e.get("extension").and_then(|x| x.as_array()).into_iter().flatten())
+        .flat_map(|e| {
+            e.get("extension")
+                .and_then(|x| x.as_array())
+                .into_iter()
+                .flatten()
+        })
         .find(|x| x.get("url").and_then(|u| u.as_str()) == Some("covered"))?
         .get("valueCode")?
         .as_str()

@@ -63,7 +63,12 @@ impl TestApp {
     }
 
     /// POST raw bytes with a content type.
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
         self.client
             .post(format!("{}{}", self.address, path))
             .header("Content-Type", content_type)

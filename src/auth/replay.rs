@@ -1,0 +1,122 @@
+//! Replay protection: remembers each accepted token's (`iss`, `jti`) until the token could no
+//! longer be accepted anyway (its `exp` plus the clock skew), so a captured token cannot be
+//! sent a second time.
+//!
+//! The memory is bounded: entries leave in expiry order (a min-heap beside the map, so pruning
+//! costs O(log n) per entry), and when the cache is full of unexpired entries a new token is
+//! refused rather than an old entry forgotten — forgetting would silently reopen a replay
+//! window. `max_token_lifetime_secs` keeps entries short-lived, so a sensible capacity is never
+//! reached by honest traffic.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Mutex, PoisonError};
+
+/// Outcome of [`ReplayCache::check_and_remember`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Not seen before; now remembered.
+    First,
+    /// Seen before and not yet expired: a replay.
+    Again,
+    /// Not seen before, but there is no room to remember it.
+    Full,
+}
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct State {
+    forget_after: HashMap<Key, u64>,
+    by_expiry: BinaryHeap<Reverse<(u64, Key)>>,
+}
+
+pub(crate) struct ReplayCache {
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+impl ReplayCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Records (`iss`, `jti`) as used until `forget_after` (unix seconds), unless it is already
+    /// recorded. `now` is the current unix time; entries whose `forget_after` is before it are
+    /// dropped first.
+    pub(crate) fn check_and_remember(
+        &self,
+        iss: &str,
+        jti: &str,
+        forget_after: u64,
+        now: u64,
+    ) -> Seen {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(Reverse((when, _))) = state.by_expiry.peek() {
+            if *when >= now {
+                break;
+            }
+            if let Some(Reverse((_, key))) = state.by_expiry.pop() {
+                state.forget_after.remove(&key);
+            }
+        }
+        let key = (iss.to_owned(), jti.to_owned());
+        if state.forget_after.contains_key(&key) {
+            return Seen::Again;
+        }
+        if state.forget_after.len() >= self.capacity {
+            return Seen::Full;
+        }
+        state.forget_after.insert(key.clone(), forget_after);
+        state.by_expiry.push(Reverse((forget_after, key)));
+        Seen::First
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget_after
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_use_is_a_replay_until_expiry() {
+        let c = ReplayCache::new(10);
+        assert_eq!(c.check_and_remember("a", "1", 100, 50), Seen::First);
+        assert_eq!(c.check_and_remember("a", "1", 100, 60), Seen::Again);
+        assert_eq!(c.check_and_remember("a", "1", 100, 100), Seen::Again);
+        // Same jti from another issuer is a different token.
+        assert_eq!(c.check_and_remember("b", "1", 100, 60), Seen::First);
+        // After its expiry the entry is gone (the token itself would fail the exp check).
+        assert_eq!(c.check_and_remember("a", "1", 300, 101), Seen::First);
+    }
+
+    #[test]
+    fn full_cache_fails_closed_and_recovers_after_expiry() {
+        let c = ReplayCache::new(2);
+        assert_eq!(c.check_and_remember("a", "1", 100, 0), Seen::First);
+        assert_eq!(c.check_and_remember("a", "2", 200, 0), Seen::First);
+        assert_eq!(c.check_and_remember("a", "3", 200, 50), Seen::Full);
+        assert_eq!(
+            c.check_and_remember("a", "1", 200, 50),
+            Seen::Again,
+            "still remembered"
+        );
+        assert_eq!(
+            c.check_and_remember("a", "3", 200, 150),
+            Seen::First,
+            "jti 1 expired"
+        );
+        assert_eq!(c.len(), 2);
+    }
+}
