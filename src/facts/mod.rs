@@ -1,11 +1,31 @@
 //! Stage 3 of the pipeline: clinical facts, each with its evidence.
 //!
-//! From the draft orders and the [`PatientRecord`](crate::gather::PatientRecord) this stage
+//! From the draft orders and the [`PatientRecord`] this stage
 //! finds the IORT orders and, for each, the facts the policy asks about: is the indication
 //! rectal cancer, what is its T category, is the disease recurrent, what is the surgical margin
 //! status. Every fact carries the resources it was read from (type/id and date) so a card can
 //! show its evidence. Codes are never literals here: they come from the ValueSets under
-//! `fhir-profiles/` through [`Terminology`](crate::terminology::Terminology).
+//! `fhir-profiles/` through [`Terminology`].
+//!
+//! The stage is split by fact: `orders` (which orders are IORT), `indication` (the cancer,
+//! and the scope the other facts are read in), `staging`, `recurrence`, `margins`,
+//! `coverage`; [`dates`] compares partial FHIR dates. Each submodule documents
+//! the rules it applies and the choices the issue left open. Nothing here fails: a fact that
+//! cannot be established is "not documented", and resources that cannot be used are noted in
+//! [`OrderFacts::record_issues`].
+
+mod coverage;
+pub mod dates;
+mod fhir;
+mod indication;
+mod margins;
+mod orders;
+mod recurrence;
+mod staging;
+#[cfg(test)]
+mod test_support;
+
+pub use fhir::parse_resource;
 
 use serde_json::Value;
 
@@ -166,40 +186,159 @@ use crate::gather::PatientRecord;
 use crate::hook::DraftOrder;
 use crate::terminology::Terminology;
 
-/// The draft orders that are IORT orders (see the issue's list of codes), in request order.
-pub fn find_iort_orders(_orders: &[DraftOrder], _terminology: &Terminology) -> Vec<IortOrder> {
-    Vec::new()
+/// The draft orders that are IORT orders, in request order.
+///
+/// An order is IORT when its `code` has an `iort-procedures` coding (CPT 77424/77425/77469/
+/// 0735T, SNOMED CT 168524008, ICD-10-PCS section D with the intraoperative qualifier), a CRD
+/// billing-options CPT code of `iort-cpt-codes`, or a radiotherapy course code with the mCODE
+/// technique 168524008. `doNotPerform` orders and non-ServiceRequests are not IORT. Orders the
+/// hook stage could not parse are re-read leniently rather than dropped.
+pub fn find_iort_orders(orders: &[DraftOrder], terminology: &Terminology) -> Vec<IortOrder> {
+    orders::find(orders, terminology)
 }
 
 /// The facts for one IORT order.
+///
+/// `record_issues` holds every issue of the record (the gather stage only keeps issues about
+/// the resource kinds the facts are read from) plus what this stage found: a `reasonReference`
+/// Condition missing from the record, an active Coverage without an id.
 pub fn extract(
     order: IortOrder,
     record: &PatientRecord,
-    _terminology: &Terminology,
-    _thresholds: &MarginThresholds,
+    terminology: &Terminology,
+    thresholds: &MarginThresholds,
 ) -> OrderFacts {
+    let order_ref = fhir::resource_ref(&order.resource_type, order.id.as_deref());
+    let request = orders::service_request_from_raw(&order.raw);
+    let mut record_issues = record.issues.clone();
+
+    let (indication, scope) = indication::find(
+        request.as_ref(),
+        &order_ref,
+        record,
+        terminology,
+        &mut record_issues,
+    );
+    let staging = staging::find(&scope, record, terminology);
+    let recurrence = recurrence::find(&scope, terminology);
+    let margins = margins::find(&scope, record, terminology, thresholds);
+    let coverage = coverage::find(record, terminology, &mut record_issues);
+
     OrderFacts {
         order,
-        indication: IndicationFact {
-            status: IndicationStatus::NotDocumented,
-            condition: None,
-            via: IndicationSource::None,
-            evidence: Vec::new(),
-        },
-        staging: StagingFact {
-            category: TCategory::NotDocumented,
-            evidence: Vec::new(),
-        },
-        recurrence: RecurrenceFact {
-            recurrent: false,
-            evidence: Vec::new(),
-        },
-        margins: MarginFact {
-            status: MarginStatus::NotDocumented,
-            evidence: Vec::new(),
-        },
-        coverage: None,
-        record_issues: record.issues.clone(),
+        indication,
+        staging,
+        recurrence,
+        margins,
+        coverage,
+        record_issues,
         unavailable: record.unavailable.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::test_support::{
+        condition, coverage, observation, procedure, record, terminology,
+    };
+    use crate::gather::RecordIssue;
+    use fhirbolt::model::r4::Resource;
+    use serde_json::json;
+
+    fn iort_order(extra: Value) -> IortOrder {
+        let mut raw = json!({"resourceType": "ServiceRequest", "id": "sr1", "status": "draft",
+            "intent": "order", "subject": {"reference": "Patient/p1"},
+            "quantityQuantity": {"value": 1.0},
+            "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "77425"}]}});
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            raw[k] = v;
+        }
+        let parsed = fhirbolt::json::from_json_value::<Resource>(raw.clone(), None)
+            .map_err(|e| e.to_string());
+        let draft = DraftOrder {
+            resource_type: "ServiceRequest".to_owned(),
+            id: Some("sr1".to_owned()),
+            raw,
+            parsed,
+        };
+        let mut found = find_iort_orders(&[draft], terminology());
+        assert_eq!(found.len(), 1, "the order is IORT");
+        found.remove(0)
+    }
+
+    #[test]
+    fn covered_shape_rectal_t4_positive_margin() {
+        let mut rec = record(
+            vec![condition(json!({"resourceType": "Condition", "id": "rc",
+                "subject": {"reference": "Patient/p1"}, "recordedDate": "2024-01-10",
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "93984006"}]},
+                "stage": [{"summary": {"coding": [{"system": "http://snomed.info/sct",
+                    "code": "1229866004"}]}}]}))],
+            vec![procedure(
+                json!({"resourceType": "Procedure", "id": "apr", "status": "completed",
+                "subject": {"reference": "Patient/p1"}, "performedDateTime": "2024-04-01",
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "265414003"}]}}),
+            )],
+            vec![observation(
+                json!({"resourceType": "Observation", "id": "crm", "status": "final",
+                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-04-03",
+                "partOf": [{"reference": "Procedure/apr"}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "33737-8"}]},
+                "valueQuantity": {"value": 0.8, "unit": "mm", "system": "http://unitsofmeasure.org",
+                    "code": "mm"}}),
+            )],
+        );
+        rec.coverages = vec![coverage(json!({"resourceType": "Coverage", "id": "cov1",
+            "status": "active", "beneficiary": {"reference": "Patient/p1"},
+            "payor": [{"display": "BCBSAZ"}]}))];
+        rec.issues.push(RecordIssue {
+            source: "observations".to_owned(),
+            resource: Some("Observation/bad".to_owned()),
+            problem: "does not parse".to_owned(),
+        });
+        let order = iort_order(json!({"reasonReference": [{"reference": "Condition/rc"}]}));
+        let f = extract(order, &rec, terminology(), &MarginThresholds::default());
+        assert_eq!(
+            f.order.billing_code.as_ref().map(|b| b.code.as_str()),
+            Some("77425")
+        );
+        assert_eq!(f.indication.status, IndicationStatus::RectalCancer);
+        assert_eq!(f.indication.via, IndicationSource::ReasonReference);
+        assert_eq!(f.indication.condition.as_deref(), Some("Condition/rc"));
+        assert_eq!(f.staging.category, TCategory::T4);
+        assert!(!f.recurrence.recurrent);
+        assert_eq!(f.margins.status, MarginStatus::Positive);
+        assert_eq!(f.margins.evidence[0].reference, "Observation/crm");
+        assert_eq!(
+            f.coverage,
+            Some(CoverageRef {
+                reference: "Coverage/cov1".to_owned(),
+                payor: Some("BCBSAZ".to_owned())
+            })
+        );
+        assert_eq!(f.record_issues.len(), 1, "record issues are carried");
+        assert!(f.unavailable.is_none());
+    }
+
+    #[test]
+    fn empty_record_documents_nothing_and_copies_unavailable() {
+        let mut rec = record(vec![], vec![], vec![]);
+        rec.unavailable = Some("FHIR server returned 503 for Condition".to_owned());
+        let order = iort_order(json!({"reasonReference": [{"reference": "Condition/missing"}]}));
+        let f = extract(order, &rec, terminology(), &MarginThresholds::default());
+        assert_eq!(f.indication.status, IndicationStatus::NotDocumented);
+        assert_eq!(f.staging.category, TCategory::NotDocumented);
+        assert_eq!(f.margins.status, MarginStatus::NotDocumented);
+        assert!(f.coverage.is_none());
+        assert_eq!(
+            f.unavailable.as_deref(),
+            Some("FHIR server returned 503 for Condition")
+        );
+        assert!(
+            f.record_issues
+                .iter()
+                .any(|i| i.problem.contains("Condition/missing"))
+        );
     }
 }

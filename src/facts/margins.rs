@@ -1,0 +1,575 @@
+//! The surgical margin status of the order's cancer, from its most recent assessment.
+//!
+//! Assessments are read from:
+//! - the `outcome` of a scope Procedure (a rectal resection, a procedure on the rectum, or one
+//!   done for a scope Condition) coded in `margin-positive` / `margin-close` / `margin-clear`;
+//! - Observations (or Observation components) coded in `margin-finding-observation` with such a
+//!   value;
+//! - Observations (or components) coded in `margin-distance-observation` with a `valueQuantity`:
+//!   the distance is converted to mm (UCUM mm, cm, um, m; see
+//!   [`length_unit_to_mm_exponent`]) by moving the decimal point, so `0.15 cm` is exactly
+//!   `1.5 mm`, and compared with the configured thresholds: at most `positive_max_mm` positive,
+//!   at most `close_max_mm` close, else clear.
+//!
+//! A quantity with a comparator only counts when it settles the status: `< x` / `<= x` says the
+//! tumour is at least as near as `x`, so it gives `x`'s status when that is positive or close
+//! (positive vs. close may then be understated, both meet the policy); `> x` / `>= x` counts
+//! only when every distance it allows is clear. Negative or unreadable distances are ignored.
+//!
+//! Observations must belong to the cancer: their `focus`, `partOf` or `derivedFrom` points at a
+//! scope Condition or Procedure, or at nothing in the record and no other active cancer could
+//! own them (see [`Scope`](super::indication::Scope)). Entered-in-error / cancelled
+//! Observations and entered-in-error / not-done Procedures are ignored.
+//!
+//! The most recent assessment wins (Observation effective[x] / issued, Procedure performed[x];
+//! partial dates compared by [`DateKey`]); undated assessments are older than dated ones. On an
+//! equal date the worse status wins (positive over close over clear), since two findings of the
+//! same day are parts of one pathology report and the margin is as bad as its worst part; all
+//! assessments of that date with that status are returned as evidence.
+
+use fhirbolt::model::r4::resources::{Observation, ObservationComponentValue, ObservationValue};
+use fhirbolt::model::r4::types::{CodeableConcept, Quantity};
+
+use crate::facts::dates::DateKey;
+use crate::facts::fhir::{
+    concept_label, key_of, observation_date, observation_evidence, observation_usable,
+    procedure_date, procedure_evidence, text,
+};
+use crate::facts::indication::Scope;
+use crate::facts::{Evidence, MarginFact, MarginStatus, MarginThresholds};
+use crate::gather::PatientRecord;
+use crate::terminology::{Terminology, ValueSetId, length_unit_to_mm_exponent};
+
+/// Higher is worse.
+fn severity(status: MarginStatus) -> u8 {
+    match status {
+        MarginStatus::Positive => 3,
+        MarginStatus::Close => 2,
+        MarginStatus::Clear => 1,
+        MarginStatus::NotDocumented => 0,
+    }
+}
+
+fn word(status: MarginStatus) -> &'static str {
+    match status {
+        MarginStatus::Positive => "positive",
+        MarginStatus::Close => "close",
+        MarginStatus::Clear => "clear",
+        MarginStatus::NotDocumented => "not documented",
+    }
+}
+
+struct Assessment {
+    status: MarginStatus,
+    date: Option<DateKey>,
+    evidence: Evidence,
+}
+
+/// The status a coded value means, checking the worst first.
+fn coded_status(cc: &CodeableConcept, t: &Terminology) -> Option<(MarginStatus, String)> {
+    [
+        (ValueSetId::MarginPositive, MarginStatus::Positive),
+        (ValueSetId::MarginClose, MarginStatus::Close),
+        (ValueSetId::MarginClear, MarginStatus::Clear),
+    ]
+    .into_iter()
+    .find_map(|(vs, status)| {
+        t.matching_coding(vs, cc)
+            .map(|c| (status, concept_label(cc, Some(c))))
+    })
+}
+
+/// A FHIR decimal times 10^`exponent`, by moving the decimal point (no binary rounding of the
+/// scale factor).
+fn scaled_decimal(value: &str, exponent: i32) -> Option<f64> {
+    let v = value.trim();
+    let (mantissa, exp) = match v.find(['e', 'E']) {
+        Some(i) => (&v[..i], v[i + 1..].parse::<i32>().ok()?),
+        None => (v, 0),
+    };
+    let ok = !mantissa.is_empty()
+        && mantissa
+            .trim_start_matches(['-', '+'])
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.');
+    if !ok {
+        return None;
+    }
+    let scaled = format!("{mantissa}e{}", exp.checked_add(exponent)?);
+    scaled.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+fn classify_mm(mm: f64, th: &MarginThresholds) -> MarginStatus {
+    if mm <= th.positive_max_mm {
+        MarginStatus::Positive
+    } else if mm <= th.close_max_mm {
+        MarginStatus::Close
+    } else {
+        MarginStatus::Clear
+    }
+}
+
+/// The status a distance-to-closest-margin quantity means, with a description.
+fn distance_status(q: &Quantity, th: &MarginThresholds) -> Option<(MarginStatus, String)> {
+    let raw = text(q.value.as_ref())?;
+    let exponent = length_unit_to_mm_exponent(
+        text(q.system.as_ref()),
+        text(q.code.as_ref()),
+        text(q.unit.as_ref()),
+    )?;
+    let mm = scaled_decimal(raw, exponent).filter(|mm| *mm >= 0.0)?;
+    let at_value = classify_mm(mm, th);
+    let comparator = text(q.comparator.as_ref());
+    let status = match comparator {
+        None => at_value,
+        // The real distance is at most `mm`: at least as bad as `mm`'s status.
+        Some("<") | Some("<=") => match at_value {
+            MarginStatus::Clear => return None,
+            s => s,
+        },
+        // The real distance is over `mm`: only a clear status is certain.
+        Some(">") if mm >= th.close_max_mm => MarginStatus::Clear,
+        Some(">=") if mm > th.close_max_mm => MarginStatus::Clear,
+        _ => return None,
+    };
+    let unit = text(q.unit.as_ref())
+        .or(text(q.code.as_ref()))
+        .unwrap_or("");
+    let shown = format!("{}{raw} {unit}", comparator.unwrap_or(""));
+    let converted = if exponent == 0 {
+        String::new()
+    } else {
+        format!(" = {mm} mm")
+    };
+    Some((
+        status,
+        format!(
+            "distance to closest margin {}{converted}: {} (positive <= {} mm, close <= {} mm)",
+            shown.trim_end(),
+            word(status),
+            th.positive_max_mm,
+            th.close_max_mm
+        ),
+    ))
+}
+
+/// The (code, value) pairs of an Observation: itself and its components.
+enum Value<'a> {
+    Concept(&'a CodeableConcept),
+    Quantity(&'a Quantity),
+    Other,
+}
+
+fn pairs(o: &Observation) -> Vec<(&CodeableConcept, Value<'_>)> {
+    let top = match &o.value {
+        Some(ObservationValue::CodeableConcept(cc)) => Value::Concept(cc),
+        Some(ObservationValue::Quantity(q)) => Value::Quantity(q),
+        _ => Value::Other,
+    };
+    let mut out = vec![(o.code.as_ref(), top)];
+    for c in &o.component {
+        let v = match &c.value {
+            Some(ObservationComponentValue::CodeableConcept(cc)) => Value::Concept(cc),
+            Some(ObservationComponentValue::Quantity(q)) => Value::Quantity(q),
+            _ => Value::Other,
+        };
+        out.push((c.code.as_ref(), v));
+    }
+    out
+}
+
+/// The margin fact for the scope.
+pub(crate) fn find(
+    scope: &Scope<'_>,
+    record: &PatientRecord,
+    t: &Terminology,
+    th: &MarginThresholds,
+) -> MarginFact {
+    let mut assessments = Vec::new();
+
+    for p in &scope.procedures {
+        if let Some(outcome) = p.outcome.as_deref()
+            && let Some((status, label)) = coded_status(outcome, t)
+        {
+            assessments.push(Assessment {
+                status,
+                date: key_of(procedure_date(p)),
+                evidence: procedure_evidence(p, format!("outcome: {label}")),
+            });
+        }
+    }
+
+    for o in record
+        .observations
+        .iter()
+        .filter(|o| observation_usable(o, t))
+    {
+        let links = o.focus.iter().chain(&o.part_of).chain(&o.derived_from);
+        let mut found = Vec::new();
+        for (code, value) in pairs(o) {
+            let result = match value {
+                Value::Concept(cc) if t.concept_in(ValueSetId::MarginFindingObservation, code) => {
+                    coded_status(cc, t)
+                }
+                Value::Quantity(q) if t.concept_in(ValueSetId::MarginDistanceObservation, code) => {
+                    distance_status(q, th)
+                }
+                _ => None,
+            };
+            found.extend(result);
+        }
+        if found.is_empty() || !scope.accepts(links) {
+            continue;
+        }
+        // Several margin findings in one Observation: the worst is what it says.
+        if let Some((status, label)) = found.into_iter().max_by_key(|(s, _)| severity(*s)) {
+            assessments.push(Assessment {
+                status,
+                date: key_of(observation_date(o)),
+                evidence: observation_evidence(o, label),
+            });
+        }
+    }
+
+    let Some(best) = assessments
+        .iter()
+        .map(|a| (a.date, severity(a.status)))
+        .max()
+    else {
+        return MarginFact {
+            status: MarginStatus::NotDocumented,
+            evidence: Vec::new(),
+        };
+    };
+    let mut status = MarginStatus::NotDocumented;
+    let mut evidence = Vec::new();
+    for a in assessments {
+        if (a.date, severity(a.status)) == best {
+            status = a.status;
+            if !evidence.contains(&a.evidence) {
+                evidence.push(a.evidence);
+            }
+        }
+    }
+    MarginFact { status, evidence }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::indication;
+    use crate::facts::test_support::{condition, observation, procedure, record, terminology};
+    use fhirbolt::model::r4::resources::{Condition, Procedure};
+    use serde_json::{Value as Json, json};
+
+    const SCT: &str = "http://snomed.info/sct";
+    const LOINC: &str = "http://loinc.org";
+
+    fn rectal(id: &str) -> Condition {
+        condition(
+            json!({"resourceType": "Condition", "id": id, "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SCT, "code": "363351006"}]}}),
+        )
+    }
+
+    fn breast(id: &str) -> Condition {
+        condition(
+            json!({"resourceType": "Condition", "id": id, "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SCT, "code": "254837009"}]}}),
+        )
+    }
+
+    fn resection(id: &str, date: &str, outcome: &str) -> Procedure {
+        procedure(
+            json!({"resourceType": "Procedure", "id": id, "status": "completed",
+            "subject": {"reference": "Patient/p1"}, "performedDateTime": date,
+            "code": {"coding": [{"system": SCT, "code": "265414003"}]},
+            "outcome": {"coding": [{"system": SCT, "code": outcome}]}}),
+        )
+    }
+
+    fn coded_obs(id: &str, date: &str, value: &str, links: Json) -> Observation {
+        let mut v = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": date,
+            "code": {"coding": [{"system": SCT, "code": "395536008"}]},
+            "valueCodeableConcept": {"coding": [{"system": SCT, "code": value}]}});
+        if let Json::Object(m) = links {
+            for (k, x) in m {
+                v[k] = x;
+            }
+        }
+        observation(v)
+    }
+
+    fn distance(
+        id: &str,
+        date: &str,
+        value: Json,
+        unit: &str,
+        comparator: Option<&str>,
+    ) -> Observation {
+        let mut q = json!({"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit});
+        if let Some(c) = comparator {
+            q["comparator"] = json!(c);
+        }
+        observation(
+            json!({"resourceType": "Observation", "id": id, "status": "final",
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": date,
+            "focus": [{"reference": "Condition/rc"}],
+            "code": {"coding": [{"system": LOINC, "code": "33737-8"}]},
+            "valueQuantity": q}),
+        )
+    }
+
+    fn margins(rec: &PatientRecord) -> MarginFact {
+        let mut issues = Vec::new();
+        let (_, scope) =
+            indication::find(None, "ServiceRequest/o", rec, terminology(), &mut issues);
+        find(&scope, rec, terminology(), &MarginThresholds::default())
+    }
+
+    #[test]
+    fn from_resection_outcome() {
+        let m = margins(&record(
+            vec![rectal("rc")],
+            vec![resection("apr", "2024-04-01", "370109009")],
+            vec![],
+        ));
+        assert_eq!(m.status, MarginStatus::Positive);
+        assert_eq!(m.evidence[0].reference, "Procedure/apr");
+        assert_eq!(m.evidence[0].date.as_deref(), Some("2024-04-01"));
+        // A not-done resection says nothing.
+        let mut p = resection("apr", "2024-04-01", "370109009");
+        p.status.value = Some("not-done".to_owned());
+        assert_eq!(
+            margins(&record(vec![rectal("rc")], vec![p], vec![])).status,
+            MarginStatus::NotDocumented
+        );
+    }
+
+    #[test]
+    fn from_coded_observation_and_project_close_code() {
+        let m = margins(&record(
+            vec![rectal("rc")],
+            vec![],
+            vec![coded_obs(
+                "m",
+                "2024-04-02",
+                "55182004",
+                json!({"focus": [{"reference": "Condition/rc"}]}),
+            )],
+        ));
+        assert_eq!(m.status, MarginStatus::Clear);
+        let close = observation(
+            json!({"resourceType": "Observation", "id": "c", "status": "final",
+            "code": {"coding": [{"system": SCT, "code": "395536008"}]},
+            "valueCodeableConcept": {"coding": [{"system":
+                "https://iort-cds.github.io/fhir/CodeSystem/surgical-margin-status", "code": "close"}]}}),
+        );
+        assert_eq!(
+            margins(&record(vec![rectal("rc")], vec![], vec![close])).status,
+            MarginStatus::Close
+        );
+    }
+
+    #[test]
+    fn observation_linked_to_the_resection_counts() {
+        let obs = coded_obs(
+            "m",
+            "2024-04-02",
+            "370109009",
+            json!({"partOf": [{"reference": "Procedure/apr"}]}),
+        );
+        let rec = record(
+            vec![rectal("rc"), breast("bc")],
+            vec![resection("apr", "2024-04-01", "55182004")],
+            vec![obs],
+        );
+        let m = margins(&rec);
+        assert_eq!(
+            m.status,
+            MarginStatus::Positive,
+            "linked to the rectal resection, newer"
+        );
+        assert_eq!(m.evidence[0].reference, "Observation/m");
+    }
+
+    #[test]
+    fn observation_of_another_cancer_or_unlinked_with_two_cancers_is_ignored() {
+        let other = coded_obs(
+            "m1",
+            "2024-04-02",
+            "370109009",
+            json!({"focus": [{"reference": "Condition/bc"}]}),
+        );
+        let unlinked = coded_obs("m2", "2024-04-03", "370109009", json!({}));
+        let rec = record(
+            vec![rectal("rc"), breast("bc")],
+            vec![],
+            vec![other, unlinked.clone()],
+        );
+        assert_eq!(margins(&rec).status, MarginStatus::NotDocumented);
+        // With a single cancer the unlinked finding is attributed to it.
+        let rec = record(vec![rectal("rc")], vec![], vec![unlinked]);
+        assert_eq!(margins(&rec).status, MarginStatus::Positive);
+    }
+
+    #[test]
+    fn distance_thresholds() {
+        for (value, expected) in [
+            (json!(0.5), MarginStatus::Positive),
+            (json!(1.0), MarginStatus::Positive),
+            (json!(1.5), MarginStatus::Close),
+            (json!(2.0), MarginStatus::Close),
+            (json!(2.5), MarginStatus::Clear),
+            (json!(0), MarginStatus::Positive),
+        ] {
+            let m = margins(&record(
+                vec![rectal("rc")],
+                vec![],
+                vec![distance("d", "2024-04-02", value.clone(), "mm", None)],
+            ));
+            assert_eq!(m.status, expected, "{value} mm");
+            assert_eq!(m.evidence[0].reference, "Observation/d");
+        }
+    }
+
+    #[test]
+    fn distance_units_are_converted() {
+        for (value, unit, expected) in [
+            (json!(0.1), "cm", MarginStatus::Positive),
+            (json!(0.15), "cm", MarginStatus::Close),
+            (json!(0.2), "cm", MarginStatus::Close),
+            (json!(0.21), "cm", MarginStatus::Clear),
+            (json!(900), "um", MarginStatus::Positive),
+            (json!(2000), "um", MarginStatus::Close),
+            (json!(2500), "um", MarginStatus::Clear),
+        ] {
+            let m = margins(&record(
+                vec![rectal("rc")],
+                vec![],
+                vec![distance("d", "2024-04-02", value.clone(), unit, None)],
+            ));
+            assert_eq!(m.status, expected, "{value} {unit}");
+        }
+        let m = margins(&record(
+            vec![rectal("rc")],
+            vec![],
+            vec![distance("d", "2024-04-02", json!(0.15), "cm", None)],
+        ));
+        assert!(
+            m.evidence[0].detail.contains("1.5 mm"),
+            "{}",
+            m.evidence[0].detail
+        );
+        // Unknown unit or negative distance: not an assessment.
+        for (value, unit) in [(json!(1), "kg"), (json!(-1), "mm")] {
+            let m = margins(&record(
+                vec![rectal("rc")],
+                vec![],
+                vec![distance("d", "2024-04-02", value, unit, None)],
+            ));
+            assert_eq!(m.status, MarginStatus::NotDocumented);
+        }
+    }
+
+    #[test]
+    fn distance_comparators() {
+        let status = |v: f64, c: &str| {
+            margins(&record(
+                vec![rectal("rc")],
+                vec![],
+                vec![distance("d", "2024-04-02", json!(v), "mm", Some(c))],
+            ))
+            .status
+        };
+        assert_eq!(status(1.0, "<"), MarginStatus::Positive);
+        assert_eq!(status(2.0, "<="), MarginStatus::Close);
+        assert_eq!(status(5.0, "<"), MarginStatus::NotDocumented);
+        assert_eq!(status(2.0, ">"), MarginStatus::Clear);
+        assert_eq!(status(2.0, ">="), MarginStatus::NotDocumented);
+        assert_eq!(status(1.0, ">"), MarginStatus::NotDocumented);
+    }
+
+    #[test]
+    fn most_recent_wins_and_worse_wins_on_equal_dates() {
+        // Positive resection outcome in April, clear re-excision in May: clear.
+        let rec = record(
+            vec![rectal("rc")],
+            vec![resection("apr", "2024-04-01", "370109009")],
+            vec![coded_obs(
+                "re",
+                "2024-05-10",
+                "55182004",
+                json!({"focus": [{"reference": "Condition/rc"}]}),
+            )],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Clear);
+        assert_eq!(m.evidence.len(), 1);
+        assert_eq!(m.evidence[0].reference, "Observation/re");
+
+        // Same day: clear coded finding and 0.8 mm distance: positive wins.
+        let rec = record(
+            vec![rectal("rc")],
+            vec![],
+            vec![
+                coded_obs(
+                    "c",
+                    "2024-05-10",
+                    "55182004",
+                    json!({"focus": [{"reference": "Condition/rc"}]}),
+                ),
+                distance("d", "2024-05-10", json!(0.8), "mm", None),
+            ],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Positive);
+        assert_eq!(m.evidence[0].reference, "Observation/d");
+
+        // A partial date is older than a full date in the same month.
+        let rec = record(
+            vec![rectal("rc")],
+            vec![],
+            vec![
+                coded_obs(
+                    "month",
+                    "2024-05",
+                    "370109009",
+                    json!({"focus": [{"reference": "Condition/rc"}]}),
+                ),
+                distance("day", "2024-05-01", json!(3), "mm", None),
+            ],
+        );
+        assert_eq!(margins(&rec).status, MarginStatus::Clear);
+    }
+
+    #[test]
+    fn component_distance_and_r_classification() {
+        let panel = observation(
+            json!({"resourceType": "Observation", "id": "panel", "status": "final",
+            "effectiveDateTime": "2024-04-02", "focus": [{"reference": "Condition/rc"}],
+            "code": {"text": "Rectal resection pathology"},
+            "component": [
+                {"code": {"coding": [{"system": LOINC, "code": "33737-8"}]},
+                 "valueQuantity": {"value": 1.2, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"}},
+                {"code": {"coding": [{"system": LOINC, "code": "84892-9"}]},
+                 "valueCodeableConcept": {"coding": [{"system": SCT, "code": "1222638005"}]}}]}),
+        );
+        let m = margins(&record(vec![rectal("rc")], vec![], vec![panel]));
+        assert_eq!(
+            m.status,
+            MarginStatus::Close,
+            "R0 but 1.2 mm from the margin"
+        );
+    }
+
+    #[test]
+    fn scaled_decimal_is_exact() {
+        assert_eq!(scaled_decimal("0.15", 1), Some(1.5));
+        assert_eq!(scaled_decimal("1.5e-1", 1), Some(1.5));
+        assert_eq!(scaled_decimal("2000", -3), Some(2.0));
+        assert_eq!(scaled_decimal("abc", 0), None);
+        assert_eq!(scaled_decimal("", 0), None);
+    }
+}

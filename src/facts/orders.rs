@@ -1,0 +1,354 @@
+//! Which draft orders are IORT orders, and their billing code.
+//!
+//! A ServiceRequest is an IORT order when its `code` says so by any of three routes:
+//! 1. a `code.coding` in the `iort-procedures` value set (CPT 77424/77425/77469/0735T, SNOMED CT
+//!    168524008, ICD-10-PCS radiation therapy with the intraoperative qualifier);
+//! 2. a CPT code of `iort-cpt-codes` in the Da Vinci CRD billing-options extension on `code`
+//!    (an EHR may order with a local or SNOMED code and offer the billing codes there);
+//! 3. a radiotherapy course code (`radiotherapy-course`) whose mCODE
+//!    modality-and-technique extension (on the resource, or on `code`) has a `technique` in
+//!    `iort-technique`.
+//!
+//! A ServiceRequest with `doNotPerform = true` is an order *not* to do the procedure, so it is
+//! never treated as an IORT order. Other resource types are not IORT orders.
+//!
+//! Orders the hook stage could not parse (an unknown element, a missing required one, or a JSON
+//! number in a `decimal`, which fhirbolt's direct JSON path rejects; see
+//! [`parse_resource`](super::fhir::parse_resource)) are re-read from the raw JSON, strictly and
+//! then in fhirbolt's lax mode, which ignores unknown elements and pads missing required ones:
+//! the order is still the clinician's IORT order, and skipping it would hide the coverage
+//! answer. Only an order that cannot be read even so is skipped, with a warning that names the
+//! order, never its content. `extract` re-reads the order the same way (IortOrder keeps only the
+//! raw JSON).
+
+use std::borrow::Cow;
+
+use fhirbolt::model::r4::Resource;
+use fhirbolt::model::r4::resources::ServiceRequest;
+use fhirbolt::model::r4::types::{CodeableConcept, Coding, Extension, ExtensionValue};
+use serde_json::Value;
+
+use crate::facts::fhir::{coding_label, parse_resource, text};
+use crate::facts::{CodeRef, IortOrder};
+use crate::hook::DraftOrder;
+use crate::terminology::{Terminology, ValueSetId, uris};
+
+/// The ServiceRequest of a raw order, read leniently (see the module docs).
+pub(crate) fn service_request_from_raw(raw: &Value) -> Option<ServiceRequest> {
+    if raw.get("resourceType").and_then(Value::as_str) != Some("ServiceRequest") {
+        return None;
+    }
+    parse_resource::<ServiceRequest>(raw.clone(), false)
+        .or_else(|_| parse_resource::<ServiceRequest>(raw.clone(), true))
+        .ok()
+}
+
+/// The typed ServiceRequest of a draft order, from the hook parse when it succeeded.
+fn draft_service_request(order: &DraftOrder) -> Option<Cow<'_, ServiceRequest>> {
+    match &order.parsed {
+        Ok(Resource::ServiceRequest(sr)) => Some(Cow::Borrowed(sr.as_ref())),
+        Ok(_) => None,
+        Err(_) => {
+            let sr = service_request_from_raw(&order.raw);
+            if sr.is_none() && order.resource_type == "ServiceRequest" {
+                tracing::warn!(
+                    order = %order.reference(),
+                    "draft order could not be read as a FHIR R4 ServiceRequest; not checked for IORT"
+                );
+            }
+            sr.map(Cow::Owned)
+        }
+    }
+}
+
+/// The codings of the CRD billing-options extensions on `code`.
+fn billing_option_codings(code: &CodeableConcept) -> impl Iterator<Item = &Coding> {
+    code.extension
+        .iter()
+        .filter(|e| e.url == uris::BILLING_OPTIONS_EXTENSION)
+        .filter_map(|e| match &e.value {
+            Some(ExtensionValue::CodeableConcept(cc)) => Some(cc.coding.iter()),
+            _ => None,
+        })
+        .flatten()
+}
+
+/// The technique codings of every mCODE modality-and-technique extension in `extensions`.
+fn technique_codings(extensions: &[Extension]) -> impl Iterator<Item = &Coding> {
+    extensions
+        .iter()
+        .filter(|e| e.url == uris::MODALITY_AND_TECHNIQUE_EXTENSION)
+        .flat_map(|e| e.extension.iter())
+        .filter(|sub| sub.url == uris::TECHNIQUE_SUBEXTENSION)
+        .filter_map(|sub| match &sub.value {
+            Some(ExtensionValue::CodeableConcept(cc)) => Some(cc.coding.iter()),
+            _ => None,
+        })
+        .flatten()
+}
+
+fn code_ref(coding: &Coding) -> Option<CodeRef> {
+    Some(CodeRef {
+        system: text(coding.system.as_ref())?.to_owned(),
+        code: text(coding.code.as_ref())?.to_owned(),
+        display: text(coding.display.as_ref()).map(str::to_owned),
+    })
+}
+
+/// What made an order IORT: the billing code and the text for the card.
+pub(crate) struct Detection {
+    pub billing_code: Option<CodeRef>,
+    pub display: String,
+}
+
+/// Whether the ServiceRequest is an IORT order (see the module docs for the routes).
+pub(crate) fn detect(sr: &ServiceRequest, t: &Terminology) -> Option<Detection> {
+    if sr
+        .do_not_perform
+        .as_ref()
+        .and_then(|b| b.value)
+        .unwrap_or(false)
+    {
+        return None;
+    }
+    let code = sr.code.as_deref()?;
+
+    let by_code = t.matching_coding(ValueSetId::IortProcedures, code);
+    let by_billing =
+        billing_option_codings(code).find(|c| t.contains_coding(ValueSetId::IortCptCodes, c));
+    let by_technique = if t.concept_in(ValueSetId::RadiotherapyCourse, code) {
+        technique_codings(&sr.extension)
+            .chain(technique_codings(&code.extension))
+            .find(|c| t.contains_coding(ValueSetId::IortTechnique, c))
+    } else {
+        None
+    };
+    let matched = by_code.or(by_billing).or(by_technique)?;
+
+    // The billing code is a CPT code of the policy: from code.coding first, else billing options.
+    let billing = code
+        .coding
+        .iter()
+        .find(|c| t.contains_coding(ValueSetId::IortCptCodes, c))
+        .or(by_billing)
+        .and_then(code_ref);
+
+    let display = text(code.text.as_ref())
+        .map(str::to_owned)
+        .or_else(|| text(matched.display.as_ref()).map(str::to_owned))
+        .unwrap_or_else(|| coding_label(matched));
+    Some(Detection {
+        billing_code: billing,
+        display,
+    })
+}
+
+/// The draft orders that are IORT orders, in request order.
+pub(crate) fn find(orders: &[DraftOrder], t: &Terminology) -> Vec<IortOrder> {
+    orders
+        .iter()
+        .filter_map(|order| {
+            let sr = draft_service_request(order)?;
+            let detection = detect(&sr, t)?;
+            Some(IortOrder {
+                resource_type: order.resource_type.clone(),
+                id: order.id.clone(),
+                raw: order.raw.clone(),
+                billing_code: detection.billing_code,
+                display: detection.display,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::test_support::terminology;
+    use serde_json::json;
+
+    fn draft(raw: Value) -> DraftOrder {
+        let parsed = fhirbolt::json::from_json_value::<Resource>(raw.clone(), None)
+            .map_err(|e| e.to_string());
+        DraftOrder {
+            resource_type: raw["resourceType"].as_str().unwrap_or_default().to_owned(),
+            id: raw["id"].as_str().map(str::to_owned),
+            raw,
+            parsed,
+        }
+    }
+
+    fn sr(id: &str, code: Value) -> Value {
+        json!({"resourceType": "ServiceRequest", "id": id, "status": "draft", "intent": "order",
+               "subject": {"reference": "Patient/p1"}, "code": code})
+    }
+
+    fn one(raw: Value) -> Option<IortOrder> {
+        let mut found = find(&[draft(raw)], terminology());
+        assert!(found.len() <= 1);
+        found.pop()
+    }
+
+    #[test]
+    fn cpt_code_is_iort_with_billing_code() {
+        let o = one(sr(
+            "a",
+            json!({"coding": [{"system": "http://www.ama-assn.org/go/cpt",
+            "code": "77425", "display": "IORT electrons"}]}),
+        ))
+        .expect("IORT");
+        assert_eq!(o.id.as_deref(), Some("a"));
+        assert_eq!(o.resource_type, "ServiceRequest");
+        let b = o.billing_code.expect("billing code");
+        assert_eq!((b.system.as_str(), b.code.as_str()), (uris::CPT, "77425"));
+        assert_eq!(o.display, "IORT electrons");
+    }
+
+    #[test]
+    fn snomed_and_pcs_are_iort_without_billing_code() {
+        let o = one(sr(
+            "s",
+            json!({"coding": [{"system": "http://snomed.info/sct",
+            "code": "168524008"}], "text": "IORT"}),
+        ))
+        .expect("SNOMED IORT");
+        assert!(o.billing_code.is_none());
+        assert_eq!(o.display, "IORT");
+        let o = one(sr(
+            "p",
+            json!({"coding": [{"system": "http://www.cms.gov/Medicare/Coding/ICD10",
+            "code": "DD073Z0"}]}),
+        ))
+        .expect("PCS IORT");
+        assert!(o.billing_code.is_none());
+        assert_eq!(o.display, "ICD-10-PCS DD073Z0");
+        assert!(
+            one(sr(
+                "q",
+                json!({"coding": [{"system": "http://www.cms.gov/Medicare/Coding/ICD10",
+            "code": "DD073ZZ"}]})
+            ))
+            .is_none(),
+            "beam radiation, not intraoperative"
+        );
+    }
+
+    #[test]
+    fn billing_options_extension_makes_iort() {
+        let o = one(sr(
+            "b",
+            json!({
+                "coding": [{"system": "http://example.org/local-orders", "code": "RT-IO-1"}],
+                "extension": [{"url": uris::BILLING_OPTIONS_EXTENSION,
+                    "valueCodeableConcept": {"coding": [
+                        {"system": "http://www.ama-assn.org/go/cpt", "code": "77469"}]}}]
+            }),
+        ))
+        .expect("IORT by billing options");
+        assert_eq!(o.billing_code.map(|b| b.code).as_deref(), Some("77469"));
+        // A billing option that is not an IORT code does not make the order IORT.
+        assert!(
+            one(sr(
+                "b2",
+                json!({
+                    "coding": [{"system": "http://example.org/local-orders", "code": "RT-1"}],
+                    "extension": [{"url": uris::BILLING_OPTIONS_EXTENSION,
+                        "valueCodeableConcept": {"coding": [
+                            {"system": "http://www.ama-assn.org/go/cpt", "code": "77412"}]}}]
+                })
+            ))
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn course_with_mcode_technique_is_iort() {
+        let technique = |code: &str| {
+            json!([{"url": uris::MODALITY_AND_TECHNIQUE_EXTENSION, "extension": [
+            {"url": "modality", "valueCodeableConcept": {"coding": [
+                {"system": "http://snomed.info/sct", "code": "45643008"}]}},
+            {"url": "technique", "valueCodeableConcept": {"coding": [
+                {"system": "http://snomed.info/sct", "code": code}]}}]}])
+        };
+        let mut raw = sr(
+            "c",
+            json!({"coding": [{"system": "http://snomed.info/sct",
+            "code": "1217123003", "display": "Radiotherapy course of treatment"}]}),
+        );
+        raw["extension"] = technique("168524008");
+        let o = one(raw.clone()).expect("IORT course");
+        assert!(o.billing_code.is_none());
+        // The same course with another technique is not IORT.
+        raw["extension"] = technique("441799006");
+        assert!(one(raw.clone()).is_none());
+        // Nor is the course without any technique.
+        raw.as_object_mut().unwrap().remove("extension");
+        assert!(one(raw).is_none());
+    }
+
+    #[test]
+    fn non_iort_orders_are_not_returned() {
+        assert!(
+            one(sr(
+                "x",
+                json!({"coding": [{"system": "http://www.ama-assn.org/go/cpt",
+            "code": "77412"}]})
+            ))
+            .is_none()
+        );
+        assert!(one(sr("y", json!({"text": "IORT please"}))).is_none());
+        let mut raw = sr(
+            "n",
+            json!({"coding": [{"system": "http://www.ama-assn.org/go/cpt",
+            "code": "77425"}]}),
+        );
+        raw["doNotPerform"] = json!(true);
+        assert!(one(raw).is_none(), "doNotPerform");
+        let med = json!({"resourceType": "MedicationRequest", "id": "m", "status": "draft",
+            "intent": "order", "subject": {"reference": "Patient/p1"},
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.ama-assn.org/go/cpt",
+            "code": "77425"}]}});
+        assert!(one(med).is_none());
+    }
+
+    #[test]
+    fn order_that_fails_strict_parse_is_read_leniently() {
+        let mut raw = sr(
+            "lax",
+            json!({"coding": [{"system": "http://www.ama-assn.org/go/cpt",
+            "code": "77424"}]}),
+        );
+        raw["bogusElement"] = json!(1);
+        let d = draft(raw);
+        assert!(d.parsed.is_err());
+        let found = find(&[d], terminology());
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].billing_code.as_ref().map(|b| b.code.as_str()),
+            Some("77424")
+        );
+    }
+
+    #[test]
+    fn order_of_several_is_kept() {
+        let orders = [
+            draft(sr(
+                "1",
+                json!({"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "77425"}]}),
+            )),
+            draft(sr(
+                "2",
+                json!({"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "99213"}]}),
+            )),
+            draft(sr(
+                "3",
+                json!({"coding": [{"system": "http://snomed.info/sct", "code": "168524008"}]}),
+            )),
+        ];
+        let ids: Vec<_> = find(&orders, terminology())
+            .into_iter()
+            .filter_map(|o| o.id)
+            .collect();
+        assert_eq!(ids, ["1", "3"]);
+    }
+}

@@ -1,0 +1,355 @@
+//! The T category of the order's cancer.
+//!
+//! Any T4 documented for the cancer counts, clinical, pathological or post-therapy alike (a
+//! tumour staged cT4 that shrank to ypT2 after neoadjuvant therapy was still a T4 lesion). The
+//! T category is read from:
+//! - `Condition.stage.summary` of a scope Condition (some EHRs put the T category there);
+//! - Observations referenced by `Condition.stage.assessment` (and, one level down, their
+//!   `hasMember`, for a stage-group Observation that groups the T/N/M Observations);
+//! - T-category Observations (`t-category-observation` codes) whose `focus` is a scope Condition,
+//!   or which have no focus at all (mCODE STU1/2 data) when no other active cancer could own
+//!   them (see [`Scope`](super::indication::Scope)). A T-category Observation focused on
+//!   another Condition never counts.
+//!
+//! Values are read from `valueCodeableConcept` (SNOMED CT or AJCC codes). Entered-in-error and
+//! cancelled Observations are ignored. Result: T4 when any T4 was found; else BelowT4 when a
+//! T0-T3 was found; else not documented.
+
+use fhirbolt::model::r4::resources::{Observation, ObservationValue};
+use fhirbolt::model::r4::types::CodeableConcept;
+
+use crate::facts::fhir::{
+    concept_label, condition_evidence, observation_evidence, observation_id, observation_usable,
+    reference_id,
+};
+use crate::facts::indication::Scope;
+use crate::facts::{Evidence, StagingFact, TCategory};
+use crate::gather::PatientRecord;
+use crate::terminology::{Terminology, ValueSetId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    T4,
+    Below,
+}
+
+fn level(cc: &CodeableConcept, t: &Terminology) -> Option<(Level, String)> {
+    if let Some(c) = t.matching_coding(ValueSetId::T4Category, cc) {
+        return Some((Level::T4, concept_label(cc, Some(c))));
+    }
+    t.matching_coding(ValueSetId::BelowT4Category, cc)
+        .map(|c| (Level::Below, concept_label(cc, Some(c))))
+}
+
+fn observation_level(o: &Observation, t: &Terminology) -> Option<(Level, String)> {
+    match &o.value {
+        Some(ObservationValue::CodeableConcept(cc)) => level(cc, t),
+        _ => None,
+    }
+}
+
+#[derive(Default)]
+struct Found {
+    t4: Vec<Evidence>,
+    below: Vec<Evidence>,
+}
+
+impl Found {
+    fn add(&mut self, level: Level, evidence: Evidence) {
+        let list = match level {
+            Level::T4 => &mut self.t4,
+            Level::Below => &mut self.below,
+        };
+        if !list.contains(&evidence) {
+            list.push(evidence);
+        }
+    }
+}
+
+fn find_observation<'a>(record: &'a PatientRecord, id: &str) -> Option<&'a Observation> {
+    record
+        .observations
+        .iter()
+        .find(|o| observation_id(o) == Some(id))
+}
+
+/// The staging fact for the scope.
+pub(crate) fn find(scope: &Scope<'_>, record: &PatientRecord, t: &Terminology) -> StagingFact {
+    let mut found = Found::default();
+
+    for condition in &scope.conditions {
+        for stage in &condition.stage {
+            if let Some(summary) = stage.summary.as_deref()
+                && let Some((lvl, label)) = level(summary, t)
+            {
+                found.add(
+                    lvl,
+                    condition_evidence(condition, format!("stage summary: {label}")),
+                );
+            }
+            for assessment in &stage.assessment {
+                let Some(o) = reference_id(assessment, "Observation")
+                    .and_then(|id| find_observation(record, id))
+                    .filter(|o| observation_usable(o, t))
+                else {
+                    continue;
+                };
+                // The assessment itself, or the T Observation it groups.
+                let members = o
+                    .has_member
+                    .iter()
+                    .filter_map(|m| reference_id(m, "Observation"))
+                    .filter_map(|id| find_observation(record, id))
+                    .filter(|m| observation_usable(m, t));
+                for obs in std::iter::once(o).chain(members) {
+                    if let Some((lvl, label)) = observation_level(obs, t) {
+                        found.add(lvl, observation_evidence(obs, label));
+                    }
+                }
+            }
+        }
+    }
+
+    for o in record
+        .observations
+        .iter()
+        .filter(|o| observation_usable(o, t))
+        .filter(|o| t.concept_in(ValueSetId::TCategoryObservation, &o.code))
+    {
+        if scope.accepts(&o.focus)
+            && let Some((lvl, label)) = observation_level(o, t)
+        {
+            found.add(lvl, observation_evidence(o, label));
+        }
+    }
+
+    if !found.t4.is_empty() {
+        StagingFact {
+            category: TCategory::T4,
+            evidence: found.t4,
+        }
+    } else if !found.below.is_empty() {
+        StagingFact {
+            category: TCategory::BelowT4,
+            evidence: found.below,
+        }
+    } else {
+        StagingFact {
+            category: TCategory::NotDocumented,
+            evidence: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::indication;
+    use crate::facts::test_support::{condition, observation, record, terminology};
+    use fhirbolt::model::r4::resources::Condition;
+    use serde_json::{Value, json};
+
+    const SCT: &str = "http://snomed.info/sct";
+
+    fn rectal(id: &str, stage: Value) -> Condition {
+        let mut v = json!({"resourceType": "Condition", "id": id, "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SCT, "code": "363351006"}]}});
+        if !stage.is_null() {
+            v["stage"] = stage;
+        }
+        condition(v)
+    }
+
+    fn breast(id: &str) -> Condition {
+        condition(
+            json!({"resourceType": "Condition", "id": id, "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SCT, "code": "254837009"}]}}),
+        )
+    }
+
+    fn t_obs(
+        id: &str,
+        code: (&str, &str),
+        value: (&str, &str),
+        focus: Option<&str>,
+    ) -> Observation {
+        let mut v = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-03-01",
+            "code": {"coding": [{"system": code.0, "code": code.1}]},
+            "valueCodeableConcept": {"coding": [{"system": value.0, "code": value.1}]}});
+        if let Some(f) = focus {
+            v["focus"] = json!([{"reference": f}]);
+        }
+        observation(v)
+    }
+
+    fn staging(rec: &PatientRecord) -> StagingFact {
+        let mut issues = Vec::new();
+        let (_, scope) =
+            indication::find(None, "ServiceRequest/o", rec, terminology(), &mut issues);
+        find(&scope, rec, terminology())
+    }
+
+    #[test]
+    fn t4_from_stage_summary() {
+        let c = rectal(
+            "rc",
+            json!([{"summary": {"coding": [{"system": SCT, "code": "1228946001",
+            "display": "cT4b"}]}}]),
+        );
+        let s = staging(&record(vec![c], vec![], vec![]));
+        assert_eq!(s.category, TCategory::T4);
+        assert_eq!(s.evidence[0].reference, "Condition/rc");
+        assert!(s.evidence[0].detail.contains("cT4b"));
+    }
+
+    #[test]
+    fn t4_from_stage_assessment_and_its_members() {
+        let c = rectal(
+            "rc",
+            json!([{"assessment": [{"reference": "Observation/group"}]}]),
+        );
+        let group = observation(
+            json!({"resourceType": "Observation", "id": "group", "status": "final",
+            "code": {"coding": [{"system": SCT, "code": "399588009"}]},
+            "hasMember": [{"reference": "Observation/pt"}]}),
+        );
+        let pt = t_obs(
+            "pt",
+            (SCT, "384625004"),
+            ("http://cancerstaging.org", "pT4a"),
+            Some("Condition/other-not-in-record"),
+        );
+        let s = staging(&record(vec![c], vec![], vec![group, pt]));
+        assert_eq!(s.category, TCategory::T4);
+        assert_eq!(s.evidence[0].reference, "Observation/pt");
+        assert_eq!(s.evidence[0].date.as_deref(), Some("2024-03-01"));
+    }
+
+    #[test]
+    fn t4_from_focused_observation_and_yp_t4b() {
+        let s = staging(&record(
+            vec![rectal("rc", Value::Null), breast("bc")],
+            vec![],
+            vec![t_obs(
+                "t",
+                (SCT, "384625004"),
+                (SCT, "1228924009"),
+                Some("Condition/rc"),
+            )],
+        ));
+        assert_eq!(s.category, TCategory::T4);
+        assert_eq!(s.evidence.len(), 1);
+    }
+
+    #[test]
+    fn t4_of_another_cancer_does_not_count() {
+        let s = staging(&record(
+            vec![rectal("rc", Value::Null), breast("bc")],
+            vec![],
+            vec![
+                t_obs(
+                    "tb",
+                    (SCT, "399504009"),
+                    (SCT, "1228944003"),
+                    Some("Condition/bc"),
+                ),
+                t_obs(
+                    "tr",
+                    (SCT, "399504009"),
+                    (SCT, "1228938002"),
+                    Some("Condition/rc"),
+                ),
+            ],
+        ));
+        assert_eq!(s.category, TCategory::BelowT4);
+        assert_eq!(s.evidence[0].reference, "Observation/tr");
+    }
+
+    #[test]
+    fn t3_only_is_below_t4_and_nothing_is_not_documented() {
+        let rec = record(
+            vec![rectal("rc", Value::Null)],
+            vec![],
+            vec![t_obs(
+                "t",
+                ("http://loinc.org", "21905-5"),
+                ("http://cancerstaging.org", "cT3"),
+                Some("Condition/rc"),
+            )],
+        );
+        assert_eq!(staging(&rec).category, TCategory::BelowT4);
+        let rec = record(vec![rectal("rc", Value::Null)], vec![], vec![]);
+        let s = staging(&rec);
+        assert_eq!(s.category, TCategory::NotDocumented);
+        assert!(s.evidence.is_empty());
+    }
+
+    #[test]
+    fn unfocused_observation_counts_only_without_another_active_cancer() {
+        let unfocused = || {
+            t_obs(
+                "t",
+                ("http://loinc.org", "21899-0"),
+                (SCT, "1229864001"),
+                None,
+            )
+        };
+        let single = record(vec![rectal("rc", Value::Null)], vec![], vec![unfocused()]);
+        assert_eq!(staging(&single).category, TCategory::T4);
+        let two = record(
+            vec![rectal("rc", Value::Null), breast("bc")],
+            vec![],
+            vec![unfocused()],
+        );
+        assert_eq!(staging(&two).category, TCategory::NotDocumented);
+    }
+
+    #[test]
+    fn entered_in_error_and_tx_are_ignored() {
+        let mut wrong = t_obs(
+            "t",
+            (SCT, "384625004"),
+            (SCT, "1229864001"),
+            Some("Condition/rc"),
+        );
+        wrong.status.value = Some("entered-in-error".to_owned());
+        let tx = t_obs(
+            "x",
+            (SCT, "384625004"),
+            ("http://cancerstaging.org", "pTX"),
+            Some("Condition/rc"),
+        );
+        let s = staging(&record(
+            vec![rectal("rc", Value::Null)],
+            vec![],
+            vec![wrong, tx],
+        ));
+        assert_eq!(s.category, TCategory::NotDocumented);
+    }
+
+    #[test]
+    fn any_t4_beats_a_later_lower_category() {
+        let s = staging(&record(
+            vec![rectal("rc", Value::Null)],
+            vec![],
+            vec![
+                t_obs(
+                    "c",
+                    (SCT, "399504009"),
+                    (SCT, "1228944003"),
+                    Some("Condition/rc"),
+                ),
+                t_obs(
+                    "yp",
+                    (SCT, "384625004"),
+                    (SCT, "1228910005"),
+                    Some("Condition/rc"),
+                ),
+            ],
+        ));
+        assert_eq!(s.category, TCategory::T4);
+        assert_eq!(s.evidence.len(), 1);
+        assert_eq!(s.evidence[0].reference, "Observation/c");
+    }
+}
