@@ -128,7 +128,13 @@ impl Assets {
     /// `suffix`, from the embedded copy and the override folder together, sorted and deduplicated.
     pub fn list(&self, folder: Folder, subdir: &str, suffix: &str) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(dir) = Self::embedded_dir(folder).get_dir(subdir) {
+        let root = Self::embedded_dir(folder);
+        let embedded = if subdir.is_empty() {
+            Some(root)
+        } else {
+            root.get_dir(subdir)
+        };
+        if let Some(dir) = embedded {
             for f in dir.files() {
                 let p = f.path().to_string_lossy().replace('\\', "/");
                 if p.ends_with(suffix) {
@@ -142,7 +148,11 @@ impl Assets {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.ends_with(suffix) && e.path().is_file() {
-                    out.push(format!("{subdir}/{name}"));
+                    out.push(if subdir.is_empty() {
+                        name
+                    } else {
+                        format!("{subdir}/{name}")
+                    });
                 }
             }
         }
@@ -163,6 +173,15 @@ mod tests {
             .read_json(Folder::Profiles, "schemas/hook-request.schema.json")
             .unwrap();
         assert!(v.get("$schema").is_some());
+    }
+
+    #[test]
+    fn listing_works_at_the_root_and_in_subfolders() {
+        let a = Assets::embedded();
+        let root = a.list(Folder::Profiles, "", ".json");
+        assert!(root.contains(&"cds-services.json".to_owned()), "{root:?}");
+        let schemas = a.list(Folder::Profiles, "schemas", ".json");
+        assert!(schemas.contains(&"schemas/feedback.schema.json".to_owned()), "{schemas:?}");
     }
 
     #[test]

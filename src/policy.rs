@@ -1,19 +1,576 @@
 //! The payer policy's identity and rules, loaded from `fhir-profiles/policy/`.
+//!
+//! Everything a card says about the policy (payer name, title, dates, the link, the criteria
+//! texts and what to document for each, the card topic and the override reasons) lives in
+//! `fhir-profiles/policy/bcbsaz-iort.json`, so a policy editor can follow a new revision of
+//! the payer's document without touching Rust. The *logic* of the criteria is code
+//! ([`crate::decision`]); the file only has to name each of the three criteria exactly once.
+//!
+//! The file is checked strictly at start-up (unknown keys, malformed dates, a missing
+//! criterion are errors naming the file and the field): a policy that loads is one the cards
+//! can render.
 
-use crate::assets::Assets;
+use chrono::NaiveDate;
+use serde::Deserialize;
+
+use crate::assets::{Assets, Folder};
+use crate::decision::Criterion;
+use crate::hook::Coding;
+
+/// Where the policy data lives, relative to `fhir-profiles/`.
+pub const POLICY_FILE: &str = "policy/bcbsaz-iort.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error(transparent)]
     Asset(#[from] crate::assets::AssetError),
+    /// The file is JSON but not a valid policy; names the file and the field.
+    #[error("fhir-profiles/{file}: {field}: {message}")]
+    Invalid {
+        file: &'static str,
+        field: String,
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid {
+        file: POLICY_FILE,
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The payer, as the clinician knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payer {
+    /// Full name, e.g. "Blue Cross Blue Shield of Arizona" (CRD: `Card.source.label`).
+    pub name: String,
+    /// Short form for card summaries, e.g. "BCBSAZ".
+    pub short_label: String,
+}
+
+/// The payer's next scheduled review of the policy, as the document states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextReview {
+    /// As written in the policy, e.g. "3rd quarter 2025".
+    pub text: String,
+    /// The last day of that period, to tell whether the review date has passed.
+    pub due_by: NaiveDate,
+}
+
+/// What the policy link points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTarget {
+    /// The policy document itself.
+    Policy,
+    /// The payer's medical policy index; the user has to search it (see `search_hint`).
+    Index,
+}
+
+/// The link shown on every card (and carried as the CRD `policy-link` detail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyLink {
+    /// Absolute `https` URL.
+    pub url: String,
+    pub label: String,
+    pub target: LinkTarget,
+    /// For an index link: what to search for there.
+    pub search_hint: Option<String>,
+}
+
+/// The policy's own statements, quoted on the cards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statements {
+    pub medically_necessary: String,
+    pub investigational: String,
+    /// How the payer wants exceptions requested.
+    pub exceptions: String,
+}
+
+/// The texts for one criterion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CriterionText {
+    pub criterion: Criterion,
+    /// Short name, e.g. "Positive or close margins".
+    pub label: String,
+    /// What the policy requires, as a sentence.
+    pub requirement: String,
+    /// For a summary when the criterion is not documented, e.g. "margin status".
+    pub short_missing: String,
+    /// For a summary when the criterion is not met, e.g. "margins clear".
+    pub short_not_met: String,
+    /// Exactly what to record, and how, for the criterion to be read from the record.
+    pub how_to_document: String,
+}
+
+/// A code the policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyCode {
+    pub system: String,
+    pub code: String,
+    pub display: String,
 }
 
 /// The policy as data.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {}
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub payer: Payer,
+    /// e.g. "Intraoperative Radiotherapy".
+    pub title: String,
+    /// e.g. "Evidence-Based Criteria".
+    pub document_type: String,
+    /// e.g. "Medicine".
+    pub section: String,
+    pub original_effective: NaiveDate,
+    /// The version the service applies.
+    pub current_effective: NaiveDate,
+    pub last_review: NaiveDate,
+    pub last_criteria_revision: NaiveDate,
+    pub next_review: NextReview,
+    pub link: PolicyLink,
+    /// The CPT codes the policy lists.
+    pub cpt_codes: Vec<PolicyCode>,
+    pub statements: Statements,
+    /// One per [`Criterion`], in the order of [`Criterion::ALL`].
+    pub criteria: Vec<CriterionText>,
+    /// `Card.source.topic` (CRD: required, extensible binding to the card-type value set).
+    pub card_topic: Coding,
+    /// `Card.overrideReasons` offered when an order does not (yet) meet the policy.
+    pub override_reasons: Vec<Coding>,
+}
 
 impl Policy {
-    pub fn load(_assets: &Assets) -> Result<Self, PolicyError> {
-        Ok(Self {})
+    /// Load and check `fhir-profiles/policy/bcbsaz-iort.json`.
+    pub fn load(assets: &Assets) -> Result<Self, PolicyError> {
+        let json = assets.read_json(Folder::Profiles, POLICY_FILE)?;
+        Self::from_json(json)
+    }
+
+    /// Build from the file's JSON (separate from [`load`](Self::load) for tests).
+    pub fn from_json(json: serde_json::Value) -> Result<Self, PolicyError> {
+        let raw: raw::PolicyFile =
+            serde_json::from_value(json).map_err(|e| invalid("(document)", e.to_string()))?;
+        raw.into_policy()
+    }
+
+    /// The texts for one criterion. Every criterion has texts (checked at load).
+    pub fn criterion(&self, criterion: Criterion) -> &CriterionText {
+        // `from_json` guarantees exactly one entry per criterion in `Criterion::ALL` order.
+        let index = Criterion::ALL
+            .iter()
+            .position(|c| *c == criterion)
+            .unwrap_or(0);
+        &self.criteria[index]
+    }
+
+    /// Whether the policy's next scheduled review date has passed: the payer may have
+    /// published a newer version than the one applied, and the card should say so.
+    pub fn review_overdue(&self, today: NaiveDate) -> bool {
+        today > self.next_review.due_by
+    }
+
+    /// Which version was applied, for cards and the CRD detail, e.g.
+    /// `BCBSAZ Evidence-Based Criteria "Intraoperative Radiotherapy", effective 2024-09-03`.
+    pub fn version_label(&self) -> String {
+        format!(
+            "{} {} \"{}\", effective {}",
+            self.payer.short_label,
+            self.document_type,
+            self.title,
+            self.current_effective.format("%Y-%m-%d")
+        )
+    }
+}
+
+/// The file's shape, as serde reads it; [`PolicyFile::into_policy`] checks and types it.
+mod raw {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PolicyFile {
+        pub payer: RawPayer,
+        pub policy: RawPolicy,
+        pub cpt_codes: Vec<RawCode>,
+        pub statements: RawStatements,
+        pub criteria: Vec<RawCriterion>,
+        pub card_topic: Coding,
+        pub override_reasons: Vec<Coding>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawPayer {
+        pub name: String,
+        pub short_label: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawPolicy {
+        pub title: String,
+        pub document_type: String,
+        pub section: String,
+        pub original_effective: String,
+        pub current_effective: String,
+        pub last_review: String,
+        pub last_criteria_revision: String,
+        pub next_review: RawNextReview,
+        pub link: RawLink,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawNextReview {
+        pub text: String,
+        pub due_by: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawLink {
+        pub url: String,
+        pub label: String,
+        pub target: RawLinkTarget,
+        #[serde(default)]
+        pub search_hint: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum RawLinkTarget {
+        Policy,
+        Index,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawCode {
+        pub system: String,
+        pub code: String,
+        pub display: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawStatements {
+        pub medically_necessary: String,
+        pub investigational: String,
+        pub exceptions: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawCriterion {
+        pub id: String,
+        pub label: String,
+        pub requirement: String,
+        pub short_missing: String,
+        pub short_not_met: String,
+        pub how_to_document: String,
+    }
+
+    fn date(field: &str, s: &str) -> Result<NaiveDate, PolicyError> {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|_| invalid(field, format!("`{s}` is not a date (YYYY-MM-DD)")))
+    }
+
+    fn text(field: &str, s: String) -> Result<String, PolicyError> {
+        if s.trim().is_empty() {
+            Err(invalid(field, "must not be empty"))
+        } else {
+            Ok(s)
+        }
+    }
+
+    fn coding(field: &str, c: Coding) -> Result<Coding, PolicyError> {
+        if c.system.trim().is_empty() || c.code.trim().is_empty() {
+            return Err(invalid(field, "system and code are required"));
+        }
+        // CDS Hooks requires a display on override reasons, and the card topic is shown.
+        if c.display.as_deref().is_none_or(|d| d.trim().is_empty()) {
+            return Err(invalid(field, "display is required"));
+        }
+        Ok(c)
+    }
+
+    impl PolicyFile {
+        pub fn into_policy(self) -> Result<Policy, PolicyError> {
+            let p = self.policy;
+            let original_effective = date("policy.original_effective", &p.original_effective)?;
+            let current_effective = date("policy.current_effective", &p.current_effective)?;
+            let last_review = date("policy.last_review", &p.last_review)?;
+            let last_criteria_revision =
+                date("policy.last_criteria_revision", &p.last_criteria_revision)?;
+            let due_by = date("policy.next_review.due_by", &p.next_review.due_by)?;
+            if current_effective < original_effective {
+                return Err(invalid(
+                    "policy.current_effective",
+                    "is before policy.original_effective",
+                ));
+            }
+            if due_by < last_review {
+                return Err(invalid(
+                    "policy.next_review.due_by",
+                    "is before policy.last_review",
+                ));
+            }
+
+            let url = p.link.url.trim().to_owned();
+            // Card links must be absolute (CDS Hooks `absolute` link type); no plain http.
+            if !url.starts_with("https://") || url.len() <= "https://".len() {
+                return Err(invalid("policy.link.url", "must be an absolute https URL"));
+            }
+            let target = match p.link.target {
+                RawLinkTarget::Policy => LinkTarget::Policy,
+                RawLinkTarget::Index => LinkTarget::Index,
+            };
+            let search_hint = p.link.search_hint.filter(|s| !s.trim().is_empty());
+
+            if self.cpt_codes.is_empty() {
+                return Err(invalid("cpt_codes", "must list at least one code"));
+            }
+            let cpt_codes = self
+                .cpt_codes
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    Ok(PolicyCode {
+                        system: text(&format!("cpt_codes[{i}].system"), c.system)?,
+                        code: text(&format!("cpt_codes[{i}].code"), c.code)?,
+                        display: text(&format!("cpt_codes[{i}].display"), c.display)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, PolicyError>>()?;
+
+            // Exactly one entry per criterion; stored in `Criterion::ALL` order.
+            let mut by_criterion: Vec<Option<CriterionText>> = vec![None; Criterion::ALL.len()];
+            for (i, c) in self.criteria.into_iter().enumerate() {
+                let field = |name: &str| format!("criteria[{i}].{name}");
+                let criterion = Criterion::from_id(&c.id).ok_or_else(|| {
+                    invalid(
+                        field("id"),
+                        format!(
+                            "unknown criterion `{}` (expected one of: {})",
+                            c.id,
+                            Criterion::ALL.map(Criterion::id).join(", ")
+                        ),
+                    )
+                })?;
+                let slot = Criterion::ALL
+                    .iter()
+                    .position(|k| *k == criterion)
+                    .and_then(|pos| by_criterion.get_mut(pos))
+                    .ok_or_else(|| invalid(field("id"), "unknown criterion"))?;
+                if slot.is_some() {
+                    return Err(invalid(field("id"), format!("`{}` is listed twice", c.id)));
+                }
+                *slot = Some(CriterionText {
+                    criterion,
+                    label: text(&field("label"), c.label)?,
+                    requirement: text(&field("requirement"), c.requirement)?,
+                    short_missing: text(&field("short_missing"), c.short_missing)?,
+                    short_not_met: text(&field("short_not_met"), c.short_not_met)?,
+                    how_to_document: text(&field("how_to_document"), c.how_to_document)?,
+                });
+            }
+            let criteria = by_criterion
+                .into_iter()
+                .zip(Criterion::ALL)
+                .map(|(slot, c)| {
+                    slot.ok_or_else(|| {
+                        invalid("criteria", format!("criterion `{}` is missing", c.id()))
+                    })
+                })
+                .collect::<Result<Vec<_>, PolicyError>>()?;
+
+            let override_reasons = self
+                .override_reasons
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| coding(&format!("override_reasons[{i}]"), c))
+                .collect::<Result<Vec<_>, PolicyError>>()?;
+
+            Ok(Policy {
+                payer: Payer {
+                    name: text("payer.name", self.payer.name)?,
+                    short_label: text("payer.short_label", self.payer.short_label)?,
+                },
+                title: text("policy.title", p.title)?,
+                document_type: text("policy.document_type", p.document_type)?,
+                section: text("policy.section", p.section)?,
+                original_effective,
+                current_effective,
+                last_review,
+                last_criteria_revision,
+                next_review: NextReview {
+                    text: text("policy.next_review.text", p.next_review.text)?,
+                    due_by,
+                },
+                link: PolicyLink {
+                    url,
+                    label: text("policy.link.label", p.link.label)?,
+                    target,
+                    search_hint,
+                },
+                cpt_codes,
+                statements: Statements {
+                    medically_necessary: text(
+                        "statements.medically_necessary",
+                        self.statements.medically_necessary,
+                    )?,
+                    investigational: text(
+                        "statements.investigational",
+                        self.statements.investigational,
+                    )?,
+                    exceptions: text("statements.exceptions", self.statements.exceptions)?,
+                },
+                criteria,
+                card_topic: coding("card_topic", self.card_topic)?,
+                override_reasons,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn embedded_json() -> serde_json::Value {
+        Assets::embedded()
+            .read_json(Folder::Profiles, POLICY_FILE)
+            .unwrap()
+    }
+
+    fn err_of(json: serde_json::Value) -> String {
+        Policy::from_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_policy_loads_with_the_documents_dates() {
+        let p = Policy::load(&Assets::embedded()).unwrap();
+        let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(p.payer.name, "Blue Cross Blue Shield of Arizona");
+        assert_eq!(p.payer.short_label, "BCBSAZ");
+        assert_eq!(p.title, "Intraoperative Radiotherapy");
+        assert_eq!(p.original_effective, d(2022, 9, 19));
+        assert_eq!(p.current_effective, d(2024, 9, 3));
+        assert_eq!(p.last_review, d(2024, 9, 3));
+        assert_eq!(p.last_criteria_revision, d(2023, 9, 21));
+        assert_eq!(p.next_review.text, "3rd quarter 2025");
+        assert_eq!(p.next_review.due_by, d(2025, 9, 30));
+        let codes: Vec<&str> = p.cpt_codes.iter().map(|c| c.code.as_str()).collect();
+        assert_eq!(codes, vec!["0735T", "77424", "77425", "77469"]);
+        assert!(p.link.url.starts_with("https://"));
+        assert_eq!(
+            p.card_topic.system,
+            "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
+        );
+        assert_eq!(p.card_topic.code, "coverage-info");
+        assert!(!p.override_reasons.is_empty());
+        assert!(
+            p.statements
+                .medically_necessary
+                .contains("medically necessary")
+        );
+    }
+
+    #[test]
+    fn criteria_are_in_decision_order_and_lookup_works() {
+        let p = Policy::load(&Assets::embedded()).unwrap();
+        let ids: Vec<Criterion> = p.criteria.iter().map(|c| c.criterion).collect();
+        assert_eq!(ids, Criterion::ALL.to_vec());
+        for c in Criterion::ALL {
+            assert_eq!(p.criterion(c).criterion, c);
+        }
+        let margins = p.criterion(Criterion::PositiveOrCloseMargins);
+        assert!(margins.how_to_document.contains("395536008"));
+        assert!(margins.how_to_document.contains("33737-8"));
+    }
+
+    #[test]
+    fn criteria_order_in_the_file_does_not_matter() {
+        let mut j = embedded_json();
+        j["criteria"].as_array_mut().unwrap().reverse();
+        let p = Policy::from_json(j).unwrap();
+        let ids: Vec<Criterion> = p.criteria.iter().map(|c| c.criterion).collect();
+        assert_eq!(ids, Criterion::ALL.to_vec());
+    }
+
+    #[test]
+    fn review_overdue_after_the_quarter() {
+        let p = Policy::load(&Assets::embedded()).unwrap();
+        let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert!(!p.review_overdue(d(2025, 9, 30)));
+        assert!(p.review_overdue(d(2025, 10, 1)));
+        assert!(p.review_overdue(d(2026, 11, 26)));
+    }
+
+    #[test]
+    fn version_label_names_the_applied_version() {
+        let p = Policy::load(&Assets::embedded()).unwrap();
+        assert_eq!(
+            p.version_label(),
+            "BCBSAZ Evidence-Based Criteria \"Intraoperative Radiotherapy\", effective 2024-09-03"
+        );
+    }
+
+    #[test]
+    fn bad_date_names_file_and_field() {
+        let mut j = embedded_json();
+        j["policy"]["current_effective"] = "09/03/24".into();
+        let e = err_of(j);
+        assert!(e.contains("fhir-profiles/policy/bcbsaz-iort.json"), "{e}");
+        assert!(e.contains("policy.current_effective"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let mut j = embedded_json();
+        j["payer"]["nmae"] = "typo".into();
+        let e = err_of(j);
+        assert!(e.contains("bcbsaz-iort.json") && e.contains("nmae"), "{e}");
+    }
+
+    #[test]
+    fn missing_or_duplicate_criterion_is_rejected() {
+        let mut j = embedded_json();
+        j["criteria"].as_array_mut().unwrap().pop();
+        assert!(err_of(j).contains("`t4-or-recurrent` is missing"));
+
+        let mut j = embedded_json();
+        let first = j["criteria"][0].clone();
+        j["criteria"][1] = first;
+        assert!(err_of(j).contains("listed twice"));
+
+        let mut j = embedded_json();
+        j["criteria"][0]["id"] = "rectal".into();
+        assert!(err_of(j).contains("criteria[0].id"));
+    }
+
+    #[test]
+    fn link_must_be_https() {
+        let mut j = embedded_json();
+        j["policy"]["link"]["url"] = "http://www.azblue.com/".into();
+        assert!(err_of(j).contains("policy.link.url"));
+    }
+
+    #[test]
+    fn override_reason_needs_display() {
+        let mut j = embedded_json();
+        j["override_reasons"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("display");
+        assert!(err_of(j).contains("override_reasons[0]"));
+    }
+
+    #[test]
+    fn empty_text_is_rejected() {
+        let mut j = embedded_json();
+        j["criteria"][1]["how_to_document"] = " ".into();
+        assert!(err_of(j).contains("criteria[1].how_to_document"));
     }
 }

@@ -1,0 +1,270 @@
+//! The variables a card template sees, built from one [`Determination`] and the [`Policy`].
+//!
+//! Templates get plain strings, booleans and lists (documented in `cards/README.md`), never
+//! Rust enums, so a policy editor can write `{% if outcome == "conditional" %}` without
+//! knowing the code. Every key is always present (`none` when there is nothing), because
+//! the templates run with strict undefined handling: a misspelt variable is an error that
+//! falls back to the built-in text and is logged, rather than a silently empty sentence.
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::decision::{CriterionResult, Determination, Tri};
+use crate::facts::{Evidence, IndicationStatus, MarginStatus, TCategory};
+use crate::policy::{LinkTarget, Policy};
+
+#[derive(Debug, Serialize)]
+pub struct CardContext {
+    /// `covered` | `not-covered` | `conditional` | `indeterminate`.
+    pub outcome: &'static str,
+    pub order: OrderCtx,
+    /// All three criteria, in policy order.
+    pub criteria: Vec<CriterionCtx>,
+    /// The criteria not documented (what to record); empty unless conditional.
+    pub missing: Vec<CriterionCtx>,
+    /// The criteria documented as not met; may be non-empty only for not-covered.
+    pub not_met: Vec<CriterionCtx>,
+    pub facts: FactsCtx,
+    pub coverage: Option<CoverageCtx>,
+    pub record_issues: Vec<IssueCtx>,
+    pub technical_reason: Option<String>,
+    pub policy: PolicyCtx,
+    /// ISO date of the assessment.
+    pub today: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderCtx {
+    /// `Type/id`, or none when the EHR sent no id.
+    pub reference: Option<String>,
+    pub display: String,
+    pub cpt: Option<CodeCtx>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CodeCtx {
+    pub system: String,
+    pub code: String,
+    pub display: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CriterionCtx {
+    /// `rectal-cancer` | `positive-or-close-margins` | `t4-or-recurrent`.
+    pub id: &'static str,
+    pub label: String,
+    pub requirement: String,
+    /// `met` | `not-met` | `unknown`.
+    pub value: &'static str,
+    /// For display: `met` | `not met` | `not documented`.
+    pub status_label: &'static str,
+    pub short_missing: String,
+    pub short_not_met: String,
+    pub how_to_document: String,
+    pub evidence: Vec<EvidenceCtx>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceCtx {
+    pub reference: String,
+    pub date: Option<String>,
+    pub detail: String,
+}
+
+/// The facts behind the criteria, as codes (for short phrases in summaries).
+#[derive(Debug, Serialize)]
+pub struct FactsCtx {
+    /// `rectal-cancer` | `other-cancer` | `not-documented`.
+    pub indication: &'static str,
+    /// `t4` | `below-t4` | `not-documented`.
+    pub t_category: &'static str,
+    pub recurrent: bool,
+    /// `positive` | `close` | `clear` | `not-documented`.
+    pub margins: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CoverageCtx {
+    pub reference: String,
+    pub payor: Option<String>,
+}
+
+/// A skipped resource: `Type/id` when known, else the prefetch key / query it came from.
+#[derive(Debug, Serialize)]
+pub struct IssueCtx {
+    pub resource: Option<String>,
+    pub source: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PolicyCtx {
+    pub payer: String,
+    pub short_label: String,
+    pub title: String,
+    pub document_type: String,
+    pub section: String,
+    pub original_effective: String,
+    pub current_effective: String,
+    pub last_review: String,
+    pub last_criteria_revision: String,
+    pub next_review: String,
+    /// The next scheduled review date has passed: a newer version may exist.
+    pub review_overdue: bool,
+    pub version_label: String,
+    pub link: LinkCtx,
+    pub medically_necessary: String,
+    pub investigational: String,
+    pub exceptions: String,
+    /// The CPT codes the policy lists, e.g. "0735T, 77424, 77425, 77469".
+    pub cpt_codes: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkCtx {
+    pub url: String,
+    pub label: String,
+    /// `policy` | `index`.
+    pub target: &'static str,
+    pub search_hint: Option<String>,
+}
+
+fn iso(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+fn evidence(e: &Evidence) -> EvidenceCtx {
+    EvidenceCtx {
+        reference: e.reference.clone(),
+        date: e.date.clone(),
+        detail: e.detail.clone(),
+    }
+}
+
+fn criterion(r: &CriterionResult, policy: &Policy) -> CriterionCtx {
+    let text = policy.criterion(r.criterion);
+    CriterionCtx {
+        id: r.criterion.id(),
+        label: text.label.clone(),
+        requirement: text.requirement.clone(),
+        value: r.value.code(),
+        status_label: match r.value {
+            Tri::Met => "met",
+            Tri::NotMet => "not met",
+            Tri::Unknown => "not documented",
+        },
+        short_missing: text.short_missing.clone(),
+        short_not_met: text.short_not_met.clone(),
+        how_to_document: text.how_to_document.clone(),
+        evidence: r.evidence.iter().map(evidence).collect(),
+    }
+}
+
+/// The policy part of the context (the same for every card of a response).
+pub fn policy_ctx(policy: &Policy, today: NaiveDate) -> PolicyCtx {
+    PolicyCtx {
+        payer: policy.payer.name.clone(),
+        short_label: policy.payer.short_label.clone(),
+        title: policy.title.clone(),
+        document_type: policy.document_type.clone(),
+        section: policy.section.clone(),
+        original_effective: iso(policy.original_effective),
+        current_effective: iso(policy.current_effective),
+        last_review: iso(policy.last_review),
+        last_criteria_revision: iso(policy.last_criteria_revision),
+        next_review: policy.next_review.text.clone(),
+        review_overdue: policy.review_overdue(today),
+        version_label: policy.version_label(),
+        link: LinkCtx {
+            url: policy.link.url.clone(),
+            label: policy.link.label.clone(),
+            target: match policy.link.target {
+                LinkTarget::Policy => "policy",
+                LinkTarget::Index => "index",
+            },
+            search_hint: policy.link.search_hint.clone(),
+        },
+        medically_necessary: policy.statements.medically_necessary.clone(),
+        investigational: policy.statements.investigational.clone(),
+        exceptions: policy.statements.exceptions.clone(),
+        cpt_codes: policy
+            .cpt_codes
+            .iter()
+            .map(|c| c.code.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The full context for one card.
+pub fn build(d: &Determination, policy: &Policy, today: NaiveDate) -> CardContext {
+    let f = &d.facts;
+    let criteria: Vec<CriterionCtx> = d.criteria.iter().map(|r| criterion(r, policy)).collect();
+    let missing = criteria
+        .iter()
+        .filter(|c| {
+            d.missing
+                .iter()
+                .any(|m| m.id() == c.id && c.value == Tri::Unknown.code())
+        })
+        .cloned()
+        .collect();
+    let not_met = criteria
+        .iter()
+        .filter(|c| c.value == Tri::NotMet.code())
+        .cloned()
+        .collect();
+    CardContext {
+        outcome: d.covered.code(),
+        order: OrderCtx {
+            reference: f
+                .order
+                .id
+                .as_ref()
+                .map(|id| format!("{}/{}", f.order.resource_type, id)),
+            display: f.order.display.clone(),
+            cpt: f.order.billing_code.as_ref().map(|c| CodeCtx {
+                system: c.system.clone(),
+                code: c.code.clone(),
+                display: c.display.clone(),
+            }),
+        },
+        criteria,
+        missing,
+        not_met,
+        facts: FactsCtx {
+            indication: match f.indication.status {
+                IndicationStatus::RectalCancer => "rectal-cancer",
+                IndicationStatus::OtherCancer => "other-cancer",
+                IndicationStatus::NotDocumented => "not-documented",
+            },
+            t_category: match f.staging.category {
+                TCategory::T4 => "t4",
+                TCategory::BelowT4 => "below-t4",
+                TCategory::NotDocumented => "not-documented",
+            },
+            recurrent: f.recurrence.recurrent,
+            margins: match f.margins.status {
+                MarginStatus::Positive => "positive",
+                MarginStatus::Close => "close",
+                MarginStatus::Clear => "clear",
+                MarginStatus::NotDocumented => "not-documented",
+            },
+        },
+        coverage: f.coverage.as_ref().map(|c| CoverageCtx {
+            reference: c.reference.clone(),
+            payor: c.payor.clone(),
+        }),
+        // Type/id only: the problem text stays in the logs' domain, not on the card.
+        record_issues: f
+            .record_issues
+            .iter()
+            .map(|i| IssueCtx {
+                resource: i.resource.clone(),
+                source: i.source.clone(),
+            })
+            .collect(),
+        technical_reason: d.technical_reason.clone(),
+        policy: policy_ctx(policy, today),
+        today: iso(today),
+    }
+}
