@@ -8,14 +8,18 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use fhirbolt::model::r4::resources::{Condition, Coverage, Observation, Procedure};
+use fhirbolt::model::r4::Resource;
 use serde_json::{Map, Value};
 
 use super::{PatientRecord, RecordIssue};
+use crate::limits::{LimitExceeded, Limits};
 
 /// Declared prefetch keys the request did not send (a key sent as `null` counts as sent: the
 /// client looked and found nothing).
-pub fn missing_keys(declared: &BTreeMap<String, String>, prefetch: &Map<String, Value>) -> Vec<String> {
+pub fn missing_keys(
+    declared: &BTreeMap<String, String>,
+    prefetch: &Map<String, Value>,
+) -> Vec<String> {
     declared
         .keys()
         .filter(|k| !prefetch.contains_key(k.as_str()))
@@ -28,22 +32,50 @@ pub fn missing_keys(declared: &BTreeMap<String, String>, prefetch: &Map<String, 
 pub struct RecordBuilder {
     record: PatientRecord,
     seen: HashSet<(String, String)>,
+    limits: Limits,
+    /// Resources kept so far (bounded by `limits.max_record_resources`).
+    kept: usize,
+    /// Set once the record passed a limit: nothing more is read.
+    over_limit: bool,
 }
 
 impl RecordBuilder {
+    /// A builder with the default [`Limits`].
     pub fn new(patient_id: &str) -> Self {
+        Self::with_limits(patient_id, Limits::default())
+    }
+
+    /// A builder that stops reading, and marks the record unavailable (so the outcome is
+    /// `indeterminate`), once a Bundle has more than `limits.max_bundle_entries` entries or
+    /// the record more than `limits.max_record_resources` resources.
+    pub fn with_limits(patient_id: &str, limits: Limits) -> Self {
         Self {
             record: PatientRecord {
                 patient_id: patient_id.to_owned(),
                 ..PatientRecord::default()
             },
             seen: HashSet::new(),
+            limits,
+            kept: 0,
+            over_limit: false,
+        }
+    }
+
+    /// Give up on the record: it is too large to assess within the limits.
+    fn too_large(&mut self, source: &str, limit: LimitExceeded) {
+        if !self.over_limit {
+            self.over_limit = true;
+            tracing::warn!(source, setting = limit.setting, "patient record over a limit; not assessed");
+            self.unavailable(format!("{source}: the record is too large to assess: {limit}"));
         }
     }
 
     /// Add a prefetch value or a FHIR response body: a single resource, a Bundle (its entries
     /// are added one by one), or `null` (nothing).
     pub fn add_value(&mut self, source: &str, value: Value) {
+        if self.over_limit {
+            return;
+        }
         match value {
             Value::Null => {}
             Value::Object(mut obj) => {
@@ -52,6 +84,10 @@ impl RecordBuilder {
                         Some(Value::Array(a)) => a,
                         _ => Vec::new(),
                     };
+                    if let Err(limit) = self.limits.check_entries(entries.len()) {
+                        self.too_large(source, limit);
+                        return;
+                    }
                     for (i, entry) in entries.into_iter().enumerate() {
                         match entry {
                             Value::Object(mut e) => match e.remove("resource") {
@@ -62,7 +98,11 @@ impl RecordBuilder {
                                     format!("Bundle entry {i} has no resource"),
                                 ),
                             },
-                            _ => self.issue(source, None, format!("Bundle entry {i} is not an object")),
+                            _ => self.issue(
+                                source,
+                                None,
+                                format!("Bundle entry {i} is not an object"),
+                            ),
                         }
                     }
                 } else {
@@ -99,7 +139,10 @@ impl RecordBuilder {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let id = resource.get("id").and_then(Value::as_str).map(str::to_owned);
+        let id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let reference = format!("{}/{}", rtype, id.as_deref().unwrap_or("(no id)"));
         // Only the four kinds the facts read; the rest (Patient, OperationOutcome search
         // notes ...) is not needed and not parsed.
@@ -117,22 +160,44 @@ impl RecordBuilder {
         {
             return; // the same resource from two keys or pages
         }
-        let parsed = match rtype.as_str() {
-            "Condition" => fhirbolt::json::from_json_value::<Condition>(resource, None)
-                .map(|r| self.record.conditions.push(r)),
-            "Procedure" => fhirbolt::json::from_json_value::<Procedure>(resource, None)
-                .map(|r| self.record.procedures.push(r)),
-            "Observation" => fhirbolt::json::from_json_value::<Observation>(resource, None)
-                .map(|r| self.record.observations.push(r)),
-            _ => fhirbolt::json::from_json_value::<Coverage>(resource, None)
-                .map(|r| self.record.coverages.push(r)),
-        };
+        if self.over_limit {
+            return;
+        }
+        if self.kept >= self.limits.max_record_resources {
+            let limit = LimitExceeded {
+                setting: "limits.max_record_resources",
+                limit: self.limits.max_record_resources,
+                what: format!("more than {} resources", self.limits.max_record_resources),
+            };
+            self.too_large(source, limit);
+            return;
+        }
+        self.kept += 1;
+        // fhirbolt recurses once per nested resource with large frames: a resource nesting
+        // resources deeper than FHIR allows is skipped before it is parsed.
+        if let Err(e) = crate::limits::check_resource_nesting(&resource) {
+            self.issue(source, Some(reference), e.to_string());
+            return;
+        }
+        // Parse through the `Resource` enum, not the concrete type: with serde_json's
+        // `arbitrary_precision` (which fhirbolt switches on), fhirbolt 0.4 rejects every JSON
+        // decimal when asked for a concrete resource type, but reads it through the enum.
+        let parsed = fhirbolt::json::from_json_value::<Resource>(resource, None).map(|r| match r {
+            Resource::Condition(c) => self.record.conditions.push(*c),
+            Resource::Procedure(p) => self.record.procedures.push(*p),
+            Resource::Observation(o) => self.record.observations.push(*o),
+            Resource::Coverage(c) => self.record.coverages.push(*c),
+            _ => {} // unreachable: the resourceType was checked above
+        });
         if let Err(e) = parsed {
             tracing::warn!(source, resource = %reference, "skipped a resource that does not parse as FHIR R4");
             self.issue(
                 source,
                 Some(reference),
-                format!("does not parse as FHIR R4 {rtype}: {}", redact(&e.to_string())),
+                format!(
+                    "does not parse as FHIR R4 {rtype}: {}",
+                    redact(&e.to_string())
+                ),
             );
         }
     }
@@ -140,7 +205,11 @@ impl RecordBuilder {
     /// Whether the resource's subject (or Coverage beneficiary) is this patient. A resource with
     /// no such reference is kept: the query that returned it was already scoped to the patient.
     fn is_about_patient(&self, rtype: &str, resource: &Value) -> bool {
-        let field = if rtype == "Coverage" { "beneficiary" } else { "subject" };
+        let field = if rtype == "Coverage" {
+            "beneficiary"
+        } else {
+            "subject"
+        };
         let Some(reference) = resource
             .get(field)
             .and_then(|r| r.get("reference"))
@@ -228,7 +297,27 @@ mod tests {
         assert_eq!(r.conditions.len(), 1);
         assert_eq!(r.issues.len(), 1);
         assert_eq!(r.issues[0].resource.as_deref(), Some("Observation/o-bad"));
-        assert!(!r.issues[0].problem.contains("SECRET"), "{}", r.issues[0].problem);
+        assert!(
+            !r.issues[0].problem.contains("SECRET"),
+            "{}",
+            r.issues[0].problem
+        );
+    }
+
+    #[test]
+    fn decimals_survive_parsing() {
+        let mut prefetch = Map::new();
+        let obs: Value = serde_json::from_str(
+            r#"{"resourceType": "Observation", "id": "d1", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "33737-8"}]},
+                "subject": {"reference": "Patient/p1"},
+                "valueQuantity": {"value": 1.0, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"}}"#,
+        )
+        .unwrap();
+        prefetch.insert("observations".into(), searchset(vec![obs]));
+        let r = record_from_prefetch("p1", &prefetch);
+        assert!(r.issues.is_empty(), "{:?}", r.issues);
+        assert_eq!(r.observations.len(), 1);
     }
 
     #[test]
@@ -236,7 +325,11 @@ mod tests {
         let mut prefetch = Map::new();
         prefetch.insert(
             "conditions".into(),
-            searchset(vec![condition("c1", "p1"), condition("c2", "p2"), condition("c1", "p1")]),
+            searchset(vec![
+                condition("c1", "p1"),
+                condition("c2", "p2"),
+                condition("c1", "p1"),
+            ]),
         );
         let r = record_from_prefetch("p1", &prefetch);
         assert_eq!(r.conditions.len(), 1);

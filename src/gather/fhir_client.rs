@@ -1,0 +1,552 @@
+//! The HTTP side of gathering: one prefetch query against the EHR's FHIR server, pages and all.
+//!
+//! One [`reqwest::Client`] is built at start-up and shared by every call, so connections (and
+//! TLS sessions) to the EHR are pooled. It never follows redirects (a 3xx could hand the bearer
+//! token's next request to another host), ignores proxy variables unless told otherwise, and
+//! sends `Accept: application/fhir+json`. The bearer token is passed in per call, as a
+//! sensitive header value, and is not kept anywhere.
+//!
+//! Each failure becomes a [`Failure`] whose text is fit for a card: it names what failed (an
+//! HTTP status, "not JSON", "too many pages") and never the URL's query, the token, or any
+//! response content.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use reqwest::{Response, StatusCode, Url};
+use serde_json::Value;
+
+use super::allow_list::BaseUrl;
+use crate::configuration::FhirSettings;
+use crate::limits::{self, Limits};
+
+/// The media type asked for and sent in `Accept`.
+const FHIR_JSON: &str = "application/fhir+json";
+
+/// Whether a prefetch template reads one resource or searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// `Type/id`: a 404 (or 410) or a `null` body means "no data".
+    Read,
+    /// `Type?params` (or a bare `Type`): a Bundle, possibly paged.
+    Search,
+}
+
+/// One query to run: the prefetch key it answers and the absolute URL on the FHIR server.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub key: String,
+    /// The resource type the template names (`Observation`), for messages.
+    pub resource_type: String,
+    pub kind: QueryKind,
+    pub url: Url,
+}
+
+impl Query {
+    /// Build the query for a filled template (`Observation?patient=p1`, `Patient/p1`). `None`
+    /// when the template does not name a resource type or would leave the server's base.
+    pub fn new(key: &str, filled: &str, base: &BaseUrl) -> Option<Self> {
+        let path = filled.split(['?', '#']).next().unwrap_or_default();
+        let mut segments = path.split('/');
+        let resource_type = segments.next().unwrap_or_default();
+        if resource_type.is_empty() || !resource_type.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return None;
+        }
+        let kind = match segments.next() {
+            Some(id) if !id.is_empty() => QueryKind::Read,
+            _ => QueryKind::Search,
+        };
+        Some(Self {
+            key: key.to_owned(),
+            resource_type: resource_type.to_owned(),
+            kind,
+            url: base.query_url(filled)?,
+        })
+    }
+
+    /// Read one 2xx answer to this query (pure, no I/O): the body must be JSON; a read's must
+    /// be `null` or a resource of the type asked for, a search's a Bundle, whose `next` link
+    /// is returned for the caller to follow (or not).
+    ///
+    /// The answer's shape is bounded like a request's (`limits`): nesting depth and string
+    /// length before parsing, resources nested in resources after; a page of a search may
+    /// hold at most `limits.max_bundle_entries` entries.
+    pub fn read_answer(
+        &self,
+        status: StatusCode,
+        body: &[u8],
+        limits: &Limits,
+    ) -> Result<Answer, Failure> {
+        let over = |e: limits::LimitExceeded| {
+            Failure::new(Some(status), format!("the FHIR server's answer has {e}"))
+        };
+        limits::check_json(body, limits).map_err(over)?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|_| Failure::new(Some(status), "the FHIR server's answer is not JSON"))?;
+        limits::check_resource_nesting(&value).map_err(over)?;
+        if let Some(entries) = value.get("entry").and_then(Value::as_array) {
+            limits.check_entries(entries.len()).map_err(over)?;
+        }
+        match self.kind {
+            QueryKind::Read if value.is_null() => Ok(Answer {
+                value: None,
+                next: None,
+            }),
+            QueryKind::Read => {
+                check_resource(&value, &self.resource_type, status)?;
+                Ok(Answer {
+                    value: Some(value),
+                    next: None,
+                })
+            }
+            QueryKind::Search => {
+                check_resource(&value, "Bundle", status)?;
+                Ok(Answer {
+                    next: next_link(&value),
+                    value: Some(value),
+                })
+            }
+        }
+    }
+
+    /// `Observation query` / `Patient read`: how the query is named in cards and logs.
+    pub fn label(&self) -> String {
+        match self.kind {
+            QueryKind::Read => format!("{} read", self.resource_type),
+            QueryKind::Search => format!("{} query", self.resource_type),
+        }
+    }
+}
+
+/// One answer of the FHIR server, read ([`Query::read_answer`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The resource or Bundle to add to the record; `None` when a read found nothing.
+    pub value: Option<Value>,
+    /// The Bundle's `next` link, as written (searches only).
+    pub next: Option<String>,
+}
+
+/// Why a query gave no usable answer. `what` completes "<label>: ..." in a card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    pub what: String,
+}
+
+impl Failure {
+    fn new(status: Option<StatusCode>, what: impl Into<String>) -> Self {
+        Self {
+            status: status.map(|s| s.as_u16()),
+            what: what.into(),
+        }
+    }
+}
+
+/// The shared HTTP client and the bounds every query respects.
+#[derive(Debug, Clone)]
+pub struct FhirClient {
+    http: reqwest::Client,
+    max_pages: usize,
+    max_response_bytes: usize,
+    limits: Limits,
+}
+
+impl FhirClient {
+    /// Build the one client (rustls, pooled, no redirects). Fails only if TLS cannot be set up.
+    pub fn new(settings: &FhirSettings) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(
+                settings.connect_timeout_ms.min(settings.timeout_ms),
+            ))
+            // The per-call deadline is enforced by the caller (and wins: it reports which
+            // queries were late); this is only a backstop for a request used without it.
+            .timeout(Duration::from_millis(
+                settings.timeout_ms.saturating_add(1000),
+            ))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("iort-cds/", env!("CARGO_PKG_VERSION")));
+        if !settings.use_system_proxy {
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot build the FHIR HTTP client: {e}"))?;
+        Ok(Self {
+            http,
+            max_pages: settings.max_pages,
+            max_response_bytes: settings.max_response_bytes,
+            limits: Limits::default(),
+        })
+    }
+
+    /// The same client, bounding the shape of answers by `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Run a query and return its answer as FHIR JSON values to add to the record: the resource
+    /// of a read (none when there is nothing), or every page of a search. `next` links are
+    /// followed while they stay under `base`, up to the page bound.
+    pub async fn fetch(
+        &self,
+        base: &BaseUrl,
+        auth: Option<&HeaderValue>,
+        query: &Query,
+    ) -> Result<Vec<Value>, Failure> {
+        let mut pages = Vec::new();
+        let mut url = query.url.clone();
+        loop {
+            let response = self.get(url.clone(), auth).await?;
+            let status = response.status();
+            if query.kind == QueryKind::Read
+                && matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE)
+            {
+                return Ok(pages); // the read found nothing, like a `null` prefetch
+            }
+            check_status(status)?;
+            let body = self.read_body(response).await?;
+            let answer = query.read_answer(status, &body, &self.limits)?;
+            pages.extend(answer.value);
+            match query.kind {
+                QueryKind::Read => return Ok(pages),
+                QueryKind::Search => {
+                    let Some(next) = answer.next else {
+                        return Ok(pages);
+                    };
+                    if pages.len() >= self.max_pages {
+                        return Err(Failure::new(
+                            Some(status),
+                            format!(
+                                "more than {} pages of results (not all read)",
+                                self.max_pages
+                            ),
+                        ));
+                    }
+                    // Relative links are resolved against the page they came from.
+                    url = match url.join(&next) {
+                        Ok(u) if base.contains(&u) => u,
+                        _ => {
+                            return Err(Failure::new(
+                                Some(status),
+                                "a next-page link leads outside the FHIR server (not followed)",
+                            ));
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    async fn get(&self, url: Url, auth: Option<&HeaderValue>) -> Result<Response, Failure> {
+        let mut request = self
+            .http
+            .get(url)
+            .header(ACCEPT, HeaderValue::from_static(FHIR_JSON));
+        if let Some(auth) = auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        request.send().await.map_err(|e| {
+            let what = if e.is_timeout() {
+                "the FHIR server did not answer in time"
+            } else if e.is_connect() {
+                "the FHIR server could not be reached"
+            } else {
+                "the request to the FHIR server failed"
+            };
+            Failure::new(None, what)
+        })
+    }
+
+    /// The body, read chunk by chunk and abandoned as soon as it passes the size bound (a
+    /// `Content-Length` over the bound is refused before reading anything).
+    async fn read_body(&self, mut response: Response) -> Result<Vec<u8>, Failure> {
+        let status = response.status();
+        let limit = self.max_response_bytes;
+        let too_large = || {
+            Failure::new(
+                Some(status),
+                format!("the FHIR server's answer is larger than {limit} bytes"),
+            )
+        };
+        let announced = response.content_length();
+        if announced.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let initial = announced.map_or(16 * 1024, |n| usize::try_from(n).unwrap_or(limit));
+        let mut body = Vec::with_capacity(initial.min(limit));
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    let what = if e.is_timeout() {
+                        "the FHIR server did not finish its answer in time"
+                    } else {
+                        "the FHIR server's answer could not be read"
+                    };
+                    return Err(Failure::new(Some(status), what));
+                }
+            }
+        }
+    }
+}
+
+/// A 2xx passes; everything else is a failure worded for the card.
+fn check_status(status: StatusCode) -> Result<(), Failure> {
+    let code = status.as_u16();
+    let what = match code {
+        200..=299 => return Ok(()),
+        300..=399 => format!("the FHIR server answered {code} (redirects are not followed)"),
+        401 | 403 => format!("the FHIR server refused access ({code})"),
+        _ => format!("the FHIR server answered {code}"),
+    };
+    Err(Failure::new(Some(status), what))
+}
+
+/// The body must be a FHIR resource of the expected type (an OperationOutcome in a 200 is named
+/// as such: servers use it to report errors).
+fn check_resource(value: &Value, expected: &str, status: StatusCode) -> Result<(), Failure> {
+    match value.get("resourceType").and_then(Value::as_str) {
+        Some(t) if t == expected => Ok(()),
+        Some("OperationOutcome") => Err(Failure::new(
+            Some(status),
+            "the FHIR server answered with an OperationOutcome instead of data",
+        )),
+        Some(_) => Err(Failure::new(
+            Some(status),
+            format!("the FHIR server's answer is not a {expected}"),
+        )),
+        None => Err(Failure::new(
+            Some(status),
+            "the FHIR server's answer is not a FHIR resource",
+        )),
+    }
+}
+
+/// The Bundle's `next` link, if any.
+fn next_link(bundle: &Value) -> Option<String> {
+    bundle
+        .get("link")?
+        .as_array()?
+        .iter()
+        .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))?
+        .get("url")?
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn settings(max_pages: usize) -> FhirSettings {
+        FhirSettings {
+            max_pages,
+            max_response_bytes: 4096,
+            ..FhirSettings::default()
+        }
+    }
+
+    fn bundle(ids: &[&str], next: Option<String>) -> Value {
+        let entries: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"resource": {"resourceType": "Condition", "id": id}}))
+            .collect();
+        let mut b = json!({"resourceType": "Bundle", "type": "searchset", "entry": entries});
+        if let Some(n) = next {
+            b["link"] = json!([{"relation": "self", "url": "x"}, {"relation": "next", "url": n}]);
+        }
+        b
+    }
+
+    async fn run(
+        server: &MockServer,
+        template: &str,
+        max_pages: usize,
+    ) -> Result<Vec<Value>, Failure> {
+        let base = BaseUrl::parse(&format!("{}/fhir", server.uri())).unwrap();
+        let q = Query::new("conditions", template, &base).unwrap();
+        FhirClient::new(&settings(max_pages))
+            .unwrap()
+            .fetch(&base, None, &q)
+            .await
+    }
+
+    #[test]
+    fn queries_know_reads_from_searches() {
+        let base = BaseUrl::parse("https://ehr.example.org/fhir").unwrap();
+        let q = Query::new("patient", "Patient/p1", &base).unwrap();
+        assert_eq!(
+            (q.kind, q.label().as_str()),
+            (QueryKind::Read, "Patient read")
+        );
+        assert_eq!(q.url.as_str(), "https://ehr.example.org/fhir/Patient/p1");
+        let q = Query::new("obs", "Observation?patient=p1", &base).unwrap();
+        assert_eq!(
+            (q.kind, q.label().as_str()),
+            (QueryKind::Search, "Observation query")
+        );
+        assert_eq!(
+            Query::new("c", "Coverage", &base).unwrap().kind,
+            QueryKind::Search
+        );
+        assert!(Query::new("x", "../admin", &base).is_none());
+        assert!(Query::new("x", "https://evil.example/x", &base).is_none());
+    }
+
+    #[tokio::test]
+    async fn follows_next_links_on_the_same_server() {
+        let server = MockServer::start().await;
+        let page2 = format!("{}/fhir/Condition?page=2", server.uri());
+        Mock::given(method("GET"))
+            .and(path("/fhir/Condition"))
+            .and(query_param("page", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(&["c2"], None)))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/Condition"))
+            .and(query_param("patient", "p1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(&["c1"], Some(page2))))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let pages = run(&server, "Condition?patient=p1", 20).await.unwrap();
+        assert_eq!(pages.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn pages_are_bounded() {
+        let server = MockServer::start().await;
+        // every page points at the next one, forever
+        let next = format!("{}/fhir/Condition?page=n", server.uri());
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(&["c"], Some(next))))
+            .expect(3)
+            .mount(&server)
+            .await;
+        let f = run(&server, "Condition?patient=p1", 3).await.unwrap_err();
+        assert_eq!(f.what, "more than 3 pages of results (not all read)");
+    }
+
+    #[tokio::test]
+    async fn next_links_outside_the_base_are_not_followed() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(
+                &["c"],
+                Some(format!("{}/other/Condition", server.uri())),
+            )))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let f = run(&server, "Condition?patient=p1", 20).await.unwrap_err();
+        assert!(f.what.contains("outside the FHIR server"), "{}", f.what);
+    }
+
+    #[tokio::test]
+    async fn reads_that_find_nothing_are_no_data() {
+        let server = MockServer::start().await;
+        Mock::given(path("/fhir/Patient/gone"))
+            .respond_with(ResponseTemplate::new(404))
+            .mount(&server)
+            .await;
+        Mock::given(path("/fhir/Patient/null"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("null"))
+            .mount(&server)
+            .await;
+        assert_eq!(run(&server, "Patient/gone", 20).await, Ok(vec![]));
+        assert_eq!(run(&server, "Patient/null", 20).await, Ok(vec![]));
+        // a 404 on a search is a failure, not "nothing"
+        let f = run(&server, "Condition?patient=p1", 20).await.unwrap_err();
+        assert_eq!(
+            (f.status, f.what.as_str()),
+            (Some(404), "the FHIR server answered 404")
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_answers_are_named() {
+        let server = MockServer::start().await;
+        let cases: Vec<(&str, ResponseTemplate, &str)> = vec![
+            (
+                "a",
+                ResponseTemplate::new(200).set_body_string("<html>"),
+                "is not JSON",
+            ),
+            (
+                "b",
+                ResponseTemplate::new(200).set_body_json(json!({"x": 1})),
+                "not a FHIR resource",
+            ),
+            (
+                "c",
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"resourceType": "OperationOutcome"})),
+                "OperationOutcome",
+            ),
+            (
+                "d",
+                ResponseTemplate::new(200).set_body_json(json!({"resourceType": "Patient"})),
+                "not a Bundle",
+            ),
+            (
+                "e",
+                ResponseTemplate::new(200).set_body_string("x".repeat(5000)),
+                "larger than 4096 bytes",
+            ),
+            (
+                "f",
+                ResponseTemplate::new(302).insert_header("location", "https://evil.example/"),
+                "302 (redirects",
+            ),
+            ("g", ResponseTemplate::new(401), "refused access (401)"),
+            ("h", ResponseTemplate::new(403), "refused access (403)"),
+            ("i", ResponseTemplate::new(503), "answered 503"),
+        ];
+        for (id, response, _) in &cases {
+            Mock::given(query_param("patient", *id))
+                .respond_with(response.clone())
+                .mount(&server)
+                .await;
+        }
+        for (id, _, expected) in cases {
+            let f = run(&server, &format!("Condition?patient={id}"), 20)
+                .await
+                .unwrap_err();
+            assert!(f.what.contains(expected), "{id}: {}", f.what);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_failure() {
+        // bind then drop: nothing listens on that port any more
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = BaseUrl::parse(&format!("http://127.0.0.1:{port}/fhir")).unwrap();
+        let q = Query::new("conditions", "Condition?patient=p1", &base).unwrap();
+        let f = FhirClient::new(&settings(20))
+            .unwrap()
+            .fetch(&base, None, &q)
+            .await
+            .unwrap_err();
+        assert_eq!(f.what, "the FHIR server could not be reached");
+    }
+}
