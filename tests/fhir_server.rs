@@ -1,0 +1,536 @@
+//! Issue 4 against a real FHIR server: the service, sent no prefetch, fetches the record from the
+//! EHR's FHIR server (`fhirServer` + `fhirAuthorization`) and decides exactly as it does from prefetch.
+//!
+//! The server is `tests/fhir-server/server.js` (Medplum's FHIR router over an in-memory store, behind
+//! bearer-token access control, paging two entries at a time), driven by `support/fhir_server.rs`.
+//! The first tests check the server itself, so that a failure of the acceptance test can be blamed on
+//! the service and not on the test bed.
+
+mod common;
+#[path = "support/fhir_server.rs"]
+mod fhir_server;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use fhir_server::{FhirServer, next_link, resources_in};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SERVICE: &str = "/cds-services/iort-coverage";
+const TOKEN: &str = "test-token-7c1f0e9a";
+const COVERAGE_INFORMATION: &str =
+    "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information";
+/// The service's default deadline for all FHIR fetching in one call.
+const DEADLINE: Duration = Duration::from_secs(3);
+/// Time allowed past the deadline to decide, render and answer (a loaded 2-core CI machine).
+const MARGIN: Duration = Duration::from_secs(2);
+
+// -------------------------------------------------------------------------------------------------
+// Data
+
+fn patient(id: &str) -> Value {
+    json!({"resourceType": "Patient", "id": id, "name": [{"family": "Test", "given": ["Pat"]}], "gender": "female"})
+}
+
+fn condition(id: &str, patient: &str, icd10: &str) -> Value {
+    json!({
+        "resourceType": "Condition", "id": id,
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": icd10}]},
+        "subject": {"reference": format!("Patient/{patient}")}
+    })
+}
+
+fn observation(id: &str, patient: &str, system: &str, code: &str) -> Value {
+    json!({
+        "resourceType": "Observation", "id": id, "status": "final",
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "effectiveDateTime": "2025-03-14"
+    })
+}
+
+fn coverage(id: &str, patient: &str, status: &str) -> Value {
+    json!({
+        "resourceType": "Coverage", "id": id, "status": status,
+        "beneficiary": {"reference": format!("Patient/{patient}")},
+        "payor": [{"display": "Blue Cross Blue Shield of Arizona"}]
+    })
+}
+
+fn ids(resources: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = resources
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or("?"),
+                r["id"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The test-bed record: one patient with three conditions, five observations with different codes,
+/// an active and a cancelled coverage, and another patient's resources beside them.
+fn smoke_record() -> Vec<Value> {
+    vec![
+        patient("p1"),
+        patient("p2"),
+        condition("c1", "p1", "C20"),
+        condition("c2", "p1", "I10"),
+        condition("c3", "p1", "E11.9"),
+        condition("c-other", "p2", "C20"),
+        observation("o-t", "p1", "http://loinc.org", "21905-5"),
+        observation("o-margin", "p1", "http://snomed.info/sct", "395536008"),
+        observation("o-dist", "p1", "http://loinc.org", "33737-8"),
+        observation("o-bp", "p1", "http://loinc.org", "85354-9"),
+        // the same code under another system must not match `http://loinc.org|33737-8`
+        observation(
+            "o-wrong-system",
+            "p1",
+            "http://example.org/codes",
+            "33737-8",
+        ),
+        observation("o-other", "p2", "http://loinc.org", "21905-5"),
+        coverage("cov-active", "p1", "active"),
+        coverage("cov-cancelled", "p1", "cancelled"),
+    ]
+}
+
+// -------------------------------------------------------------------------------------------------
+// The test bed itself
+
+#[tokio::test]
+async fn the_fhir_server_requires_its_token_pages_by_two_and_searches_like_fhir() {
+    let server = FhirServer::start(Some(TOKEN)).await;
+    assert!(
+        server.base_url().starts_with("http://127.0.0.1:")
+            && server.base_url().ends_with("/fhir/R4")
+    );
+    server.load(smoke_record()).await;
+    let base = server.root();
+
+    // Access control: no token, a wrong token, a prefix of the token -> 401; so is another scheme.
+    for token in [None, Some("wrong"), Some("test-token-7c1f0e9")] {
+        let (status, body) = base.get_with("Patient/p1", token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        assert!(
+            !body.to_string().contains(TOKEN),
+            "the token is never echoed"
+        );
+    }
+    let basic = reqwest::Client::new()
+        .get(format!("{}/Patient/p1", server.base_url()))
+        .header("Authorization", format!("Basic {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        basic.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+
+    // Reads.
+    let (status, p1) = server.get("Patient/p1").await;
+    assert_eq!(status, StatusCode::OK, "{p1}");
+    assert_eq!(
+        (p1["resourceType"].as_str(), p1["id"].as_str()),
+        (Some("Patient"), Some("p1"))
+    );
+    let (status, missing) = server.get("Patient/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["resourceType"], "OperationOutcome");
+
+    // Paging: three conditions of p1 come two at a time, with a working `next` link on the same base.
+    let (status, page1) = server.get("Condition?patient=p1").await;
+    assert_eq!(status, StatusCode::OK, "{page1}");
+    assert_eq!(page1["type"], "searchset");
+    assert_eq!(page1["total"], 3);
+    assert_eq!(page1["entry"].as_array().unwrap().len(), 2);
+    for e in page1["entry"].as_array().unwrap() {
+        assert_eq!(e["search"]["mode"], "match");
+        let full_url = e["fullUrl"].as_str().unwrap();
+        assert_eq!(
+            full_url,
+            format!(
+                "{}/Condition/{}",
+                server.base_url(),
+                e["resource"]["id"].as_str().unwrap()
+            )
+        );
+    }
+    let next = next_link(&page1).expect("a next link on page 1").to_owned();
+    assert!(
+        next.starts_with(&format!("{}/Condition?", server.base_url())),
+        "{next}"
+    );
+    let (status, page2) = server.get(&next).await;
+    assert_eq!(status, StatusCode::OK, "{page2}");
+    assert_eq!(page2["entry"].as_array().unwrap().len(), 1);
+    assert!(next_link(&page2).is_none(), "no next link on the last page");
+    let (all, pages) = base.search_all("Condition?patient=p1", 10).await;
+    assert_eq!(pages, 2);
+    assert_eq!(ids(&all), ["Condition/c1", "Condition/c2", "Condition/c3"]);
+    // `_count` is honoured, and the next link of a bigger page still works.
+    let (all, pages) = base
+        .search_all("Condition?patient=Patient/p1&_count=10", 10)
+        .await;
+    assert_eq!((all.len(), pages), (3, 1));
+
+    // Token OR: `code=a|b,c|d` matches either code, with the system respected.
+    let query = "Observation?patient=p1&code=http://loinc.org|21905-5,http://snomed.info/sct|395536008,http://loinc.org|33737-8";
+    let (found, pages) = base.search_all(query, 10).await;
+    assert_eq!(
+        ids(&found),
+        [
+            "Observation/o-dist",
+            "Observation/o-margin",
+            "Observation/o-t"
+        ]
+    );
+    assert_eq!(pages, 2);
+    let (found, _) = base
+        .search_all("Observation?patient=p2&code=http://loinc.org|21905-5", 10)
+        .await;
+    assert_eq!(
+        ids(&found),
+        ["Observation/o-other"],
+        "other patients' data stays apart"
+    );
+
+    // Coverage by patient and status.
+    let (found, _) = base
+        .search_all("Coverage?patient=p1&status=active", 10)
+        .await;
+    assert_eq!(ids(&found), ["Coverage/cov-active"]);
+
+    // Procedure search with nothing to find: an empty searchset, not an error.
+    let (status, empty) = server.get("Procedure?patient=p1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(empty["total"], 0);
+    assert!(empty.get("entry").is_none());
+
+    // Strict search: an unknown parameter is refused, not ignored.
+    let (status, _) = server.get("Observation?patient=p1&no-such-param=1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A transaction Bundle loads data too, into a partition that shares nothing with the root store.
+    let part = server.partition("smoke");
+    let (status, _) = part.get("Patient/p1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a partition starts empty");
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient("p9"), "request": {"method": "PUT", "url": "Patient/p9"}},
+        {"resource": condition("c9", "p9", "C20"), "request": {"method": "PUT", "url": "Condition/c9"}}
+    ]});
+    let (status, response) = part.post_bundle(&bundle).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response["type"], "transaction-response");
+    let (found, _) = part.search_all("Condition?patient=p9", 10).await;
+    assert_eq!(ids(&found), ["Condition/c9"]);
+    let (status, _) = server.get("Patient/p9").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the root store does not see the partition's data"
+    );
+
+    // The server exits by itself when its stdin closes (as when the test process dies).
+    let exit = server.close_stdin_and_wait(Duration::from_secs(10)).await;
+    assert!(
+        exit.is_some(),
+        "the server did not exit when its stdin closed"
+    );
+}
+
+#[tokio::test]
+async fn an_open_fhir_server_needs_no_token_and_stops_on_sigterm() {
+    let mut server = FhirServer::start(None).await;
+    server.load(vec![patient("p1")]).await;
+    let (status, body) = server.root().get_with("Patient/p1", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let pid = server.pid().expect("the server runs").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let exit = server.wait_or_kill(Duration::from_secs(10)).await;
+    assert!(exit.is_some_and(|s| s.success()), "SIGTERM: {exit:?}");
+}
+
+// -------------------------------------------------------------------------------------------------
+// The acceptance test of issue 4
+
+struct Case {
+    name: String,
+    request: Value,
+    /// `ServiceRequest/<id>` -> covered | not-covered | conditional | indeterminate
+    orders: BTreeMap<String, String>,
+    not_iort: Vec<String>,
+}
+
+fn cases() -> Vec<Case> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("cases");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let case: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let orders = case["expect"]["orders"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{}: expect.orders", path.display()))
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            let not_iort = case["expect"]["notIort"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            Case {
+                name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+                request: case["request"].clone(),
+                orders,
+                not_iort,
+            }
+        })
+        .collect()
+}
+
+/// The request without prefetch, pointing the service at `fhir_base` with the token.
+fn without_prefetch(request: &Value, fhir_base: &str, token: &str) -> Value {
+    let mut r = request.clone();
+    let obj = r.as_object_mut().expect("a request object");
+    obj.remove("prefetch");
+    obj.insert("fhirServer".into(), json!(fhir_base));
+    obj.insert(
+        "fhirAuthorization".into(),
+        json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/Patient.read patient/Condition.read patient/Procedure.read patient/Observation.read patient/Coverage.read",
+            "subject": "iort-cds"
+        }),
+    );
+    r
+}
+
+/// `Type/id` -> the `covered` code of each update action's coverage-information extension. An order
+/// with several actions or extensions shows them all, comma-separated, so that is caught too.
+fn outcomes(response: &Value) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for action in response["systemActions"].as_array().into_iter().flatten() {
+        if action["type"] != "update" {
+            continue;
+        }
+        let r = &action["resource"];
+        let key = format!(
+            "{}/{}",
+            r["resourceType"].as_str().unwrap_or("?"),
+            r["id"].as_str().unwrap_or("?")
+        );
+        for ext in r["extension"].as_array().into_iter().flatten() {
+            if ext["url"] != COVERAGE_INFORMATION {
+                continue;
+            }
+            let covered = ext["extension"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["url"] == "covered")
+                .and_then(|e| e["valueCode"].as_str())
+                .unwrap_or("(no covered)");
+            out.entry(key.clone()).or_default().push(covered.to_owned());
+        }
+    }
+    out.into_iter().map(|(k, v)| (k, v.join(","))).collect()
+}
+
+async fn post(app: &common::TestApp, request: &Value) -> (StatusCode, Value, Duration) {
+    let started = Instant::now();
+    let res = tokio::time::timeout(Duration::from_secs(30), app.post_json(SERVICE, request))
+        .await
+        .expect("the service answers within 30 s");
+    let status = res.status();
+    let body = res.json().await.unwrap_or(Value::Null);
+    (status, body, started.elapsed())
+}
+
+/// THE acceptance test of issue 4: for every decision case, the record is loaded into a real FHIR
+/// server (its own partition: ids repeat between cases) and the request goes without `prefetch`; the
+/// service must fetch it and decide exactly what the case expects. The prefetch answer is shown beside
+/// each failure so a decision bug is told apart from a fetching bug.
+#[tokio::test]
+async fn every_case_decides_the_same_when_the_record_is_fetched_from_a_fhir_server() {
+    let server = FhirServer::start(Some(TOKEN)).await;
+    let app = common::spawn_app().await;
+    let cases = cases();
+    assert!(
+        cases.len() >= 25,
+        "tests/cases/ holds {} cases",
+        cases.len()
+    );
+
+    // Failures where fetching changed the answer (the service's FHIR client, or this test bed), and
+    // failures the prefetch answer shares (the decision itself): reported apart.
+    let mut fetch_failures = Vec::new();
+    let mut decision_failures = Vec::new();
+    for case in &cases {
+        let partition = server.partition(&case.name.chars().take(60).collect::<String>());
+        for value in case.request["prefetch"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.values())
+        {
+            partition.load(resources_in(value)).await;
+        }
+        let request = without_prefetch(&case.request, partition.base_url(), TOKEN);
+        let (status, body, elapsed) = post(&app, &request).await;
+        if status != StatusCode::OK {
+            fetch_failures.push(format!("{}: HTTP {status}: {body}", case.name));
+            continue;
+        }
+        let fetched = outcomes(&body);
+        if elapsed > DEADLINE + MARGIN {
+            fetch_failures.push(format!("{}: answered after {elapsed:?}", case.name));
+        }
+        for order in &case.not_iort {
+            if fetched.contains_key(order) {
+                fetch_failures.push(format!("{}: an action on non-IORT {order}", case.name));
+            }
+        }
+        if fetched == case.orders {
+            continue;
+        }
+        let (_, with_prefetch, _) = post(&app, &case.request).await;
+        let prefetched = outcomes(&with_prefetch);
+        let line = format!(
+            "{}: fetched {fetched:?}, with prefetch {prefetched:?}, expected {:?}",
+            case.name, case.orders
+        );
+        if prefetched == fetched {
+            decision_failures.push(line);
+        } else {
+            fetch_failures.push(line);
+        }
+    }
+    assert!(
+        fetch_failures.is_empty() && decision_failures.is_empty(),
+        "{} of {} cases failed when fetched from the FHIR server.\n\
+         Fetched differs from prefetch ({}):\n{}\n\
+         Same answer as with prefetch, but not the expected one ({}):\n{}",
+        fetch_failures.len() + decision_failures.len(),
+        cases.len(),
+        fetch_failures.len(),
+        fetch_failures.join("\n"),
+        decision_failures.len(),
+        decision_failures.join("\n"),
+    );
+}
+
+// -------------------------------------------------------------------------------------------------
+// No server
+
+/// The case with two IORT orders and a medication order.
+fn two_order_case() -> Case {
+    cases()
+        .into_iter()
+        .find(|c| c.orders.len() >= 2 && !c.not_iort.is_empty())
+        .expect("a case with two IORT orders and a non-IORT order")
+}
+
+fn assert_all_indeterminate(case: &Case, body: &Value, elapsed: Duration, what: &str) {
+    let got = outcomes(body);
+    let want: BTreeMap<String, String> = case
+        .orders
+        .keys()
+        .map(|k| (k.clone(), "indeterminate".to_owned()))
+        .collect();
+    assert_eq!(got, want, "{what}: {body}");
+    for order in &case.not_iort {
+        assert!(
+            !got.contains_key(order),
+            "{what}: an action on non-IORT {order}"
+        );
+    }
+    assert!(
+        elapsed <= DEADLINE + MARGIN,
+        "{what}: answered after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_nothing_listening_every_iort_order_is_indeterminate_within_the_deadline() {
+    // A port that was free a moment ago: nothing listens there now (as when the EHR's server is down).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = common::spawn_app().await;
+    let case = two_order_case();
+    let request = without_prefetch(
+        &case.request,
+        &format!("http://127.0.0.1:{port}/fhir/R4"),
+        TOKEN,
+    );
+    let (status, body, elapsed) = post(&app, &request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_all_indeterminate(&case, &body, elapsed, "connection refused");
+}
+
+#[tokio::test]
+async fn with_a_server_that_never_answers_every_iort_order_is_indeterminate_within_the_deadline() {
+    // Accepts connections and reads nothing, answers nothing: only the deadline ends the wait.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let app = common::spawn_app().await;
+    let case = two_order_case();
+    let request = without_prefetch(
+        &case.request,
+        &format!("http://127.0.0.1:{port}/fhir/R4"),
+        TOKEN,
+    );
+    let (status, body, elapsed) = post(&app, &request).await;
+    silent.abort();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_all_indeterminate(&case, &body, elapsed, "silent server");
+    // Indeterminate because the server kept silent, not because nothing was asked of it.
+    assert!(
+        accepted.load(Ordering::SeqCst) > 0,
+        "the service never connected to the fhirServer"
+    );
+}
