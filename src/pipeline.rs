@@ -2,19 +2,35 @@
 //! hook (parse, validate) -> gather -> facts -> decision -> render.
 //!
 //! [`Engine`] holds everything built once at start-up (compiled schemas, discovery, value sets,
-//! policy, card templates). The HTTP routes and the `evaluate` command both call
-//! [`Engine::call`], so a tester's command line and an EHR's request take the same path.
+//! policy, card templates, the what-if order). The HTTP routes and the `evaluate` command both
+//! call [`Engine::call`], so a tester's command line and an EHR's request take the same path.
+//!
+//! The three hooks differ only in which orders are assessed and how the answer is rendered; the
+//! record is gathered, the facts read and the decision taken the same way for all of them, so
+//! the three services can never disagree about the same patient:
+//!
+//! - `order-sign`: every IORT order in `draftOrders`; a card and a CRD coverage-information
+//!   system action per order.
+//! - `order-select`: only the IORT orders that `selections` names (`Type/id` of a `draftOrders`
+//!   entry), because the clinician is looking at those; otherwise as `order-sign`.
+//! - `patient-view`: no order exists, so a *hypothetical* IORT order (the ServiceRequest in
+//!   `fhir-profiles/what-if/iort-service-request.json`, subject set to the patient in view, no
+//!   `reasonReference`, so the indication comes from the patient's cancer Conditions) is
+//!   assessed, and the answer is one "what if" card and no system action (there is no order to
+//!   annotate). See [`Renderer::what_if`].
 
-use serde_json::Value;
+use fhirbolt::model::r4::Resource;
+use serde_json::{Value, json};
 
-use crate::assets::Assets;
+use crate::assets::{Assets, Folder};
 use crate::configuration::Settings;
 use crate::decision;
-use crate::facts::{self, MarginThresholds};
+use crate::facts::{self, IortOrder, MarginThresholds};
 use crate::gather::{self, GatherError};
 use crate::hook::discovery::{Discovery, DiscoveryError, ServiceDefinition};
 use crate::hook::schema::{SchemaError, SchemaId, Schemas, Violation};
-use crate::hook::{CdsResponse, Hook, HookRequest};
+use crate::hook::{CdsResponse, DraftOrder, Hook, HookRequest};
+use crate::limits::{LimitExceeded, Limits};
 use crate::policy::{Policy, PolicyError};
 use crate::render::{RenderError, Renderer};
 use crate::terminology::{Terminology, TerminologyError};
@@ -32,6 +48,9 @@ pub enum StartupError {
     Policy(#[from] PolicyError),
     #[error("card templates: {0}")]
     Render(#[from] RenderError),
+    /// The what-if order of the patient-view service is missing, unreadable or not IORT.
+    #[error("fhir-profiles/{WHAT_IF_ORDER_FILE}: {0}")]
+    WhatIfOrder(String),
     #[error("{0}")]
     Other(String),
 }
@@ -58,6 +77,10 @@ pub enum CallError {
     PreconditionFailed { missing: Vec<String> },
     #[error("the FHIR server {0}")]
     FhirServerRefused(String),
+    /// The body is within the size limit but passes one of the `[limits]` on its shape (too
+    /// deep, a string too long, too many draft orders); see [`crate::limits`].
+    #[error("the body is refused: {0}")]
+    LimitExceeded(#[from] LimitExceeded),
 }
 
 /// A validated feedback item, reduced to what may be logged (no free text).
@@ -71,6 +94,11 @@ pub struct FeedbackItem {
     pub outcome_timestamp: String,
 }
 
+/// The hypothetical IORT order the patient-view service assesses, relative to `fhir-profiles/`.
+/// Data, not code, so the payer can change the CPT code or wording of the what-if without a
+/// release; it is checked at start-up to be a ServiceRequest the service recognises as IORT.
+pub const WHAT_IF_ORDER_FILE: &str = "what-if/iort-service-request.json";
+
 /// Everything a call needs, built once.
 #[derive(Debug)]
 pub struct Engine {
@@ -81,6 +109,11 @@ pub struct Engine {
     pub renderer: Renderer,
     pub thresholds: MarginThresholds,
     pub gatherer: gather::Gatherer,
+    /// Bounds on the shape of request bodies (`[limits]`).
+    pub limits: Limits,
+    /// The what-if ServiceRequest of the patient-view service ([`WHAT_IF_ORDER_FILE`]), as
+    /// read; its subject is replaced by the patient in view on each call.
+    pub what_if_order: Value,
 }
 
 impl Engine {
@@ -90,15 +123,36 @@ impl Engine {
             Assets::with_overrides(settings.profiles_dir.clone(), settings.cards_dir.clone());
         let policy = Policy::load(&assets)?;
         let renderer = Renderer::load(&assets, &policy)?;
+        let terminology = Terminology::load(&assets)?;
+        let what_if_order = load_what_if_order(&assets, &terminology)?;
         Ok(Self {
             schemas: Schemas::load(&assets)?,
             discovery: Discovery::load(&assets)?,
-            terminology: Terminology::load(&assets)?,
+            terminology,
             policy,
             renderer,
             thresholds: settings.policy.thresholds(),
             gatherer: gather::Gatherer::new(settings).map_err(StartupError::Other)?,
+            limits: settings.limits,
+            what_if_order,
         })
+    }
+
+    /// The what-if order for a patient: [`Engine::what_if_order`] about `patient_id`, read as
+    /// a draft order would be, so it is recognised (billing code, display) exactly like a real
+    /// IORT order. Empty only if the file changed under a running service (it is checked at
+    /// start-up), which is logged.
+    pub fn what_if_orders(&self, patient_id: &str) -> Vec<IortOrder> {
+        let orders = what_if_draft(&self.what_if_order, patient_id)
+            .map(|draft| facts::find_iort_orders(&[draft], &self.terminology))
+            .unwrap_or_default();
+        if orders.is_empty() {
+            tracing::error!(
+                file = WHAT_IF_ORDER_FILE,
+                "the what-if order is not an IORT ServiceRequest; patient-view answers no card"
+            );
+        }
+        orders
     }
 
     /// The discovery document.
@@ -124,7 +178,14 @@ impl Engine {
         body: &[u8],
     ) -> Result<(&ServiceDefinition, HookRequest), CallError> {
         let service = self.service(service_id)?;
-        let json: Value = parse_json(body)?;
+        let json: Value = parse_json(body, &self.limits)?;
+        // Counted before the orders are parsed: parsing each one is the expensive part.
+        if let Some(entries) = json
+            .pointer("/context/draftOrders/entry")
+            .and_then(Value::as_array)
+        {
+            self.limits.check_entries(entries.len())?;
+        }
         self.schemas
             .validate(SchemaId::HookRequest, &json)
             .map_err(|violations| CallError::Invalid {
@@ -171,8 +232,19 @@ impl Engine {
 
     /// The whole pipeline for one call.
     pub async fn call(&self, service_id: &str, body: &[u8]) -> Result<CdsResponse, CallError> {
+        self.call_as(service_id, body, None).await
+    }
+
+    /// The whole pipeline for one call from an authenticated client whose issuer may only
+    /// send the FHIR servers in `caller_allowed` (`None`: not restricted by the caller).
+    pub async fn call_as(
+        &self,
+        service_id: &str,
+        body: &[u8],
+        caller_allowed: Option<&[String]>,
+    ) -> Result<CdsResponse, CallError> {
         let (service, request) = self.parse_call(service_id, body)?;
-        self.run(service, &request).await
+        self.run_as(service, &request, caller_allowed).await
     }
 
     /// Stages 2-5 for a parsed request.
@@ -181,29 +253,44 @@ impl Engine {
         service: &ServiceDefinition,
         request: &HookRequest,
     ) -> Result<CdsResponse, CallError> {
+        self.run_as(service, request, None).await
+    }
+
+    /// Stages 2-5 for a parsed request, with the caller's FHIR server allow-list.
+    pub async fn run_as(
+        &self,
+        service: &ServiceDefinition,
+        request: &HookRequest,
+        caller_allowed: Option<&[String]>,
+    ) -> Result<CdsResponse, CallError> {
         // Missing prefetch with nowhere to fetch from is refused before anything else, even
         // when no order turns out to be IORT: the client must learn its prefetch is incomplete.
         let missing = gather::prefetch::missing_keys(&service.prefetch, &request.prefetch);
         if !missing.is_empty() && request.fhir_server.is_none() {
             return Err(CallError::PreconditionFailed { missing });
         }
-        let orders = facts::find_iort_orders(&request.context.draft_orders, &self.terminology);
-        let orders: Vec<_> = if request.hook == Hook::OrderSelect {
-            orders
-                .into_iter()
-                .filter(|o| {
-                    let r = format!("{}/{}", o.resource_type, o.id.as_deref().unwrap_or(""));
-                    request.context.selections.contains(&r)
-                })
-                .collect()
-        } else {
-            orders
+        let orders = match request.hook {
+            // No order exists in patient-view: assess the hypothetical one, unless the client
+            // wants no cards at all (max-cards 0), when there is nothing to fetch either.
+            Hook::PatientView if request.crd_configuration.max_cards == Some(0) => Vec::new(),
+            Hook::PatientView => self.what_if_orders(&request.context.patient_id),
+            // order-select: only the orders the clinician selected (`Type/id` of draftOrders).
+            Hook::OrderSelect => {
+                facts::find_iort_orders(&request.context.draft_orders, &self.terminology)
+                    .into_iter()
+                    .filter(|o| {
+                        let r = format!("{}/{}", o.resource_type, o.id.as_deref().unwrap_or(""));
+                        request.context.selections.contains(&r)
+                    })
+                    .collect()
+            }
+            _ => facts::find_iort_orders(&request.context.draft_orders, &self.terminology),
         };
         if orders.is_empty() {
             // The fast path: nothing to say, nothing fetched.
             return Ok(CdsResponse::default());
         }
-        let record = match self.gatherer.gather(service, request).await {
+        let record = match self.gatherer.gather(service, request, caller_allowed).await {
             Ok(r) => r,
             Err(GatherError::Refused(why)) => return Err(CallError::FhirServerRefused(why)),
         };
@@ -219,6 +306,17 @@ impl Engine {
             })
             .collect();
         let today = chrono::Utc::now().date_naive();
+        if request.hook == Hook::PatientView {
+            if let Some(d) = determinations.first() {
+                // The outcome code only: no clinical content in logs.
+                tracing::info!(outcome = d.covered.code(), "patient-view what-if assessed");
+            }
+            return Ok(self.renderer.what_if(
+                determinations.first(),
+                &request.crd_configuration,
+                today,
+            ));
+        }
         Ok(self
             .renderer
             .render(&determinations, &request.crd_configuration, today))
@@ -227,7 +325,7 @@ impl Engine {
     /// Validate a feedback body.
     pub fn feedback(&self, service_id: &str, body: &[u8]) -> Result<Vec<FeedbackItem>, CallError> {
         self.service(service_id)?;
-        let json = parse_json(body)?;
+        let json = parse_json(body, &self.limits)?;
         self.schemas
             .validate(SchemaId::Feedback, &json)
             .map_err(|violations| CallError::Invalid {
@@ -269,9 +367,60 @@ impl Engine {
     }
 }
 
+/// The what-if order as a draft order about `patient_id`; `None` when it is not a JSON object.
+fn what_if_draft(template: &Value, patient_id: &str) -> Option<DraftOrder> {
+    let mut raw = template.clone();
+    let obj = raw.as_object_mut()?;
+    obj.insert(
+        "subject".to_owned(),
+        json!({"reference": format!("Patient/{patient_id}")}),
+    );
+    let resource_type = obj.get("resourceType")?.as_str()?.to_owned();
+    let id = obj.get("id").and_then(Value::as_str).map(str::to_owned);
+    let parsed =
+        fhirbolt::json::from_json_value::<Resource>(raw.clone(), None).map_err(|e| e.to_string());
+    Some(DraftOrder {
+        resource_type,
+        id,
+        raw,
+        parsed,
+    })
+}
+
+/// Read [`WHAT_IF_ORDER_FILE`] and check that it is a FHIR R4 ServiceRequest the service
+/// recognises as IORT, so a broken edit stops start-up instead of silencing patient-view.
+fn load_what_if_order(assets: &Assets, terminology: &Terminology) -> Result<Value, StartupError> {
+    let order = assets
+        .read_json(Folder::Profiles, WHAT_IF_ORDER_FILE)
+        .map_err(|e| StartupError::WhatIfOrder(e.to_string()))?;
+    if order.get("resourceType").and_then(Value::as_str) != Some("ServiceRequest") {
+        return Err(StartupError::WhatIfOrder(
+            "must be a ServiceRequest".to_owned(),
+        ));
+    }
+    let draft = what_if_draft(&order, "what-if")
+        .ok_or_else(|| StartupError::WhatIfOrder("must be a JSON object".to_owned()))?;
+    if let Err(e) = &draft.parsed {
+        return Err(StartupError::WhatIfOrder(format!(
+            "is not a valid FHIR R4 ServiceRequest: {e}"
+        )));
+    }
+    if facts::find_iort_orders(&[draft], terminology).is_empty() {
+        return Err(StartupError::WhatIfOrder(
+            "its code is not an IORT code of the iort-procedures value set".to_owned(),
+        ));
+    }
+    Ok(order)
+}
+
 /// Parse JSON, reporting where it broke (line and column), never what it contained.
-fn parse_json(body: &[u8]) -> Result<Value, CallError> {
-    serde_json::from_slice(body).map_err(|e| {
+///
+/// The depth and string-length limits are checked on the bytes first, so nothing recursive
+/// (the parser, the schema validator, fhirbolt) sees a document that could exhaust its stack;
+/// resources nested in resources are checked on the parsed value, before fhirbolt sees them.
+fn parse_json(body: &[u8], limits: &Limits) -> Result<Value, CallError> {
+    crate::limits::check_json(body, limits)?;
+    let json: Value = serde_json::from_slice(body).map_err(|e| {
         CallError::MalformedJson(format!(
             "{} at line {} column {}",
             match e.classify() {
@@ -283,5 +432,60 @@ fn parse_json(body: &[u8]) -> Result<Value, CallError> {
             e.line(),
             e.column()
         ))
-    })
+    })?;
+    crate::limits::check_resource_nesting(&json)?;
+    Ok(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_what_if_order_is_iort_and_about_the_patient_in_view() {
+        let engine = Engine::load(&Settings::default()).expect("the engine loads");
+        let orders = engine.what_if_orders("pat-9");
+        assert_eq!(orders.len(), 1);
+        let o = &orders[0];
+        assert_eq!(
+            o.billing_code.as_ref().map(|c| c.code.as_str()),
+            Some("77425")
+        );
+        assert_eq!(o.raw["subject"]["reference"], "Patient/pat-9");
+        assert!(
+            o.raw.get("reasonReference").is_none() && o.raw.get("reasonCode").is_none(),
+            "the indication must come from the patient's Conditions"
+        );
+        // The template itself is left untouched for the next call.
+        assert_eq!(
+            engine.what_if_order["subject"]["reference"],
+            "Patient/what-if"
+        );
+    }
+
+    #[test]
+    fn a_what_if_order_that_is_not_iort_stops_start_up() {
+        let dir = std::env::temp_dir().join(format!("iort-what-if-{}", uuid::Uuid::new_v4()));
+        let file = dir.join(WHAT_IF_ORDER_FILE);
+        std::fs::create_dir_all(file.parent().expect("a parent folder")).expect("temp dir");
+        let ct = json!({"resourceType": "ServiceRequest", "id": "x", "status": "draft",
+            "intent": "proposal", "subject": {"reference": "Patient/what-if"},
+            "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "72193"}]}});
+        std::fs::write(&file, ct.to_string()).expect("write");
+        let settings = Settings {
+            profiles_dir: Some(dir.clone()),
+            ..Settings::default()
+        };
+        let err = Engine::load(&settings).expect_err("not IORT").to_string();
+        assert!(
+            err.contains(WHAT_IF_ORDER_FILE) && err.contains("not an IORT code"),
+            "{err}"
+        );
+        std::fs::write(&file, "{\"resourceType\": \"Patient\"}").expect("write");
+        let err = Engine::load(&settings)
+            .expect_err("not a ServiceRequest")
+            .to_string();
+        assert!(err.contains("must be a ServiceRequest"), "{err}");
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
 }

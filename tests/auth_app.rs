@@ -123,3 +123,37 @@ fn a_non_loopback_listener_without_issuer_refuses_to_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_issuer_may_only_send_its_own_fhir_servers() {
+    let key = es384();
+    let jwk = key.jwk.clone();
+    let app = common::spawn_app_with(move |s| {
+        s.auth.issuers = vec![TrustedIssuer {
+            iss: ISS.into(),
+            jwks_url: None,
+            jwks: Some(json!({"keys": [jwk]})),
+            allowed_jku: vec![],
+            tenants: vec![],
+            fhir_servers: vec!["https://ehr.example.org/fhir".into()],
+        }];
+    })
+    .await;
+    let url = format!("{}/cds-services/iort-coverage", app.address);
+    let mut body: Value =
+        serde_json::from_str(include_str!("../examples/order-sign-iort.json")).unwrap();
+    body.as_object_mut().unwrap().remove("prefetch");
+    body["fhirServer"] = json!("https://elsewhere.example.org/fhir");
+    let res = app
+        .client
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header("Authorization", format!("Bearer {}", token(&key, &url)))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let oo: Value = res.json().await.unwrap();
+    assert_eq!(oo["issue"][0]["code"], "security", "{oo}");
+}

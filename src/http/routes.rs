@@ -3,6 +3,7 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
+use actix_web::HttpMessage;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::FutureExt;
@@ -10,6 +11,7 @@ use serde_json::json;
 use tracing_actix_web::RequestId;
 
 use super::{ApiError, body};
+use crate::auth::VerifiedClient;
 use crate::hook::CdsResponse;
 use crate::pipeline::Engine;
 
@@ -67,22 +69,43 @@ async fn call_service(
     }
     let bytes = body::read_json(&req, payload, settings.max_body_bytes).await?;
     let started = Instant::now();
-    // A panic in the pipeline (a bug) must cost one request, not the worker: answer 500 and
-    // keep serving.
-    let outcome = AssertUnwindSafe(engine.call(&service_id, &bytes))
-        .catch_unwind()
-        .await;
-    let response = match outcome {
-        Ok(r) => r?,
-        Err(_) => {
-            tracing::error!(service = %service_id, "the pipeline panicked; answered 500");
-            return Err(ApiError::Internal(request_id.to_string()));
-        }
-    };
+    let request_id = request_id.to_string();
+    // The authenticated issuer's own list of FHIR servers it may send (empty: not restricted).
+    let caller_allowed = req
+        .extensions()
+        .get::<VerifiedClient>()
+        .map(|c| c.fhir_servers.clone())
+        .filter(|list| !list.is_empty());
+    let response = guarded(
+        &request_id,
+        &service_id,
+        engine.call_as(&service_id, &bytes, caller_allowed.as_deref()),
+    )
+    .await??;
     log_outcome(&service_id, &response, started);
     Ok(json_ok(
-        serde_json::to_string(&response).map_err(|_| ApiError::Internal(request_id.to_string()))?,
+        serde_json::to_string(&response).map_err(|_| ApiError::Internal(request_id))?,
     ))
+}
+
+/// Run one request's work so that a panic in it (a bug) costs this request alone, not the
+/// worker and every connection on it: the panic is caught, logged with the request id (the
+/// panic message goes to the panic hook, not into the answer), and answered 500 with an
+/// OperationOutcome naming the request id; the worker keeps serving. Needs unwinding panics:
+/// the release profile must never set `panic = "abort"`.
+async fn guarded<T>(
+    request_id: &str,
+    service_id: &str,
+    work: impl Future<Output = T>,
+) -> Result<T, ApiError> {
+    AssertUnwindSafe(work).catch_unwind().await.map_err(|_| {
+        tracing::error!(
+            request_id,
+            service = %service_id,
+            "a panic while answering the request; answered 500"
+        );
+        ApiError::Internal(request_id.to_owned())
+    })
 }
 
 /// One structured line per answered call: ids and codes only.
@@ -135,13 +158,18 @@ async fn feedback(
     payload: web::Payload,
     engine: web::Data<Engine>,
     settings: web::Data<HttpSettings>,
+    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let service_id = path.into_inner();
     if !engine.has_service(&service_id) {
         return Err(crate::pipeline::CallError::UnknownService(service_id).into());
     }
     let bytes = body::read_json(&req, payload, settings.max_body_bytes).await?;
-    let items = engine.feedback(&service_id, &bytes)?;
+    let request_id = request_id.to_string();
+    let items = guarded(&request_id, &service_id, async {
+        engine.feedback(&service_id, &bytes)
+    })
+    .await??;
     for f in &items {
         // The free-text userComment may hold clinical content: only its presence is logged.
         tracing::info!(
@@ -189,4 +217,49 @@ async fn method_not_allowed() -> HttpResponse {
 /// Unknown paths: 404 with an OperationOutcome.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::{App, test};
+
+    /// One route that panics through [`guarded`] and one that does not, on the same app.
+    async fn answer(panic: web::Path<bool>) -> Result<HttpResponse, ApiError> {
+        let panic = panic.into_inner();
+        let n = guarded("req-1", "svc", async move {
+            if panic {
+                panic!("a bug");
+            }
+            42
+        })
+        .await?;
+        Ok(json_ok(json!({"n": n}).to_string()))
+    }
+
+    #[actix_web::test]
+    async fn a_panic_is_a_500_with_an_operation_outcome_and_serving_goes_on() {
+        let app =
+            test::init_service(App::new().route("/{panic}", web::get().to(answer))).await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/true").to_request())
+            .await;
+        assert_eq!(res.status(), 500);
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        assert_eq!(body["issue"][0]["code"], "exception");
+        assert!(
+            body["issue"][0]["diagnostics"]
+                .as_str()
+                .is_some_and(|d| d.contains("req-1") && !d.contains("a bug")),
+            "{body}"
+        );
+        for _ in 0..3 {
+            let res =
+                test::call_service(&app, test::TestRequest::get().uri("/false").to_request())
+                    .await;
+            assert_eq!(res.status(), 200);
+            let body: serde_json::Value = test::read_body_json(res).await;
+            assert_eq!(body["n"], 42);
+        }
+    }
 }
