@@ -121,6 +121,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Build an async runtime, or say why not.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("iort-cds: cannot start the async runtime: {e}"))
+        .ok()
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let o = Overrides {
         listen: args.listen,
@@ -139,15 +148,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     telemetry::init(settings.log_format, &settings.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("iort-cds: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let listen = settings.listen;
@@ -207,15 +209,8 @@ fn evaluate(args: EvaluateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("iort-cds: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(engine.call(&args.service, &body)) {
         Ok(response) => {

@@ -48,6 +48,22 @@ fn token(key: &Key, aud: &str) -> String {
     jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
 }
 
+/// The app, trusting `ISS` with `key` given inline.
+async fn app_trusting(key: &Key, fhir_servers: Vec<String>) -> common::TestApp {
+    let jwk = key.jwk.clone();
+    common::spawn_app_with(move |s| {
+        s.auth.issuers = vec![TrustedIssuer {
+            iss: ISS.into(),
+            jwks_url: None,
+            jwks: Some(json!({"keys": [jwk]})),
+            allowed_jku: vec![],
+            tenants: vec![],
+            fhir_servers,
+        }];
+    })
+    .await
+}
+
 fn request_body() -> Value {
     serde_json::from_str(include_str!("../examples/order-sign-medication.json")).unwrap()
 }
@@ -55,18 +71,7 @@ fn request_body() -> Value {
 #[tokio::test]
 async fn with_an_issuer_every_endpoint_needs_a_valid_token() {
     let key = es384();
-    let jwk = key.jwk.clone();
-    let app = common::spawn_app_with(move |s| {
-        s.auth.issuers = vec![TrustedIssuer {
-            iss: ISS.into(),
-            jwks_url: None,
-            jwks: Some(json!({"keys": [jwk]})),
-            allowed_jku: vec![],
-            tenants: vec![],
-            fhir_servers: vec![],
-        }];
-    })
-    .await;
+    let app = app_trusting(&key, vec![]).await;
     let feedback = json!({"feedback": [{"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2026-11-26T10:00:00Z"}]});
     let calls: [(&str, Option<Value>); 3] = [
         ("/cds-services", None),
@@ -127,18 +132,7 @@ fn a_non_loopback_listener_without_issuer_refuses_to_start() {
 #[tokio::test]
 async fn an_issuer_may_only_send_its_own_fhir_servers() {
     let key = es384();
-    let jwk = key.jwk.clone();
-    let app = common::spawn_app_with(move |s| {
-        s.auth.issuers = vec![TrustedIssuer {
-            iss: ISS.into(),
-            jwks_url: None,
-            jwks: Some(json!({"keys": [jwk]})),
-            allowed_jku: vec![],
-            tenants: vec![],
-            fhir_servers: vec!["https://ehr.example.org/fhir".into()],
-        }];
-    })
-    .await;
+    let app = app_trusting(&key, vec!["https://ehr.example.org/fhir".into()]).await;
     let url = format!("{}/cds-services/iort-coverage", app.address);
     let mut body: Value =
         serde_json::from_str(include_str!("../examples/order-sign-iort.json")).unwrap();

@@ -53,6 +53,21 @@ async fn discovery(engine: web::Data<Engine>) -> HttpResponse {
     json_ok(engine.discovery_document().to_string())
 }
 
+/// The JSON body of a call to an existing service. The service id is checked first, so a
+/// 404 is answered before a (possibly large) body for a service that does not exist is read.
+async fn service_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    engine: &Engine,
+    settings: &HttpSettings,
+    service_id: &str,
+) -> Result<web::Bytes, ApiError> {
+    if !engine.has_service(service_id) {
+        return Err(crate::pipeline::CallError::UnknownService(service_id.to_owned()).into());
+    }
+    body::read_json(req, payload, settings.max_body_bytes).await
+}
+
 /// `POST /cds-services/{id}`.
 async fn call_service(
     req: HttpRequest,
@@ -63,11 +78,7 @@ async fn call_service(
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let service_id = path.into_inner();
-    if !engine.has_service(&service_id) {
-        // Answer 404 before reading (possibly large) bodies for services that do not exist.
-        return Err(crate::pipeline::CallError::UnknownService(service_id).into());
-    }
-    let bytes = body::read_json(&req, payload, settings.max_body_bytes).await?;
+    let bytes = service_body(&req, payload, &engine, &settings, &service_id).await?;
     let started = Instant::now();
     let request_id = request_id.to_string();
     // The authenticated issuer's own list of FHIR servers it may send (empty: not restricted).
@@ -161,10 +172,7 @@ async fn feedback(
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let service_id = path.into_inner();
-    if !engine.has_service(&service_id) {
-        return Err(crate::pipeline::CallError::UnknownService(service_id).into());
-    }
-    let bytes = body::read_json(&req, payload, settings.max_body_bytes).await?;
+    let bytes = service_body(&req, payload, &engine, &settings, &service_id).await?;
     let request_id = request_id.to_string();
     let items = guarded(&request_id, &service_id, async {
         engine.feedback(&service_id, &bytes)
@@ -239,10 +247,9 @@ mod tests {
 
     #[actix_web::test]
     async fn a_panic_is_a_500_with_an_operation_outcome_and_serving_goes_on() {
-        let app =
-            test::init_service(App::new().route("/{panic}", web::get().to(answer))).await;
-        let res = test::call_service(&app, test::TestRequest::get().uri("/true").to_request())
-            .await;
+        let app = test::init_service(App::new().route("/{panic}", web::get().to(answer))).await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/true").to_request()).await;
         assert_eq!(res.status(), 500);
         let body: serde_json::Value = test::read_body_json(res).await;
         assert_eq!(body["resourceType"], "OperationOutcome");
@@ -255,8 +262,7 @@ mod tests {
         );
         for _ in 0..3 {
             let res =
-                test::call_service(&app, test::TestRequest::get().uri("/false").to_request())
-                    .await;
+                test::call_service(&app, test::TestRequest::get().uri("/false").to_request()).await;
             assert_eq!(res.status(), 200);
             let body: serde_json::Value = test::read_body_json(res).await;
             assert_eq!(body["n"], 42);

@@ -169,44 +169,66 @@ impl Renderer {
 
     /// One card for one determination.
     pub fn card(&self, d: &Determination, today: chrono::NaiveDate) -> Card {
-        let ctx = JValue::from_serialize(context::build(d, &self.policy, today));
+        let p = &self.policy;
+        self.compose(
+            d,
+            today,
+            CardTexts {
+                summary_template: SUMMARY_TEMPLATE,
+                detail_template: detail_template(d.covered),
+                fallback_summary: &|| fallback_summary(d, p),
+                fallback_detail: &|| fallback_detail(d, p),
+            },
+            // CRD resp-1: from the clinician's view; a coverage problem is a warning, never
+            // critical.
+            match d.covered {
+                Covered::Covered => Indicator::Info,
+                _ => Indicator::Warning,
+            },
+            // Reasons to proceed anyway only make sense when the order does not (yet) meet
+            // the policy; there is nothing to override on a covered or undetermined order.
+            match d.covered {
+                Covered::NotCovered | Covered::Conditional => p.override_reasons.clone(),
+                Covered::Covered | Covered::Indeterminate => Vec::new(),
+            },
+        )
+    }
 
+    /// A card from a summary and a detail template (with built-in fallbacks when a template
+    /// fails), carrying the policy's source, topic and link. Shared by the order cards and the
+    /// patient-view what-if card so both stay alike in everything but their wording.
+    pub(crate) fn compose(
+        &self,
+        d: &Determination,
+        today: chrono::NaiveDate,
+        texts: CardTexts<'_>,
+        indicator: Indicator,
+        override_reasons: Vec<crate::hook::Coding>,
+    ) -> Card {
+        let ctx = JValue::from_serialize(context::build(d, &self.policy, today));
         let summary = self
-            .render_template(SUMMARY_TEMPLATE, &ctx)
+            .render_template(texts.summary_template, &ctx)
             .map(|s| text::one_line(&s))
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| fallback_summary(d, &self.policy));
+            .unwrap_or_else(texts.fallback_summary);
         let summary = text::truncate_chars(&summary, text::SUMMARY_MAX_CHARS);
-
-        let detail_name = detail_template(d.covered);
         let detail = self
-            .render_template(detail_name, &ctx)
+            .render_template(texts.detail_template, &ctx)
             .map(|s| text::tidy_markdown(&s))
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| fallback_detail(d, &self.policy));
-
+            .unwrap_or_else(texts.fallback_detail);
         let p = &self.policy;
         Card {
             uuid: Some(uuid::Uuid::new_v4().to_string()),
             summary,
             detail: Some(detail),
-            // CRD resp-1: from the clinician's view; a coverage problem is a warning, never
-            // critical.
-            indicator: match d.covered {
-                Covered::Covered => Indicator::Info,
-                _ => Indicator::Warning,
-            },
+            indicator,
             source: Source {
                 label: p.payer.name.clone(),
                 url: Some(p.link.url.clone()),
                 topic: Some(p.card_topic.clone()),
             },
-            // Reasons to proceed anyway only make sense when the order does not (yet) meet
-            // the policy; there is nothing to override on a covered or undetermined order.
-            override_reasons: match d.covered {
-                Covered::NotCovered | Covered::Conditional => p.override_reasons.clone(),
-                Covered::Covered | Covered::Indeterminate => Vec::new(),
-            },
+            override_reasons,
             links: vec![Link {
                 label: p.link.label.clone(),
                 url: p.link.url.clone(),
@@ -232,6 +254,14 @@ impl Renderer {
             }
         }
     }
+}
+
+/// Which templates a card is written from, and the built-in texts used when one fails.
+pub(crate) struct CardTexts<'a> {
+    pub summary_template: &'a str,
+    pub detail_template: &'a str,
+    pub fallback_summary: &'a dyn Fn() -> String,
+    pub fallback_detail: &'a dyn Fn() -> String,
 }
 
 /// Most important first when the client caps the number of cards: an order that is not (or

@@ -22,10 +22,10 @@
 
 use crate::decision::{Covered, Determination};
 use crate::facts::IndicationStatus;
-use crate::hook::{Card, CdsResponse, CrdConfiguration, Indicator, Link, Source};
+use crate::hook::{Card, CdsResponse, CrdConfiguration, Indicator};
 use crate::policy::Policy;
 
-use super::{Renderer, context, text};
+use super::{CardTexts, Renderer};
 
 /// The what-if summary template (plain text, one line).
 pub const WHAT_IF_SUMMARY_TEMPLATE: &str = "what-if-summary.txt.j2";
@@ -62,36 +62,21 @@ impl Renderer {
 
     /// The what-if card for one determination (whatever its indication).
     pub fn what_if_card(&self, d: &Determination, today: chrono::NaiveDate) -> Card {
-        let ctx = minijinja::Value::from_serialize(context::build(d, &self.policy, today));
-        let summary = self
-            .render_template(WHAT_IF_SUMMARY_TEMPLATE, &ctx)
-            .map(|s| text::one_line(&s))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| fallback_summary(d, &self.policy));
-        let summary = text::truncate_chars(&summary, text::SUMMARY_MAX_CHARS);
-        let detail = self
-            .render_template(WHAT_IF_DETAIL_TEMPLATE, &ctx)
-            .map(|s| text::tidy_markdown(&s))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| fallback_detail(d, &self.policy));
         let p = &self.policy;
-        Card {
-            uuid: Some(uuid::Uuid::new_v4().to_string()),
-            summary,
-            detail: Some(detail),
-            indicator: Indicator::Info,
-            source: Source {
-                label: p.payer.name.clone(),
-                url: Some(p.link.url.clone()),
-                topic: Some(p.card_topic.clone()),
+        // Always `info`: nothing is being ordered yet; the order-sign card warns when IORT is
+        // actually ordered. No override reasons: there is no order to override.
+        self.compose(
+            d,
+            today,
+            CardTexts {
+                summary_template: WHAT_IF_SUMMARY_TEMPLATE,
+                detail_template: WHAT_IF_DETAIL_TEMPLATE,
+                fallback_summary: &|| fallback_summary(d, p),
+                fallback_detail: &|| fallback_detail(d, p),
             },
-            override_reasons: Vec::new(),
-            links: vec![Link {
-                label: p.link.label.clone(),
-                url: p.link.url.clone(),
-                kind: "absolute".to_owned(),
-            }],
-        }
+            Indicator::Info,
+            Vec::new(),
+        )
     }
 }
 
