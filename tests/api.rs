@@ -128,6 +128,24 @@ async fn cors_preflight_allows_authorization_and_content_type_on_every_endpoint(
                 .contains("POST")
         );
     }
+    // Chrome's Private Network Access preflight (an https page such as the Sandbox calling
+    // a service on loopback)
+    let res = app
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}{SERVICE}", app.address),
+        )
+        .header("Origin", "https://sandbox.cds-hooks.org")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Private-Network", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-private-network"],
+        "true"
+    );
     // and the actual response carries the CORS header too
     let res = app
         .client
