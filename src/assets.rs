@@ -181,7 +181,10 @@ mod tests {
         let root = a.list(Folder::Profiles, "", ".json");
         assert!(root.contains(&"cds-services.json".to_owned()), "{root:?}");
         let schemas = a.list(Folder::Profiles, "schemas", ".json");
-        assert!(schemas.contains(&"schemas/feedback.schema.json".to_owned()), "{schemas:?}");
+        assert!(
+            schemas.contains(&"schemas/feedback.schema.json".to_owned()),
+            "{schemas:?}"
+        );
     }
 
     #[test]
