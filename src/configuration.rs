@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::auth::AuthSettings;
 use crate::facts::MarginThresholds;
+use crate::limits::Limits;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -86,6 +87,11 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Serve without authentication on a non-loopback address (never in production).
     pub insecure_no_auth: bool,
+    /// Fetching what prefetch lacks from the EHR's FHIR server (`[fhir]`).
+    pub fhir: FhirSettings,
+    /// Bounds on the shape of request bodies and FHIR answers (`[limits]`): JSON depth, string
+    /// length, Bundle entries, resources per record. See [`crate::limits`].
+    pub limits: Limits,
 }
 
 impl Default for Settings {
@@ -104,7 +110,74 @@ impl Default for Settings {
             policy: PolicySettings::default(),
             auth: AuthSettings::default(),
             insecure_no_auth: false,
+            fhir: FhirSettings::default(),
+            limits: Limits::default(),
         }
+    }
+}
+
+/// How the service fetches prefetch keys the client did not send (`[fhir]` in the file).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FhirSettings {
+    /// FHIR base URLs a request's `fhirServer` must lie under (prefix match at a path-segment
+    /// boundary). Empty: any https server, and http only to a loopback host (a warning is logged
+    /// at start-up; set this in production so the service cannot be used as an open proxy).
+    pub allowed_base_urls: Vec<String>,
+    /// One deadline, in milliseconds, for all fetching in one call (CDS Hooks asks for answers
+    /// "on the order of 500 ms"; the EHR will not wait long).
+    pub timeout_ms: u64,
+    /// Time allowed to open a connection, in milliseconds (never more than `timeout_ms`).
+    pub connect_timeout_ms: u64,
+    /// Most search result pages followed per query (`next` links); more is a failure.
+    pub max_pages: usize,
+    /// Largest response body accepted from the FHIR server, in bytes (checked while reading).
+    pub max_response_bytes: usize,
+    /// Use the proxy named by `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`. Off by default so a
+    /// stray variable cannot route bearer tokens through an unexpected host.
+    pub use_system_proxy: bool,
+}
+
+impl Default for FhirSettings {
+    fn default() -> Self {
+        Self {
+            allowed_base_urls: Vec::new(),
+            timeout_ms: 3000,
+            connect_timeout_ms: 1000,
+            max_pages: 20,
+            max_response_bytes: 8 * 1024 * 1024,
+            use_system_proxy: false,
+        }
+    }
+}
+
+impl FhirSettings {
+    /// Checks that cannot be expressed in types; the error names the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, message: String| Err(ConfigError::Invalid { setting, message });
+        if let Err(message) = crate::gather::allow_list::ServerPolicy::new(&self.allowed_base_urls)
+        {
+            return invalid("fhir.allowed_base_urls", message);
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            return invalid("fhir.timeout_ms", "must be between 1 and 60000".to_owned());
+        }
+        if !(1..=60_000).contains(&self.connect_timeout_ms) {
+            return invalid(
+                "fhir.connect_timeout_ms",
+                "must be between 1 and 60000".to_owned(),
+            );
+        }
+        if !(1..=1000).contains(&self.max_pages) {
+            return invalid("fhir.max_pages", "must be between 1 and 1000".to_owned());
+        }
+        if self.max_response_bytes < 1024 {
+            return invalid(
+                "fhir.max_response_bytes",
+                "must be at least 1024".to_owned(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +307,10 @@ impl Settings {
         if self.workers == Some(0) {
             return invalid("workers", "must be at least 1");
         }
+        self.fhir.validate()?;
+        self.limits
+            .validate()
+            .map_err(|(setting, message)| ConfigError::Invalid { setting, message })?;
         Ok(())
     }
 }
@@ -292,5 +369,53 @@ mod tests {
         let e = Settings::load(Some(Path::new("/nonexistent/x.toml")), Overrides::default())
             .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/x.toml"));
+    }
+
+    #[test]
+    fn fhir_settings_have_defaults_and_named_errors() {
+        let s = Settings::load(None, Overrides::default()).unwrap();
+        assert_eq!(s.fhir, FhirSettings::default());
+        assert_eq!(s.fhir.timeout_ms, 3000);
+        assert_eq!(s.fhir.max_pages, 20);
+        assert_eq!(s.fhir.max_response_bytes, 8 * 1024 * 1024);
+        let p = write(
+            "[fhir]\nallowed_base_urls = [\"https://ehr.example.org/fhir\"]\ntimeout_ms = 1500\n",
+        );
+        let s = Settings::load(Some(&p), Overrides::default()).unwrap();
+        assert_eq!(
+            s.fhir.allowed_base_urls,
+            vec!["https://ehr.example.org/fhir".to_owned()]
+        );
+        assert_eq!(s.fhir.timeout_ms, 1500);
+        std::fs::remove_file(p).unwrap();
+        for (text, setting) in [
+            (
+                "[fhir]\nallowed_base_urls = [\"https://u:pw@ehr.example.org\"]\n",
+                "fhir.allowed_base_urls",
+            ),
+            (
+                "[fhir]\nallowed_base_urls = [\"ftp://ehr.example.org\"]\n",
+                "fhir.allowed_base_urls",
+            ),
+            ("[fhir]\ntimeout_ms = 0\n", "fhir.timeout_ms"),
+            (
+                "[fhir]\nconnect_timeout_ms = 0\n",
+                "fhir.connect_timeout_ms",
+            ),
+            ("[fhir]\nmax_pages = 0\n", "fhir.max_pages"),
+            (
+                "[fhir]\nmax_response_bytes = 10\n",
+                "fhir.max_response_bytes",
+            ),
+            ("[fhir]\nmax_page = 3\n", "max_page"),
+        ] {
+            let p = write(text);
+            let e = Settings::load(Some(&p), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(setting), "{text}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+            std::fs::remove_file(p).unwrap();
+        }
     }
 }

@@ -18,6 +18,7 @@
 //! Beside the pipeline: [`http`] (routes, errors as OperationOutcome), [`auth`] (the CDS Hooks
 //! client JWT, secure by default), [`startup`] (builds the
 //! actix-web app), [`configuration`] (defaults < TOML file < environment < flags),
+//! [`limits`] (bounds on the shape of request and FHIR JSON),
 //! [`telemetry`] (tracing without tokens or clinical content), [`assets`] (the FHIR profiles,
 //! value sets, JSON Schemas, policy data and card templates, embedded at compile time and
 //! optionally overridden from disk), and [`pipeline`], which runs the stages in order.
@@ -31,6 +32,7 @@ pub mod facts;
 pub mod gather;
 pub mod hook;
 pub mod http;
+pub mod limits;
 pub mod pipeline;
 pub mod policy;
 pub mod render;

@@ -549,4 +549,56 @@ mod tests {
             .unwrap_err();
         assert_eq!(f.what, "the FHIR server could not be reached");
     }
+
+    #[test]
+    fn answers_are_read_within_the_limits() {
+        let base = BaseUrl::parse("https://ehr.example.org/fhir").unwrap();
+        let search = Query::new("conditions", "Condition?patient=p1", &base).unwrap();
+        let read = Query::new("patient", "Patient/p1", &base).unwrap();
+        let limits = Limits {
+            max_json_depth: 16,
+            max_bundle_entries: 2,
+            ..Limits::default()
+        };
+        let ok =
+            |q: &Query, v: &Value| q.read_answer(StatusCode::OK, v.to_string().as_bytes(), &limits);
+        let page = bundle(&["c1", "c2"], Some("Condition?page=2".into()));
+        let a = ok(&search, &page).unwrap();
+        assert_eq!(a.next.as_deref(), Some("Condition?page=2"));
+        assert_eq!(a.value, Some(page));
+        assert_eq!(
+            ok(&read, &Value::Null).unwrap(),
+            Answer {
+                value: None,
+                next: None
+            }
+        );
+        assert!(
+            ok(&read, &json!({"resourceType": "Patient", "id": "p1"}))
+                .unwrap()
+                .value
+                .is_some()
+        );
+        let why = |r: Result<Answer, Failure>| r.unwrap_err().what;
+        assert!(
+            why(ok(&search, &bundle(&["a", "b", "c"], None))).contains("limits.max_bundle_entries")
+        );
+        let mut nested = json!({"resourceType": "Condition"});
+        for _ in 0..5 {
+            nested = json!({"resourceType": "Condition", "contained": [nested]});
+        }
+        let deep = json!({"resourceType": "Bundle", "entry": [{"resource": nested}]});
+        assert!(why(ok(&search, &deep)).contains("nested"));
+        let mut v = json!(1);
+        for _ in 0..20 {
+            v = json!([v]);
+        }
+        let deep = json!({"resourceType": "Bundle", "x": v});
+        assert!(why(ok(&search, &deep)).contains("limits.max_json_depth"));
+        assert_eq!(
+            why(search.read_answer(StatusCode::OK, b"{not json", &limits)),
+            "the FHIR server's answer is not JSON"
+        );
+        assert!(why(ok(&read, &json!({"resourceType": "Bundle"}))).contains("not a Patient"));
+    }
 }

@@ -65,8 +65,14 @@ impl RecordBuilder {
     fn too_large(&mut self, source: &str, limit: LimitExceeded) {
         if !self.over_limit {
             self.over_limit = true;
-            tracing::warn!(source, setting = limit.setting, "patient record over a limit; not assessed");
-            self.unavailable(format!("{source}: the record is too large to assess: {limit}"));
+            tracing::warn!(
+                source,
+                setting = limit.setting,
+                "patient record over a limit; not assessed"
+            );
+            self.unavailable(format!(
+                "{source}: the record is too large to assess: {limit}"
+            ));
         }
     }
 
@@ -352,5 +358,65 @@ mod tests {
         let mut prefetch = Map::new();
         prefetch.insert("a".into(), Value::Null);
         assert_eq!(missing_keys(&declared, &prefetch), vec!["b".to_owned()]);
+    }
+
+    #[test]
+    fn limits_make_the_record_unavailable_instead_of_partial() {
+        let limits = Limits {
+            max_bundle_entries: 2,
+            max_record_resources: 3,
+            ..Limits::default()
+        };
+        let conditions = |ids: &[&str]| searchset(ids.iter().map(|i| condition(i, "p1")).collect());
+        // a Bundle over the entry limit is not read at all
+        let mut b = RecordBuilder::with_limits("p1", limits);
+        b.add_value("conditions", conditions(&["a", "b", "c"]));
+        let r = b.finish();
+        assert!(r.conditions.is_empty());
+        let why = r.unavailable.unwrap();
+        assert!(
+            why.starts_with("conditions: the record is too large"),
+            "{why}"
+        );
+        assert!(why.contains("limits.max_bundle_entries = 2"), "{why}");
+        // resources over the record limit, over several Bundles: said once
+        let mut b = RecordBuilder::with_limits("p1", limits);
+        b.add_value("conditions", conditions(&["a", "b"]));
+        b.add_value("more", conditions(&["c", "d"]));
+        b.add_value("again", conditions(&["e"]));
+        let r = b.finish();
+        assert_eq!(r.conditions.len(), 3);
+        let why = r.unavailable.unwrap();
+        assert!(
+            why.contains("limits.max_record_resources = 3") && !why.contains(";"),
+            "{why}"
+        );
+        // duplicates do not count
+        let mut b = RecordBuilder::with_limits("p1", limits);
+        b.add_value("conditions", conditions(&["a", "b"]));
+        b.add_value("again", conditions(&["a", "b"]));
+        assert!(b.finish().unavailable.is_none());
+    }
+
+    #[test]
+    fn resources_nesting_resources_are_skipped_before_parsing() {
+        let mut nested = condition("inner", "p1");
+        for i in 0..6 {
+            nested = json!({"resourceType": "Condition", "id": format!("n{i}"),
+                "subject": {"reference": "Patient/p1"}, "contained": [nested]});
+        }
+        let mut prefetch = Map::new();
+        prefetch.insert(
+            "conditions".into(),
+            searchset(vec![nested, condition("ok", "p1")]),
+        );
+        let r = record_from_prefetch("p1", &prefetch);
+        assert_eq!(r.conditions.len(), 1);
+        assert_eq!(r.issues[0].resource.as_deref(), Some("Condition/n5"));
+        assert!(
+            r.issues[0].problem.contains("nested"),
+            "{}",
+            r.issues[0].problem
+        );
     }
 }

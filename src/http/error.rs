@@ -76,6 +76,15 @@ impl ApiError {
             ApiError::Call(e @ CallError::MalformedJson(_)) => {
                 vec![issue("error", "structure", &e.to_string(), None)]
             }
+            ApiError::Call(e @ CallError::LimitExceeded(limit)) => {
+                // too-long for a string, too-costly for shapes that would cost too much work.
+                let code = if limit.setting == "limits.max_string_bytes" {
+                    "too-long"
+                } else {
+                    "too-costly"
+                };
+                vec![issue("error", code, &e.to_string(), None)]
+            }
             ApiError::Call(e @ CallError::FhirServerRefused(_)) => {
                 vec![issue("error", "security", &e.to_string(), Some("fhirServer"))]
             }

@@ -1,0 +1,27 @@
+//! Target 1: the hook request parser and validator, then the whole pipeline on what passes.
+//!
+//! The first byte picks the service (order-sign, order-select, patient-view); the rest is the
+//! HTTP body. `Engine::parse_call` must answer Ok or a `CallError` for any bytes. A request that
+//! parses is then run through gather (prefetch only: `fhirServer` is removed so nothing is
+//! fetched), facts, decision and render, as the route would.
+#![no_main]
+
+use iort_cds_fuzz::{ENGINE, block_on};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let services = &ENGINE.discovery.services;
+    let service_id = services[usize::from(selector) % services.len()].id.clone();
+    let Ok((service, mut request)) = ENGINE.parse_call(&service_id, body) else {
+        return;
+    };
+    request.fhir_server = None;
+    request.fhir_authorization = None;
+    if let Ok(response) = block_on(ENGINE.run(service, &request)) {
+        // The answer must serialise: the route writes it with serde_json.
+        serde_json::to_vec(&response).expect("a CdsResponse always serialises");
+    }
+});

@@ -1,0 +1,331 @@
+//! Bounds on what one request (or one FHIR server answer) may make the service do.
+//!
+//! The body size is bounded by `max_body_bytes` and the pages fetched per query by
+//! `fhir.max_pages`; this module bounds the *shape* of the JSON inside those bytes, because
+//! size alone does not bound cost:
+//!
+//! - **Nesting depth** ([`Limits::max_json_depth`]). serde_json stops at 128 levels, but the
+//!   code that walks the parsed value (the JSON Schema validator, fhirbolt's deserialisers)
+//!   recurses too, with much larger stack frames: a 118-level request overflowed a 2 MiB
+//!   worker stack in a debug build and aborted the whole process. So depth is checked on the
+//!   raw bytes, before anything recurses, with a default of 64 (real FHIR rarely passes 20).
+//! - **Resource nesting** ([`MAX_RESOURCE_NESTING`]). Each level of a resource inside a
+//!   resource (`contained`, a Bundle inside a Bundle) costs fhirbolt far more stack than a
+//!   plain JSON level (about 30 nested resources overflowed a debug worker). FHIR itself allows
+//!   two (a contained resource may not contain resources, dom-2), plus the Bundle around them.
+//! - **String length** ([`Limits::max_string_bytes`]): text is copied into cards, logs and
+//!   error messages; no field the service reads is legitimately larger.
+//! - **Bundle entries** ([`Limits::max_bundle_entries`]) and **resources in a record**
+//!   ([`Limits::max_record_resources`]): the facts relate resources to each other (margins to
+//!   procedures, staging to conditions), so their cost grows faster than the count.
+//!
+//! Depth and string length are checked by one pass over the bytes ([`check_json`]) without
+//! allocating; a request that fails answers 400 naming the setting, a FHIR server answer that
+//! fails makes the outcome `indeterminate`. Too many draft orders answer 400; too many
+//! resources in the patient's record make the outcome `indeterminate` (the service will not
+//! decide on part of a record).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The most resources nested inside one another on any path through a JSON document: a
+/// Bundle, a resource in it, and one contained resource, plus one level of slack.
+pub const MAX_RESOURCE_NESTING: usize = 4;
+
+/// The hard ceiling for [`Limits::max_json_depth`]: deeper values have overflowed a 2 MiB
+/// worker stack in debug builds (at 118 levels), so no setting may go near that.
+pub const JSON_DEPTH_CEILING: usize = 100;
+
+/// The `[limits]` section of the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Deepest JSON nesting accepted in a request body or a FHIR server answer (objects and
+    /// arrays each count one level). At most [`JSON_DEPTH_CEILING`].
+    pub max_json_depth: usize,
+    /// Longest JSON string accepted, in bytes as written (escapes included).
+    pub max_string_bytes: usize,
+    /// Most entries in one Bundle: `context.draftOrders` (more: 400), a prefetch value or one
+    /// page from the FHIR server (more: `indeterminate`).
+    pub max_bundle_entries: usize,
+    /// Most resources kept in one patient record, over all prefetch keys and pages (more:
+    /// `indeterminate`).
+    pub max_record_resources: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_json_depth: 64,
+            max_string_bytes: 256 * 1024,
+            max_bundle_entries: 1000,
+            max_record_resources: 5000,
+        }
+    }
+}
+
+/// A limit that was passed. `setting` names it as in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} (limit: {setting} = {limit})")]
+pub struct LimitExceeded {
+    /// `limits.max_json_depth`, ...
+    pub setting: &'static str,
+    pub limit: usize,
+    /// What was found, worded to follow "the request body ..." or "the answer ..." loosely,
+    /// e.g. "JSON nested more than 64 levels deep". Never holds content.
+    pub what: String,
+}
+
+impl Limits {
+    /// Checks that cannot be expressed in types; the error names the setting.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(8..=JSON_DEPTH_CEILING).contains(&self.max_json_depth) {
+            return Err((
+                "limits.max_json_depth",
+                format!("must be between 8 and {JSON_DEPTH_CEILING}"),
+            ));
+        }
+        if self.max_string_bytes < 1024 {
+            return Err((
+                "limits.max_string_bytes",
+                "must be at least 1024".to_owned(),
+            ));
+        }
+        if self.max_bundle_entries == 0 {
+            return Err(("limits.max_bundle_entries", "must be at least 1".to_owned()));
+        }
+        if self.max_record_resources == 0 {
+            return Err((
+                "limits.max_record_resources",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error for a Bundle with `n` entries, if that is too many.
+    pub fn check_entries(&self, n: usize) -> Result<(), LimitExceeded> {
+        if n > self.max_bundle_entries {
+            return Err(LimitExceeded {
+                setting: "limits.max_bundle_entries",
+                limit: self.max_bundle_entries,
+                what: format!("a Bundle with {n} entries"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One pass over JSON text: nesting depth and string lengths within `limits`.
+///
+/// Runs before the text is parsed, so it must not trust it: it only tracks whether it is
+/// inside a string (and after a backslash), counts `[`/`{` minus `]`/`}` outside strings, and
+/// measures each string. Malformed JSON is left for the parser to report.
+pub fn check_json(bytes: &[u8], limits: &Limits) -> Result<(), LimitExceeded> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut string_start = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+                let len = i - string_start;
+                if len > limits.max_string_bytes {
+                    return Err(string_too_long(limits));
+                }
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                string_start = i + 1;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limits.max_json_depth {
+                    return Err(LimitExceeded {
+                        setting: "limits.max_json_depth",
+                        limit: limits.max_json_depth,
+                        what: format!(
+                            "JSON nested more than {} levels deep",
+                            limits.max_json_depth
+                        ),
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    // An unterminated string is a syntax error for the parser, unless it is already too long.
+    if in_string && bytes.len() - string_start > limits.max_string_bytes {
+        return Err(string_too_long(limits));
+    }
+    Ok(())
+}
+
+fn string_too_long(limits: &Limits) -> LimitExceeded {
+    LimitExceeded {
+        setting: "limits.max_string_bytes",
+        limit: limits.max_string_bytes,
+        what: format!(
+            "a JSON string longer than {} bytes",
+            limits.max_string_bytes
+        ),
+    }
+}
+
+/// The most resources (objects with a `resourceType`) nested inside one another on any path
+/// of `value`. Iterative, so it is safe on any depth.
+pub fn resource_nesting(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((v, above)) = stack.pop() {
+        match v {
+            Value::Object(o) => {
+                let here = above + usize::from(o.contains_key("resourceType"));
+                deepest = deepest.max(here);
+                stack.extend(o.values().map(|c| (c, here)));
+            }
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, above))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The error when `value` nests resources more than [`MAX_RESOURCE_NESTING`] deep.
+pub fn check_resource_nesting(value: &Value) -> Result<(), LimitExceeded> {
+    let n = resource_nesting(value);
+    if n > MAX_RESOURCE_NESTING {
+        return Err(LimitExceeded {
+            setting: "resource nesting (fixed)",
+            limit: MAX_RESOURCE_NESTING,
+            what: format!("resources nested {n} deep (contained or Bundle inside Bundle)"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        let l = Limits {
+            max_json_depth: 8,
+            ..Limits::default()
+        };
+        assert!(check_json(nested(8).as_bytes(), &l).is_ok());
+        let e = check_json(nested(9).as_bytes(), &l).unwrap_err();
+        assert_eq!(e.setting, "limits.max_json_depth");
+        // brackets inside strings, and escaped quotes, do not count
+        let s = format!(
+            r#"{{"a": "{}\"{}", "b": [[1]]}}"#,
+            "[".repeat(50),
+            "{".repeat(50)
+        );
+        assert!(check_json(s.as_bytes(), &l).is_ok());
+        // siblings do not add up
+        let wide = format!("[{}]", vec![nested(7); 100].join(","));
+        assert!(check_json(wide.as_bytes(), &l).is_ok());
+    }
+
+    #[test]
+    fn long_strings_are_refused_including_unterminated_ones() {
+        let l = Limits {
+            max_string_bytes: 1024,
+            ..Limits::default()
+        };
+        let ok = format!(r#"{{"k": "{}"}}"#, "x".repeat(1024));
+        assert!(check_json(ok.as_bytes(), &l).is_ok());
+        let long = format!(r#"{{"k": "{}"}}"#, "x".repeat(1025));
+        assert_eq!(
+            check_json(long.as_bytes(), &l).unwrap_err().setting,
+            "limits.max_string_bytes"
+        );
+        let open = format!(r#"{{"k": "{}"#, "x".repeat(2000));
+        assert!(check_json(open.as_bytes(), &l).is_err());
+        // a long key counts as a string too
+        let key = format!(r#"{{"{}": 1}}"#, "k".repeat(1025));
+        assert!(check_json(key.as_bytes(), &l).is_err());
+    }
+
+    #[test]
+    fn messages_name_the_setting_not_the_content() {
+        let l = Limits {
+            max_string_bytes: 1024,
+            ..Limits::default()
+        };
+        let body = format!(r#"{{"k": "SECRET{}"}}"#, "x".repeat(2000));
+        let e = check_json(body.as_bytes(), &l).unwrap_err().to_string();
+        assert!(e.contains("limits.max_string_bytes = 1024"), "{e}");
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn resources_nested_in_resources_are_counted() {
+        let bundle = json!({"resourceType": "Bundle", "entry": [{"resource":
+            {"resourceType": "Condition", "contained": [{"resourceType": "Observation"}]}}]});
+        assert_eq!(resource_nesting(&bundle), 3);
+        assert!(check_resource_nesting(&bundle).is_ok());
+        let mut deep = json!({"resourceType": "Condition"});
+        for _ in 0..10 {
+            deep = json!({"resourceType": "Condition", "contained": [deep]});
+        }
+        assert_eq!(resource_nesting(&deep), 11);
+        assert!(check_resource_nesting(&deep).is_err());
+        assert_eq!(resource_nesting(&json!({"a": [1, {"b": null}]})), 0);
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        assert!(Limits::default().validate().is_ok());
+        for (l, setting) in [
+            (
+                Limits {
+                    max_json_depth: 101,
+                    ..Limits::default()
+                },
+                "limits.max_json_depth",
+            ),
+            (
+                Limits {
+                    max_string_bytes: 10,
+                    ..Limits::default()
+                },
+                "limits.max_string_bytes",
+            ),
+            (
+                Limits {
+                    max_bundle_entries: 0,
+                    ..Limits::default()
+                },
+                "limits.max_bundle_entries",
+            ),
+            (
+                Limits {
+                    max_record_resources: 0,
+                    ..Limits::default()
+                },
+                "limits.max_record_resources",
+            ),
+        ] {
+            assert_eq!(l.validate().unwrap_err().0, setting);
+        }
+        assert!(Limits::default().check_entries(1000).is_ok());
+        assert!(Limits::default().check_entries(1001).is_err());
+    }
+}

@@ -1,0 +1,538 @@
+//! Property tests: what must hold for *every* input, not just the case table.
+//!
+//! 1. Any bytes POSTed to any endpoint get a well-formed HTTP answer with a JSON body (a CDS
+//!    response or an OperationOutcome), never a 500 and never a dropped connection, through
+//!    the real server.
+//! 2. The outcome for an order does not depend on the order of the entries of any Bundle
+//!    (prefetch Bundles and `draftOrders`).
+//! 3. The outcome does not change when unrelated resources are added: other patients' data,
+//!    non-cancer Conditions, and entered-in-error resources, all of them built from the case
+//!    table's own (tempting: T4, involved margins, recurrence) resources.
+//! 4. An order is `covered` only when all three criteria are met, each by evidence that is
+//!    present in the input, and whenever they are (the decision is exactly the policy's AND).
+//!
+//! Inputs are built from the acceptance cases in `tests/cases/`. Case counts are bounded so the
+//! suite stays fast (`PROPTEST_CASES` raises them for a longer local run). Properties 2-4 run
+//! the stages in-process (parse_call, record, facts, decision) so they can look at the
+//! determination itself, not just the rendered cards.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
+
+use iort_cds::configuration::Settings;
+use iort_cds::decision::{self, Covered, Determination, Tri};
+use iort_cds::facts;
+use iort_cds::gather::prefetch::record_from_prefetch;
+use iort_cds::pipeline::Engine;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence};
+use serde_json::{Value, json};
+
+static ENGINE: LazyLock<Engine> =
+    LazyLock::new(|| Engine::load(&Settings::default()).expect("the engine loads"));
+
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+});
+
+/// One app for every HTTP case (starting one per case would dominate the run time).
+static APP: LazyLock<common::TestApp> = LazyLock::new(|| RUNTIME.block_on(common::spawn_app()));
+
+/// The requests of `tests/cases/*.json`, in file order.
+static CASES: LazyLock<Vec<Value>> = LazyLock::new(|| {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cases");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("tests/cases exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let doc: Value = serde_json::from_str(&std::fs::read_to_string(p).expect("readable"))
+                .expect("a case is JSON");
+            doc["request"].clone()
+        })
+        .collect()
+});
+
+/// Every Condition, Procedure, Observation and Coverage of every case: raw material for
+/// "unrelated" resources that look clinically relevant.
+static POOL: LazyLock<Vec<Value>> = LazyLock::new(|| {
+    CASES
+        .iter()
+        .flat_map(bundle_resources)
+        .filter(|r| {
+            matches!(
+                r["resourceType"].as_str(),
+                Some("Condition" | "Procedure" | "Observation" | "Coverage")
+            )
+        })
+        .collect()
+});
+
+fn config(cases: u32) -> Config {
+    Config {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(cases),
+        // A failure is turned into a test in tests/regressions/ by hand, not a hidden file.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+        ..Config::default()
+    }
+}
+
+/// The resources in the prefetch Bundles of a request.
+fn bundle_resources(request: &Value) -> Vec<Value> {
+    request["prefetch"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+        .filter_map(|v| v["entry"].as_array())
+        .flatten()
+        .filter_map(|e| e.get("resource").cloned())
+        .collect()
+}
+
+/// A small deterministic generator (SplitMix64) for shuffles drawn from a proptest seed.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n.max(1) as u64).unwrap_or(0)
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Shuffle the entries of every Bundle in the request (prefetch values and draftOrders).
+fn shuffle_bundles(request: &mut Value, mix: &mut Mix) {
+    if let Some(prefetch) = request["prefetch"].as_object_mut() {
+        for value in prefetch.values_mut() {
+            if let Some(entries) = value.get_mut("entry").and_then(Value::as_array_mut) {
+                mix.shuffle(entries);
+            }
+        }
+    }
+    if let Some(entries) = request["context"]["draftOrders"]
+        .get_mut("entry")
+        .and_then(Value::as_array_mut)
+    {
+        mix.shuffle(entries);
+    }
+}
+
+/// What is compared between two runs: per order (`Type/id`), the covered code, each
+/// criterion's value, and the evidence references (as a set: their order is presentation).
+type Outcomes = BTreeMap<String, (String, Vec<(String, String, BTreeSet<String>)>)>;
+
+/// Run stages 1-4 on a request and return the determinations by order.
+fn determine(request: &Value) -> Result<Vec<Determination>, String> {
+    let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    let (_, parsed) = ENGINE
+        .parse_call("iort-coverage", &body)
+        .map_err(|e| e.to_string())?;
+    let record = record_from_prefetch(&parsed.context.patient_id, &parsed.prefetch);
+    Ok(
+        facts::find_iort_orders(&parsed.context.draft_orders, &ENGINE.terminology)
+            .into_iter()
+            .map(|o| {
+                decision::decide(facts::extract(
+                    o,
+                    &record,
+                    &ENGINE.terminology,
+                    &ENGINE.thresholds,
+                ))
+            })
+            .collect(),
+    )
+}
+
+fn outcomes(determinations: &[Determination]) -> Outcomes {
+    determinations
+        .iter()
+        .map(|d| {
+            let order = format!(
+                "{}/{}",
+                d.facts.order.resource_type,
+                d.facts.order.id.as_deref().unwrap_or("")
+            );
+            let criteria = d
+                .criteria
+                .iter()
+                .map(|c| {
+                    (
+                        c.criterion.id().to_owned(),
+                        c.value.code().to_owned(),
+                        c.evidence.iter().map(|e| e.reference.clone()).collect(),
+                    )
+                })
+                .collect();
+            (order, (d.covered.code().to_owned(), criteria))
+        })
+        .collect()
+}
+
+/// Add `resource` as a new entry of the prefetch Bundle `key` (made a Bundle if it was `null`).
+fn add_entry(request: &mut Value, key: &str, resource: Value, at: usize) {
+    let slot = &mut request["prefetch"][key];
+    if !slot.is_object() {
+        *slot = json!({"resourceType": "Bundle", "type": "searchset", "entry": []});
+    }
+    if !slot["entry"].is_array() {
+        slot["entry"] = json!([]);
+    }
+    if let Some(entries) = slot["entry"].as_array_mut() {
+        let at = at % (entries.len() + 1);
+        entries.insert(
+            at,
+            json!({"resource": resource, "search": {"mode": "match"}}),
+        );
+    }
+}
+
+/// The prefetch key a resource type is fetched under.
+fn key_for(resource_type: &str) -> &'static str {
+    match resource_type {
+        "Condition" => "conditions",
+        "Procedure" => "procedures",
+        "Observation" => "observations",
+        _ => "coverage",
+    }
+}
+
+/// The kinds of unrelated resource property 3 adds.
+#[derive(Debug, Clone, Copy)]
+enum Unrelated {
+    /// A pool resource about another patient.
+    OtherPatient,
+    /// A pool resource about this patient, entered in error.
+    EnteredInError,
+    /// A non-cancer Condition of this patient.
+    NonCancer,
+}
+
+const NON_CANCER: [(&str, &str, &str); 4] = [
+    (
+        "http://hl7.org/fhir/sid/icd-10-cm",
+        "I10",
+        "Essential (primary) hypertension",
+    ),
+    (
+        "http://hl7.org/fhir/sid/icd-10-cm",
+        "E11.9",
+        "Type 2 diabetes mellitus without complications",
+    ),
+    ("http://snomed.info/sct", "195967001", "Asthma"),
+    (
+        "http://hl7.org/fhir/sid/icd-10-cm",
+        "K57.30",
+        "Diverticulosis of large intestine",
+    ),
+];
+
+/// Build one unrelated resource for the patient of `request`.
+fn unrelated(kind: Unrelated, pick: usize, n: usize, patient: &str) -> Value {
+    let id = format!("zz-unrelated-{n}");
+    match kind {
+        Unrelated::NonCancer => {
+            let (system, code, display) = NON_CANCER[pick % NON_CANCER.len()];
+            json!({"resourceType": "Condition", "id": id,
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
+                "code": {"coding": [{"system": system, "code": code, "display": display}]},
+                "subject": {"reference": format!("Patient/{patient}")},
+                "recordedDate": "2025-06-30"})
+        }
+        Unrelated::OtherPatient | Unrelated::EnteredInError => {
+            let mut r = POOL[pick % POOL.len()].clone();
+            r["id"] = json!(id);
+            let field = if r["resourceType"] == "Coverage" {
+                "beneficiary"
+            } else {
+                "subject"
+            };
+            match kind {
+                Unrelated::OtherPatient => {
+                    r[field] = json!({"reference": "Patient/zz-other-patient"});
+                }
+                _ => {
+                    r[field] = json!({"reference": format!("Patient/{patient}")});
+                    if r["resourceType"] == "Condition" {
+                        // con-5: no clinicalStatus on an entered-in-error Condition.
+                        if let Some(o) = r.as_object_mut() {
+                            o.remove("clinicalStatus");
+                        }
+                        r["verificationStatus"] = json!({"coding": [{"system":
+                            "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                            "code": "entered-in-error"}]});
+                    } else {
+                        r["status"] = json!("entered-in-error");
+                    }
+                }
+            }
+            r
+        }
+    }
+}
+
+/// Every `Type/id` present in the request: prefetch resources and draft orders.
+fn present_references(request: &Value) -> BTreeSet<String> {
+    let orders = request["context"]["draftOrders"]["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("resource").cloned());
+    bundle_resources(request)
+        .into_iter()
+        .chain(orders)
+        .filter_map(|r| {
+            Some(format!(
+                "{}/{}",
+                r["resourceType"].as_str()?,
+                r["id"].as_str()?
+            ))
+        })
+        .collect()
+}
+
+fn case_index() -> impl Strategy<Value = usize> {
+    0..CASES.len()
+}
+
+// ---- 1. any bytes, any endpoint: a well-formed answer ----
+
+const PATHS: [&str; 5] = [
+    "/cds-services/iort-coverage",
+    "/cds-services/iort-coverage-select",
+    "/cds-services/iort-coverage-preview",
+    "/cds-services/iort-coverage/feedback",
+    "/cds-services/no-such-service",
+];
+
+/// JSON-ish tokens, so random bodies reach past the first byte of the parser.
+const TOKENS: [&str; 24] = [
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "\"hook\"",
+    "\"order-sign\"",
+    "\"context\"",
+    "\"prefetch\"",
+    "\"draftOrders\"",
+    "\"resourceType\"",
+    "\"Bundle\"",
+    "\"entry\"",
+    "null",
+    "true",
+    "0",
+    "-1e999",
+    "1.5",
+    "\"\\ud800\"",
+    "\"\\u0000\"",
+    "\"hookInstance\"",
+    "\"patientId\"",
+    "\"x\"",
+];
+
+/// A case request with a few bytes flipped, inserted or deleted.
+fn mutated_case() -> impl Strategy<Value = Vec<u8>> {
+    (
+        case_index(),
+        prop::collection::vec((any::<usize>(), 0u8..3, any::<u8>()), 1..8),
+    )
+        .prop_map(|(i, edits)| {
+            let mut bytes = serde_json::to_vec(&CASES[i]).unwrap_or_default();
+            for (at, op, byte) in edits {
+                let at = at % (bytes.len() + 1);
+                match op {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            bytes
+        })
+}
+
+fn any_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..512),
+        prop::collection::vec(prop::sample::select(TOKENS.as_slice()), 0..64)
+            .prop_map(|t| t.concat().into_bytes()),
+        mutated_case(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    #[test]
+    fn any_body_gets_a_well_formed_json_answer(
+        path in prop::sample::select(PATHS.as_slice()),
+        body in any_body(),
+    ) {
+        let app = &*APP; // started outside block_on: it starts the server with block_on
+        let (status, content_type, text) = RUNTIME.block_on(async {
+            let res = app.post_raw(path, "application/json", body).await;
+            let status = res.status().as_u16();
+            let ct = res
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (status, ct, res.text().await.unwrap_or_default())
+        });
+        prop_assert!(status != 500, "a 500 (a panic or an unhandled error): {text}");
+        prop_assert!(
+            matches!(status, 200 | 400 | 404 | 412 | 413),
+            "unexpected status {status}: {text}"
+        );
+        if path.ends_with("/feedback") && status == 200 {
+            return Ok(()); // feedback answers 200 with no body
+        }
+        prop_assert!(content_type.starts_with("application/json"), "content-type {content_type}");
+        let body: Value = serde_json::from_str(&text)
+            .map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {text}")))?;
+        if status == 200 {
+            prop_assert!(body["cards"].is_array(), "{body}");
+        } else {
+            prop_assert_eq!(&body["resourceType"], "OperationOutcome");
+            prop_assert!(body["issue"][0]["diagnostics"].is_string(), "{}", body);
+        }
+    }
+}
+
+// ---- 2 and 3. shuffling and unrelated resources change nothing ----
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    #[test]
+    fn shuffling_bundle_entries_changes_no_outcome(case in case_index(), seed in any::<u64>()) {
+        let request = &CASES[case];
+        let expected = outcomes(&determine(request).map_err(TestCaseError::fail)?);
+        let mut shuffled = request.clone();
+        shuffle_bundles(&mut shuffled, &mut Mix(seed));
+        let got = outcomes(&determine(&shuffled).map_err(TestCaseError::fail)?);
+        prop_assert_eq!(expected, got, "case {}", case);
+    }
+
+    #[test]
+    fn unrelated_resources_change_no_outcome(
+        case in case_index(),
+        additions in prop::collection::vec(
+            (
+                prop_oneof![
+                    Just(Unrelated::OtherPatient),
+                    Just(Unrelated::EnteredInError),
+                    Just(Unrelated::NonCancer),
+                ],
+                any::<usize>(),
+                any::<usize>(),
+            ),
+            1..8,
+        ),
+        seed in any::<u64>(),
+    ) {
+        let request = &CASES[case];
+        let expected = outcomes(&determine(request).map_err(TestCaseError::fail)?);
+        let patient = request["context"]["patientId"].as_str().unwrap_or_default().to_owned();
+        let mut changed = request.clone();
+        for (n, (kind, pick, at)) in additions.iter().enumerate() {
+            let r = unrelated(*kind, *pick, n, &patient);
+            let key = key_for(r["resourceType"].as_str().unwrap_or_default());
+            add_entry(&mut changed, key, r, *at);
+        }
+        shuffle_bundles(&mut changed, &mut Mix(seed));
+        let got = outcomes(&determine(&changed).map_err(TestCaseError::fail)?);
+        prop_assert_eq!(expected, got, "case {} with {:?}", case, additions);
+    }
+}
+
+// ---- 4. covered only on evidence, and always on evidence ----
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    #[test]
+    fn covered_only_when_all_criteria_are_met_by_present_evidence(
+        case in case_index(),
+        keep in prop::collection::vec(any::<bool>(), 16),
+        borrowed in prop::collection::vec(any::<usize>(), 0..6),
+        seed in any::<u64>(),
+    ) {
+        // Drop some of the case's resources and lend it some of other cases' (as this
+        // patient's own), so criteria appear and disappear in every combination.
+        let mut request = CASES[case].clone();
+        let patient = request["context"]["patientId"].as_str().unwrap_or_default().to_owned();
+        let mut i = 0;
+        if let Some(prefetch) = request["prefetch"].as_object_mut() {
+            for value in prefetch.values_mut() {
+                if let Some(entries) = value.get_mut("entry").and_then(Value::as_array_mut) {
+                    entries.retain(|_| {
+                        i += 1;
+                        keep[i % keep.len()]
+                    });
+                }
+            }
+        }
+        for (n, pick) in borrowed.iter().enumerate() {
+            let mut r = POOL[pick % POOL.len()].clone();
+            r["id"] = json!(format!("zz-lent-{n}"));
+            let field = if r["resourceType"] == "Coverage" { "beneficiary" } else { "subject" };
+            r[field] = json!({"reference": format!("Patient/{patient}")});
+            let key = key_for(r["resourceType"].as_str().unwrap_or_default());
+            add_entry(&mut request, key, r, n);
+        }
+        shuffle_bundles(&mut request, &mut Mix(seed));
+        let present = present_references(&request);
+        for d in determine(&request).map_err(TestCaseError::fail)? {
+            let all_met = d.criteria.iter().all(|c| c.value == Tri::Met);
+            prop_assert_eq!(d.criteria.len(), 3);
+            if d.covered == Covered::Covered {
+                prop_assert!(all_met, "covered with {:?}", d.criteria);
+                for c in &d.criteria {
+                    prop_assert!(!c.evidence.is_empty(), "{} met without evidence", c.criterion.id());
+                    for e in &c.evidence {
+                        prop_assert!(
+                            present.contains(&e.reference),
+                            "{} cites {} which is not in the input", c.criterion.id(), e.reference
+                        );
+                    }
+                }
+            }
+            if all_met && d.facts.unavailable.is_none() {
+                prop_assert_eq!(d.covered, Covered::Covered);
+            }
+        }
+    }
+}
