@@ -5,18 +5,23 @@
 #
 #   scripts/loadtest.sh [--duration SECS] [--warmup SECS] [--connections N] [--threads N]
 #                       [--kinds "fast-path typical heavy fhir-fetch"] [--log-level FILTER]
-#                       [--out DIR]
+#                       [--rate R] [--out DIR] [--no-build]
 #
 # What it does:
 #   1. installs the load generator if missing: Debian's `wrk` (apt-get; needs root);
 #   2. builds the release binary and the benchmark binary (benches/pipeline.rs), which writes
-#      the request bodies, so the load test and the benchmarks send the same bytes;
+#      the request bodies, so the load test and the benchmarks send the same bytes
+#      (--no-build: use the binaries already built, e.g. to re-run while the tree changes);
 #   3. starts the loopback test FHIR server (tests/fhir-server, open mode, pages of 100) and
 #      loads the typical record into it, for the FHIR-fetch kind;
 #   4. for each kind: starts a fresh service on a free loopback port (default settings: one
 #      worker per core, log level info, as deployed), checks one answer with curl, runs wrk
 #      for the warm-up, then for the measured duration at N connections, and reads the
 #      service's peak RSS (VmHWM in /proc/<pid>/status) before stopping it;
+#      with --rate R, each connection pauses between its requests (scripts/load/paced.lua,
+#      mean pause N * 1000 / R ms) so that about R requests/s are offered in all: latency at
+#      a given load rather than at saturation (without --rate, every connection sends again
+#      the moment its answer arrives, so latency is N / throughput: the queue, not the work);
 #   5. prints a Markdown table (requests/s, p50/p90/p99 latency, bad answers, peak RSS, the
 #      load average before the run) and keeps wrk's raw output under --out.
 #
@@ -38,7 +43,9 @@ CONNECTIONS=64
 THREADS=2
 KINDS="fast-path typical heavy fhir-fetch"
 LOG_LEVEL=info
+RATE=0
 OUT=""
+BUILD=1
 START_TIMEOUT_SECS=60
 
 die() {
@@ -48,7 +55,7 @@ die() {
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --duration | --warmup | --connections | --threads | --kinds | --log-level | --out)
+    --duration | --warmup | --connections | --threads | --kinds | --log-level | --rate | --out)
       [ $# -ge 2 ] || die "$1 needs a value"
       case "$1" in
         --duration) DURATION="$2" ;;
@@ -57,19 +64,24 @@ while [ $# -gt 0 ]; do
         --threads) THREADS="$2" ;;
         --kinds) KINDS="$2" ;;
         --log-level) LOG_LEVEL="$2" ;;
+        --rate) RATE="$2" ;;
         --out) OUT="$2" ;;
       esac
       shift 2
       ;;
+    --no-build)
+      BUILD=0
+      shift
+      ;;
     -h | --help)
-      sed -n '4,33p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '4,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument '$1' (try --help)" ;;
   esac
 done
-for n in "$DURATION" "$WARMUP" "$CONNECTIONS" "$THREADS"; do
-  [[ "$n" =~ ^[0-9]{1,4}$ ]] || die "durations, connections and threads must be whole numbers"
+for n in "$DURATION" "$WARMUP" "$CONNECTIONS" "$THREADS" "$RATE"; do
+  [[ "$n" =~ ^[0-9]{1,5}$ ]] || die "durations, connections, threads and rate must be whole numbers"
 done
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 600 ] || die "--duration must be 1..600 seconds"
 [ "$WARMUP" -le 120 ] || die "--warmup must be at most 120 seconds"
@@ -104,10 +116,13 @@ if [[ " $KINDS " == *" fhir-fetch "* ]] &&
 fi
 
 # 2. Build. The bench binary is found from cargo's own JSON messages.
-echo "loadtest: building (cargo build --release; cargo bench --no-run)" >&2
-(cd "$ROOT" && cargo build --release --locked --bin iort-cds >&2)
-BENCH_EXE=$(cd "$ROOT" && cargo bench --locked --bench pipeline --no-run --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+if [ "$BUILD" -eq 1 ]; then
+  echo "loadtest: building (cargo build --release; cargo bench --no-run)" >&2
+  (cd "$ROOT" && cargo build --release --locked --bin iort-cds >&2)
+  BENCH_EXE=$("$ROOT/scripts/load/bench-exe.sh") || die "could not build the benchmark binary"
+else
+  BENCH_EXE=$(ls -t "$ROOT"/target/release/deps/pipeline-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
+fi
 [ -x "$BENCH_EXE" ] || die "could not find the benchmark binary (cargo bench --bench pipeline --no-run)"
 SERVICE_EXE="$ROOT/target/release/iort-cds"
 
@@ -176,6 +191,16 @@ if [ -n "$FHIR_BASE" ]; then
     die "loading the record into the FHIR server answered HTTP $STATUS"
 fi
 
+# Closed loop (post.lua), or paced connections offering about RATE requests/s (paced.lua).
+WRK_SCRIPT="$ROOT/scripts/load/post.lua"
+WRK_PACE=()
+LOAD="closed loop (each connection sends again as soon as it is answered)"
+if [ "$RATE" -gt 0 ]; then
+  WRK_SCRIPT="$ROOT/scripts/load/paced.lua"
+  WRK_PACE=("$(awk -v c="$CONNECTIONS" -v r="$RATE" 'BEGIN { printf "%.3f", c * 1000 / r }')")
+  LOAD="paced: each connection pauses ${WRK_PACE[0]} ms on average between requests (about $RATE requests/s offered)"
+fi
+
 expected() {
   case "$1" in
     fast-path) echo '{"cards":[]}' ;;
@@ -210,13 +235,13 @@ run_kind() {
 
   if [ "$WARMUP" -gt 0 ]; then
     timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" --timeout 5s \
-      -s "$ROOT/scripts/load/post.lua" "$url" -- "$body" "$expect" >"$OUT/wrk-$kind-warmup.txt" 2>&1 ||
+      -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$kind-warmup.txt" 2>&1 ||
       die "$kind: the warm-up run failed (see $OUT/wrk-$kind-warmup.txt)"
   fi
   loadavg=$(cut -d' ' -f1 /proc/loadavg)
   top -bn1 | head -n 15 >"$OUT/top-$kind.txt" 2>/dev/null || true
   timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
-    -s "$ROOT/scripts/load/post.lua" "$url" -- "$body" "$expect" >"$OUT/wrk-$kind.txt" 2>&1 ||
+    -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$kind.txt" 2>&1 ||
     die "$kind: the measured run failed (see $OUT/wrk-$kind.txt)"
   hwm=$(awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$SERVICE_PID/status")
   stop_service
@@ -234,6 +259,7 @@ done
 
 {
   echo "wrk: $THREADS threads, $CONNECTIONS connections, ${WARMUP}s warm-up then ${DURATION}s measured per kind; service log level: $LOG_LEVEL"
+  echo "load: $LOAD"
   echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo
   echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | load avg before |"

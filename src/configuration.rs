@@ -311,6 +311,12 @@ impl Settings {
         self.limits
             .validate()
             .map_err(|(setting, message)| ConfigError::Invalid { setting, message })?;
+        if self.limits.max_inflight_body_bytes < self.max_body_bytes {
+            return invalid(
+                "limits.max_inflight_body_bytes",
+                "must be at least max_body_bytes (one largest request must fit)",
+            );
+        }
         Ok(())
     }
 }
@@ -361,6 +367,14 @@ mod tests {
         let p = write("[policy]\npositive_margin_mm = 3.0\nclose_margin_mm = 2.0\n");
         let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("policy.close_margin_mm"), "{e}");
+        std::fs::remove_file(p).unwrap();
+        // the in-flight budget must hold at least one largest body
+        let p = write("max_body_bytes = 65536\n[limits]\nmax_inflight_body_bytes = 65535\n");
+        let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("limits.max_inflight_body_bytes"),
+            "{e}"
+        );
         std::fs::remove_file(p).unwrap();
     }
 

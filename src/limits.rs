@@ -19,6 +19,14 @@
 //!   ([`Limits::max_record_resources`]): the facts relate resources to each other (margins to
 //!   procedures, staging to conditions), so their cost grows faster than the count.
 //!
+//! - **Request bodies in flight** ([`Limits::max_inflight_body_bytes`]): the bytes of all the
+//!   request bodies being read or answered at once, over all connections. Without it, memory
+//!   grows with the number of clients rather than with the work: 64 clients each sending an
+//!   868 KB record made the service's RSS pass 140 MB (BENCHMARKS.md), though only two calls
+//!   (one per core) run at a time. A request waits for room before its body is read (its
+//!   bytes stay in the client's socket meanwhile), and is answered 503 with `Retry-After` if
+//!   no room comes within 10 s.
+//!
 //! Depth and string length are checked by one pass over the bytes ([`check_json`]) without
 //! allocating; a request that fails answers 400 naming the setting, a FHIR server answer that
 //! fails makes the outcome `indeterminate`. Too many draft orders answer 400; too many
@@ -51,6 +59,9 @@ pub struct Limits {
     /// Most resources kept in one patient record, over all prefetch keys and pages (more:
     /// `indeterminate`).
     pub max_record_resources: usize,
+    /// Most bytes of request bodies being read or answered at once (all connections
+    /// together). At least `max_body_bytes`, so that one largest request can always run.
+    pub max_inflight_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +71,7 @@ impl Default for Limits {
             max_string_bytes: 256 * 1024,
             max_bundle_entries: 1000,
             max_record_resources: 5000,
+            max_inflight_body_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -118,33 +130,45 @@ impl Limits {
 
 /// One pass over JSON text: nesting depth and string lengths within `limits`.
 ///
-/// Runs before the text is parsed, so it must not trust it: it only tracks whether it is
-/// inside a string (and after a backslash), counts `[`/`{` minus `]`/`}` outside strings, and
-/// measures each string. Malformed JSON is left for the parser to report.
+/// Runs before the text is parsed, so it must not trust it: it skips strings (a backslash
+/// escapes the next byte), counts `[`/`{` minus `]`/`}` outside strings, and measures each
+/// string. Malformed JSON is left for the parser to report.
 pub fn check_json(bytes: &[u8], limits: &Limits) -> Result<(), LimitExceeded> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut string_start = 0usize;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-                let len = i - string_start;
-                if len > limits.max_string_bytes {
-                    return Err(string_too_long(limits));
-                }
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
         match b {
             b'"' => {
-                in_string = true;
-                string_start = i + 1;
+                // Most of a FHIR document's bytes are inside strings: jump from one quote or
+                // backslash to the next with memchr instead of looking at every byte (this
+                // pass was 9% of a typical call when it did; BENCHMARKS.md).
+                let start = i + 1;
+                let mut at = start;
+                let end = loop {
+                    let Some(rest) = bytes.get(at..) else {
+                        break None; // a backslash was the last byte
+                    };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(k) if rest[k] == b'\\' => at += k + 2,
+                        Some(k) => break Some(at + k),
+                        None => break None,
+                    }
+                };
+                match end {
+                    Some(close) => {
+                        if close - start > limits.max_string_bytes {
+                            return Err(string_too_long(limits));
+                        }
+                        i = close + 1;
+                    }
+                    // An unterminated string is a syntax error for the parser, unless it is
+                    // already too long.
+                    None if bytes.len() - start > limits.max_string_bytes => {
+                        return Err(string_too_long(limits));
+                    }
+                    None => return Ok(()),
+                }
+                continue;
             }
             b'[' | b'{' => {
                 depth += 1;
@@ -162,10 +186,7 @@ pub fn check_json(bytes: &[u8], limits: &Limits) -> Result<(), LimitExceeded> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-    }
-    // An unterminated string is a syntax error for the parser, unless it is already too long.
-    if in_string && bytes.len() - string_start > limits.max_string_bytes {
-        return Err(string_too_long(limits));
+        i += 1;
     }
     Ok(())
 }
@@ -186,14 +207,18 @@ fn string_too_long(limits: &Limits) -> LimitExceeded {
 pub fn resource_nesting(value: &Value) -> usize {
     let mut deepest = 0;
     let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    // Runs on every resource of every record: scalars are never pushed, and the key is found
+    // by comparing keys rather than hashing (a map lookup hashes with SipHash; the objects are
+    // small).
+    let nested = |v: &Value| matches!(v, Value::Object(_) | Value::Array(_));
     while let Some((v, above)) = stack.pop() {
         match v {
             Value::Object(o) => {
-                let here = above + usize::from(o.contains_key("resourceType"));
+                let here = above + usize::from(o.keys().any(|k| k == "resourceType"));
                 deepest = deepest.max(here);
-                stack.extend(o.values().map(|c| (c, here)));
+                stack.extend(o.values().filter(|c| nested(c)).map(|c| (c, here)));
             }
-            Value::Array(a) => stack.extend(a.iter().map(|c| (c, above))),
+            Value::Array(a) => stack.extend(a.iter().filter(|c| nested(c)).map(|c| (c, above))),
             _ => {}
         }
     }
@@ -241,6 +266,69 @@ mod tests {
         // siblings do not add up
         let wide = format!("[{}]", vec![nested(7); 100].join(","));
         assert!(check_json(wide.as_bytes(), &l).is_ok());
+    }
+
+    /// The byte-at-a-time scan `check_json` replaced: the reference it must agree with.
+    fn reference(bytes: &[u8], limits: &Limits) -> Result<(), &'static str> {
+        let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0);
+        for (i, &b) in bytes.iter().enumerate() {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                    if i - start > limits.max_string_bytes {
+                        return Err("limits.max_string_bytes");
+                    }
+                }
+                continue;
+            }
+            match b {
+                b'"' => (in_string, start) = (true, i + 1),
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > limits.max_json_depth {
+                        return Err("limits.max_json_depth");
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if in_string && bytes.len() - start > limits.max_string_bytes {
+            return Err("limits.max_string_bytes");
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The memchr scan finds exactly what the plain scan finds, on text made mostly of the
+        /// bytes that matter (quotes, backslashes, brackets) around short and long runs.
+        #[test]
+        fn fast_scan_agrees_with_the_plain_scan(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("\"".to_owned()),
+                    proptest::strategy::Just("\\".to_owned()),
+                    proptest::strategy::Just("\\\"".to_owned()),
+                    proptest::strategy::Just("[".to_owned()),
+                    proptest::strategy::Just("{".to_owned()),
+                    proptest::strategy::Just("]".to_owned()),
+                    proptest::strategy::Just("}".to_owned()),
+                    proptest::strategy::Strategy::prop_map(0usize..60, |n| "x".repeat(n)),
+                ],
+                0..200,
+            ),
+            depth in 8usize..12,
+        ) {
+            let text = parts.concat();
+            let l = Limits { max_json_depth: depth, max_string_bytes: 40, ..Limits::default() };
+            let fast = check_json(text.as_bytes(), &l).map_err(|e| e.setting);
+            proptest::prop_assert_eq!(fast, reference(text.as_bytes(), &l));
+        }
     }
 
     #[test]

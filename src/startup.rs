@@ -19,6 +19,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::{self, Authenticator};
 use crate::configuration::Settings;
+use crate::http::body;
 use crate::http::routes::{self, HttpSettings};
 use crate::pipeline::{Engine, StartupError};
 use crate::telemetry;
@@ -78,6 +79,7 @@ impl Application {
         let engine = web::Data::from(Arc::new(engine));
         let http = web::Data::new(HttpSettings {
             max_body_bytes: settings.max_body_bytes,
+            body_budget: body::BodyBudget::new(settings.limits.max_inflight_body_bytes),
         });
         let origins = settings.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {

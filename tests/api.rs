@@ -334,6 +334,51 @@ async fn the_body_limit_is_configurable() {
 }
 
 #[tokio::test]
+async fn request_bodies_in_flight_share_one_budget() {
+    use tokio::io::AsyncWriteExt;
+    let budget = 48 * 1024;
+    let app = common::spawn_app_with(|s| {
+        s.max_body_bytes = budget;
+        s.limits.max_inflight_body_bytes = budget;
+    })
+    .await;
+    // A slow client declares a body as large as the whole budget and sends a few bytes of it.
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {SERVICE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {budget}\r\n\r\n{{\"hook\": "
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Another call must wait for room: its body is not read while the slow one holds it all.
+    let (client, url) = (app.client.clone(), format!("{}{SERVICE}", app.address));
+    let waiting = tokio::spawn(async move {
+        client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(medication_request().to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "answered without room in the budget"
+    );
+    // When the slow client goes away its room is given back and the waiting call is answered.
+    drop(slow);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("answered once the room was given back")
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn a_missing_prefetch_key_without_fhir_server_is_412() {
     let app = spawn_app().await;
     let mut r = medication_request();

@@ -22,16 +22,14 @@ die() {
 }
 command -v valgrind >/dev/null 2>&1 || die "valgrind is not installed (apt-get install valgrind)"
 
-BENCH_EXE=$(cd "$ROOT" && cargo bench --locked --bench pipeline --no-run --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
-[ -x "$BENCH_EXE" ] || die "could not find the benchmark binary"
+BENCH_EXE=$("$ROOT/scripts/load/bench-exe.sh") || die "could not build the benchmark binary"
 OUT="$ROOT/target/callgrind"
 mkdir -p "$OUT"
 
 # Total instructions of one profile run.
 count() {
   local spec="$1" file="$OUT/$2.cg"
-  IORT_BENCH_PROFILE="$spec" valgrind --tool=callgrind --callgrind-out-file="$file" \
+  IORT_BENCH_PROFILE="$spec" timeout 900 valgrind --tool=callgrind --callgrind-out-file="$file" \
     "$BENCH_EXE" >/dev/null 2>"$OUT/$2.log" || die "valgrind failed on $spec (see $OUT/$2.log)"
   sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$file" | head -n 1
 }

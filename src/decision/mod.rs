@@ -338,6 +338,7 @@ pub(crate) mod test_support {
                     display: Some("IORT delivery, electrons".to_owned()),
                 }),
                 display: "IORT, electrons".to_owned(),
+                service_request: None,
             },
             indication: IndicationFact {
                 status: indication,

@@ -27,6 +27,7 @@ mod test_support;
 
 pub use fhir::parse_resource;
 
+use fhirbolt::model::r4::resources::ServiceRequest;
 use serde_json::Value;
 
 /// A pointer to the resource a fact was read from, for the card's evidence list.
@@ -63,6 +64,11 @@ pub struct IortOrder {
     pub billing_code: Option<CodeRef>,
     /// What the order is, for the card (the code's display or text, e.g. "IORT, electrons").
     pub display: String,
+    /// The order as [`find_iort_orders`] read it (the hook stage's parse, or the lenient
+    /// re-read), so [`extract`] reads the same typed order without parsing it again (a second
+    /// parse was about 6% of a typical call; BENCHMARKS.md). `None` for an order built
+    /// without it: [`extract`] then reads `raw`.
+    pub service_request: Option<Box<ServiceRequest>>,
 }
 
 /// What the indication is.
@@ -209,16 +215,15 @@ pub fn extract(
     thresholds: &MarginThresholds,
 ) -> OrderFacts {
     let order_ref = fhir::resource_ref(&order.resource_type, order.id.as_deref());
-    let request = orders::service_request_from_raw(&order.raw);
+    let read_again = match order.service_request {
+        Some(_) => None,
+        None => orders::service_request_from_raw(&order.raw),
+    };
+    let request = order.service_request.as_deref().or(read_again.as_ref());
     let mut record_issues = record.issues.clone();
 
-    let (indication, scope) = indication::find(
-        request.as_ref(),
-        &order_ref,
-        record,
-        terminology,
-        &mut record_issues,
-    );
+    let (indication, scope) =
+        indication::find(request, &order_ref, record, terminology, &mut record_issues);
     let staging = staging::find(&scope, record, terminology);
     let recurrence = recurrence::find(&scope, terminology);
     let margins = margins::find(&scope, record, terminology, thresholds);

@@ -18,8 +18,8 @@
 //! then in fhirbolt's lax mode, which ignores unknown elements and pads missing required ones:
 //! the order is still the clinician's IORT order, and skipping it would hide the coverage
 //! answer. Only an order that cannot be read even so is skipped, with a warning that names the
-//! order, never its content. `extract` re-reads the order the same way (IortOrder keeps only the
-//! raw JSON).
+//! order, never its content. The order as read here travels in
+//! [`IortOrder::service_request`], so `extract` does not read it again.
 
 use std::borrow::Cow;
 
@@ -156,6 +156,7 @@ pub(crate) fn find(orders: &[DraftOrder], t: &Terminology) -> Vec<IortOrder> {
                 raw: order.raw.clone(),
                 billing_code: detection.billing_code,
                 display: detection.display,
+                service_request: Some(Box::new(sr.into_owned())),
             })
         })
         .collect()

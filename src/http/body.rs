@@ -4,13 +4,20 @@
 //! An oversized body is drained (up to a cap) before the 413 is sent, so HTTP clients that
 //! write the whole body before reading the answer see the 413 rather than a reset connection;
 //! past the cap the connection is dropped.
+//!
+//! All bodies being read or answered share one budget ([`BodyBudget`],
+//! `limits.max_inflight_body_bytes`): a request takes room for its body before reading it and
+//! gives it back when its answer has been built, so memory follows the work the service can do
+//! at once, not the number of clients sending large records.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::web::{Bytes, BytesMut, Payload};
 use futures_util::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
 
@@ -18,6 +25,62 @@ use super::ApiError;
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most read and thrown away from an oversized body before giving up on it.
 const DRAIN_CAP: usize = 64 * 1024 * 1024;
+
+/// How long a request waits for room in the [`BodyBudget`] before it is answered 503.
+const ROOM_WAIT: Duration = Duration::from_secs(10);
+/// The budget counts whole KiB (a semaphore's permits are a `u32` count).
+const ROOM_UNIT: usize = 1024;
+
+/// Room for the request bodies in flight over all workers (`limits.max_inflight_body_bytes`).
+/// Cloning shares the budget.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    room: Arc<Semaphore>,
+}
+
+/// The room one request holds; given back when dropped (after its answer is built).
+#[derive(Debug, Default)]
+pub struct BodyRoom {
+    permit: Option<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl BodyBudget {
+    pub fn new(max_inflight_bytes: usize) -> Self {
+        let units = max_inflight_bytes
+            .div_ceil(ROOM_UNIT)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            room: Arc::new(Semaphore::new(units)),
+        }
+    }
+
+    /// Grow `held` to cover `bytes`, waiting at most [`ROOM_WAIT`] for other requests to finish.
+    async fn cover(&self, held: &mut BodyRoom, bytes: usize) -> Result<(), ApiError> {
+        let have = held.bytes.div_ceil(ROOM_UNIT);
+        let need = bytes.div_ceil(ROOM_UNIT);
+        if need <= have {
+            return Ok(());
+        }
+        let more = u32::try_from(need - have).map_err(|_| ApiError::Busy)?;
+        let permit = tokio::time::timeout(ROOM_WAIT, self.room.clone().acquire_many_owned(more))
+            .await
+            .map_err(|_| {
+                tracing::warn!(
+                    bytes,
+                    "no room for the request body within 10 s (limits.max_inflight_body_bytes); answered 503"
+                );
+                ApiError::Busy
+            })?
+            .map_err(|_| ApiError::Busy)?; // the semaphore is never closed
+        match &mut held.permit {
+            Some(p) => p.merge(permit),
+            None => held.permit = Some(permit),
+        }
+        held.bytes = bytes;
+        Ok(())
+    }
+}
 
 /// Whether the request says its body is JSON (`application/json`, `application/fhir+json`,
 /// any `+json`), parameters such as `charset` allowed.
@@ -47,18 +110,26 @@ fn is_json(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// Read a JSON body of at most `limit` bytes.
+/// Read a JSON body of at most `limit` bytes, within `budget`. The [`BodyRoom`] returned must
+/// be kept until the answer is built.
 pub async fn read_json(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
-) -> Result<Bytes, ApiError> {
+    budget: &BodyBudget,
+) -> Result<(Bytes, BodyRoom), ApiError> {
     is_json(req)?;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    let mut room = BodyRoom::default();
+    // Room for a declared body is taken before a byte of it is read: until then it waits in
+    // the socket, not in memory. An oversized body is drained without room (it is not kept).
+    if let Some(n) = declared.filter(|&n| n <= limit) {
+        budget.cover(&mut room, n).await?;
+    }
     let read = async {
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
         let mut total = 0usize;
@@ -71,6 +142,8 @@ pub async fn read_json(
                 }
                 continue; // drain, do not keep
             }
+            // A chunked body (no Content-Length) takes room as it arrives.
+            budget.cover(&mut room, total).await?;
             buf.extend_from_slice(&chunk);
         }
         if total > limit {
@@ -81,7 +154,8 @@ pub async fn read_json(
     if declared.is_some_and(|n| n > DRAIN_CAP) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    tokio::time::timeout(BODY_TIMEOUT, read)
+    let body = tokio::time::timeout(BODY_TIMEOUT, read)
         .await
-        .unwrap_or(Err(ApiError::BodyRead))
+        .unwrap_or(Err(ApiError::BodyRead))?;
+    Ok((body, room))
 }

@@ -22,6 +22,10 @@ pub enum ApiError {
     BodyRead,
     #[error("no such endpoint")]
     NotFound,
+    /// The bodies already being read or answered use up `limits.max_inflight_body_bytes`
+    /// for longer than a request waits ([`super::body`]).
+    #[error("the service is busy with other large requests; retry in a few seconds")]
+    Busy,
     #[error("internal error (request id {0})")]
     Internal(String),
 }
@@ -94,6 +98,7 @@ impl ApiError {
             }
             ApiError::BodyRead => vec![issue("error", "incomplete", &self.to_string(), None)],
             ApiError::NotFound => vec![issue("error", "not-found", &self.to_string(), None)],
+            ApiError::Busy => vec![issue("error", "transient", &self.to_string(), None)],
             ApiError::Internal(_) => vec![issue("fatal", "exception", &self.to_string(), None)],
         }
     }
@@ -116,13 +121,17 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .insert_header(ContentType::json())
-            .body(self.body().to_string())
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header(ContentType::json());
+        if matches!(self, ApiError::Busy) {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "2"));
+        }
+        response.body(self.body().to_string())
     }
 }
 

@@ -19,6 +19,8 @@ use crate::pipeline::Engine;
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub max_body_bytes: usize,
+    /// Shared by every worker: see [`body::BodyBudget`].
+    pub body_budget: body::BodyBudget,
 }
 
 /// Register every route on an actix `ServiceConfig`.
@@ -61,11 +63,11 @@ async fn service_body(
     engine: &Engine,
     settings: &HttpSettings,
     service_id: &str,
-) -> Result<web::Bytes, ApiError> {
+) -> Result<(web::Bytes, body::BodyRoom), ApiError> {
     if !engine.has_service(service_id) {
         return Err(crate::pipeline::CallError::UnknownService(service_id.to_owned()).into());
     }
-    body::read_json(req, payload, settings.max_body_bytes).await
+    body::read_json(req, payload, settings.max_body_bytes, &settings.body_budget).await
 }
 
 /// `POST /cds-services/{id}`.
@@ -78,7 +80,8 @@ async fn call_service(
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let service_id = path.into_inner();
-    let bytes = service_body(&req, payload, &engine, &settings, &service_id).await?;
+    // `_room` holds the body's share of the in-flight budget until the answer is built.
+    let (bytes, _room) = service_body(&req, payload, &engine, &settings, &service_id).await?;
     let started = Instant::now();
     let request_id = request_id.to_string();
     // The authenticated issuer's own list of FHIR servers it may send (empty: not restricted).
@@ -172,7 +175,7 @@ async fn feedback(
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let service_id = path.into_inner();
-    let bytes = service_body(&req, payload, &engine, &settings, &service_id).await?;
+    let (bytes, _room) = service_body(&req, payload, &engine, &settings, &service_id).await?;
     let request_id = request_id.to_string();
     let items = guarded(&request_id, &service_id, async {
         engine.feedback(&service_id, &bytes)

@@ -298,7 +298,7 @@ fn limits_are_configurable_and_checked_at_start_up() {
     };
     let ok = write(
         "ok.toml",
-        "[limits]\nmax_json_depth = 32\nmax_string_bytes = 2048\nmax_bundle_entries = 50\nmax_record_resources = 60\n",
+        "[limits]\nmax_json_depth = 32\nmax_string_bytes = 2048\nmax_bundle_entries = 50\nmax_record_resources = 60\nmax_inflight_body_bytes = 9000000\n",
     );
     let s = Settings::load(Some(&ok), Overrides::default()).expect("valid limits");
     assert_eq!(
@@ -307,7 +307,8 @@ fn limits_are_configurable_and_checked_at_start_up() {
             max_json_depth: 32,
             max_string_bytes: 2048,
             max_bundle_entries: 50,
-            max_record_resources: 60
+            max_record_resources: 60,
+            max_inflight_body_bytes: 9_000_000,
         }
     );
     assert_eq!(
