@@ -4,7 +4,8 @@
 //! picks a free port, which the black-box tests use) and returns before serving, so the caller
 //! knows the address. Middleware order, outermost first: request tracing (request id) ->
 //! CORS (preflights answered before anything else; CORS headers on errors and 401s too) ->
-//! access log -> client authentication (the CDS Hooks JWT) -> routes.
+//! access log -> client authentication (the CDS Hooks JWT) -> routes. Calls run on one
+//! [`ComputePool`] shared by all workers, with as many threads as there are workers.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::{self, Authenticator};
 use crate::configuration::Settings;
 use crate::http::body;
+use crate::http::compute::ComputePool;
 use crate::http::routes::{self, HttpSettings};
 use crate::pipeline::{Engine, StartupError};
 use crate::telemetry;
@@ -81,6 +83,14 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             body_budget: body::BodyBudget::new(settings.limits.max_inflight_body_bytes),
         });
+        // As many call threads as HTTP workers (actix's default: one per core).
+        let threads = settings
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let pool = web::Data::new(
+            ComputePool::new(threads)
+                .map_err(|e| StartupError::Other(format!("cannot start the call threads: {e}")))?,
+        );
         let origins = settings.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
             App::new()
@@ -90,6 +100,7 @@ impl Application {
                 .wrap(TracingLogger::default())
                 .app_data(engine.clone())
                 .app_data(http.clone())
+                .app_data(pool.clone())
                 .app_data(authenticator.clone())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))

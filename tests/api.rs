@@ -2,6 +2,10 @@
 //! server on a random port.
 
 mod common;
+// The benchmarks' record generator (a 1,000-resource record for the test below).
+#[allow(dead_code)]
+#[path = "../benches/support/records.rs"]
+mod records;
 
 use common::{fixture, spawn_app};
 use serde_json::{Value, json};
@@ -376,6 +380,40 @@ async fn request_bodies_in_flight_share_one_budget() {
         .expect("answered once the room was given back")
         .unwrap();
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn probes_answer_while_a_heavy_call_runs() {
+    // One HTTP worker: before calls ran on their own threads, a probe waited behind the call.
+    let app = common::spawn_app_with(|s| s.workers = Some(1)).await;
+    let heavy = records::body(&records::request(records::Kind::Heavy));
+    let (client, url) = (app.client.clone(), format!("{}{SERVICE}", app.address));
+    let call = tokio::spawn(async move {
+        let res = client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(heavy)
+            .send()
+            .await
+            .unwrap();
+        res.status()
+    });
+    // Ask while the call is being worked on (a 1,000-resource record takes seconds in a test
+    // build), and expect the answer long before the call is done.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        app.client.get(format!("{}/healthz", app.address)).send(),
+    )
+    .await
+    .expect("/healthz answered while the call runs")
+    .unwrap();
+    assert_eq!(probe.status(), 200);
+    assert!(
+        !call.is_finished(),
+        "the probe was answered only once the heavy call had ended"
+    );
+    assert_eq!(call.await.unwrap(), 200);
 }
 
 #[tokio::test]

@@ -2,9 +2,12 @@
 //!
 //! Routes are thin: they read the body within the size limit, hand it to the
 //! [`Engine`](crate::pipeline::Engine) and turn its answer (or its [`CallError`]) into HTTP.
-//! Every error is a JSON FHIR OperationOutcome naming what was wrong ([`error`]).
+//! Every error is a JSON FHIR OperationOutcome naming what was wrong ([`error`]). The calls
+//! themselves run on a pool shared by all workers ([`compute`]), not on the worker that read
+//! the request.
 
 pub mod body;
+pub mod compute;
 pub mod error;
 pub mod routes;
 

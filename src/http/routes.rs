@@ -1,15 +1,14 @@
 //! The endpoints: discovery, service calls, feedback, liveness and readiness.
 
-use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use actix_web::HttpMessage;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::FutureExt;
 use serde_json::json;
 use tracing_actix_web::RequestId;
 
+use super::compute::ComputePool;
 use super::{ApiError, body};
 use crate::auth::VerifiedClient;
 use crate::hook::CdsResponse;
@@ -77,11 +76,11 @@ async fn call_service(
     payload: web::Payload,
     engine: web::Data<Engine>,
     settings: web::Data<HttpSettings>,
+    pool: web::Data<ComputePool>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let service_id = path.into_inner();
-    // `_room` holds the body's share of the in-flight budget until the answer is built.
-    let (bytes, _room) = service_body(&req, payload, &engine, &settings, &service_id).await?;
+    let (bytes, room) = service_body(&req, payload, &engine, &settings, &service_id).await?;
     let started = Instant::now();
     let request_id = request_id.to_string();
     // The authenticated issuer's own list of FHIR servers it may send (empty: not restricted).
@@ -90,11 +89,15 @@ async fn call_service(
         .get::<VerifiedClient>()
         .map(|c| c.fhir_servers.clone())
         .filter(|list| !list.is_empty());
-    let response = guarded(
-        &request_id,
-        &service_id,
-        engine.call_as(&service_id, &bytes, caller_allowed.as_deref()),
-    )
+    let engine = engine.into_inner();
+    let id = service_id.clone();
+    let response = guarded(&pool, &request_id, &service_id, async move {
+        let answer = engine.call_as(&id, &bytes, caller_allowed.as_deref()).await;
+        // The body's share of the in-flight budget is given back when the call is done, even
+        // if the client stopped waiting for it.
+        drop(room);
+        answer
+    })
     .await??;
     log_outcome(&service_id, &response, started);
     Ok(json_ok(
@@ -102,17 +105,18 @@ async fn call_service(
     ))
 }
 
-/// Run one request's work so that a panic in it (a bug) costs this request alone, not the
-/// worker and every connection on it: the panic is caught, logged with the request id (the
-/// panic message goes to the panic hook, not into the answer), and answered 500 with an
-/// OperationOutcome naming the request id; the worker keeps serving. Needs unwinding panics:
-/// the release profile must never set `panic = "abort"`.
-async fn guarded<T>(
+/// Run one request's work on the [`ComputePool`] so that a panic in it (a bug) costs this
+/// request alone, not the worker and every connection on it: the panic ends the call's task,
+/// is logged with the request id (the panic message goes to the panic hook, not into the
+/// answer), and is answered 500 with an OperationOutcome naming the request id; serving goes
+/// on. Needs unwinding panics: the release profile must never set `panic = "abort"`.
+async fn guarded<T: Send + 'static>(
+    pool: &ComputePool,
     request_id: &str,
     service_id: &str,
-    work: impl Future<Output = T>,
+    work: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    AssertUnwindSafe(work).catch_unwind().await.map_err(|_| {
+    pool.run(work).await.map_err(|_| {
         tracing::error!(
             request_id,
             service = %service_id,
@@ -172,13 +176,17 @@ async fn feedback(
     payload: web::Payload,
     engine: web::Data<Engine>,
     settings: web::Data<HttpSettings>,
+    pool: web::Data<ComputePool>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let service_id = path.into_inner();
-    let (bytes, _room) = service_body(&req, payload, &engine, &settings, &service_id).await?;
+    let (bytes, room) = service_body(&req, payload, &engine, &settings, &service_id).await?;
     let request_id = request_id.to_string();
-    let items = guarded(&request_id, &service_id, async {
-        engine.feedback(&service_id, &bytes)
+    let (engine, id) = (engine.into_inner(), service_id.clone());
+    let items = guarded(&pool, &request_id, &service_id, async move {
+        let items = engine.feedback(&id, &bytes);
+        drop(room);
+        items
     })
     .await??;
     for f in &items {
@@ -236,9 +244,12 @@ mod tests {
     use actix_web::{App, test};
 
     /// One route that panics through [`guarded`] and one that does not, on the same app.
-    async fn answer(panic: web::Path<bool>) -> Result<HttpResponse, ApiError> {
+    async fn answer(
+        panic: web::Path<bool>,
+        pool: web::Data<ComputePool>,
+    ) -> Result<HttpResponse, ApiError> {
         let panic = panic.into_inner();
-        let n = guarded("req-1", "svc", async move {
+        let n = guarded(&pool, "req-1", "svc", async move {
             if panic {
                 panic!("a bug");
             }
@@ -250,7 +261,13 @@ mod tests {
 
     #[actix_web::test]
     async fn a_panic_is_a_500_with_an_operation_outcome_and_serving_goes_on() {
-        let app = test::init_service(App::new().route("/{panic}", web::get().to(answer))).await;
+        let pool = web::Data::new(ComputePool::new(1).unwrap());
+        let app = test::init_service(
+            App::new()
+                .app_data(pool)
+                .route("/{panic}", web::get().to(answer)),
+        )
+        .await;
         let res =
             test::call_service(&app, test::TestRequest::get().uri("/true").to_request()).await;
         assert_eq!(res.status(), 500);
