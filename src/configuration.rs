@@ -77,8 +77,11 @@ pub struct Settings {
     /// The externally visible base URL (e.g. `https://cds.example.org`), for deployments behind a
     /// proxy; used for the JWT `aud` check. Default: the request's own scheme and host.
     pub public_base_url: Option<String>,
-    /// Worker threads (default: one per core).
+    /// HTTP worker threads (default: one per core).
     pub workers: Option<usize>,
+    /// Threads that run the calls themselves, shared by all HTTP workers (default: one per
+    /// core); see `http::compute`.
+    pub call_threads: Option<usize>,
     /// Seconds to finish in-flight requests on SIGTERM / Ctrl-C.
     pub shutdown_timeout_secs: u64,
     /// Coverage policy thresholds.
@@ -106,6 +109,7 @@ impl Default for Settings {
             cards_dir: None,
             public_base_url: None,
             workers: None,
+            call_threads: None,
             shutdown_timeout_secs: 10,
             policy: PolicySettings::default(),
             auth: AuthSettings::default(),
@@ -307,6 +311,9 @@ impl Settings {
         if self.workers == Some(0) {
             return invalid("workers", "must be at least 1");
         }
+        if self.call_threads == Some(0) {
+            return invalid("call_threads", "must be at least 1");
+        }
         self.fhir.validate()?;
         self.limits
             .validate()
@@ -367,6 +374,10 @@ mod tests {
         let p = write("[policy]\npositive_margin_mm = 3.0\nclose_margin_mm = 2.0\n");
         let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("policy.close_margin_mm"), "{e}");
+        std::fs::remove_file(p).unwrap();
+        let p = write("call_threads = 0\n");
+        let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("call_threads"), "{e}");
         std::fs::remove_file(p).unwrap();
         // the in-flight budget must hold at least one largest body
         let p = write("max_body_bytes = 65536\n[limits]\nmax_inflight_body_bytes = 65535\n");

@@ -5,7 +5,7 @@
 //! knows the address. Middleware order, outermost first: request tracing (request id) ->
 //! CORS (preflights answered before anything else; CORS headers on errors and 401s too) ->
 //! access log -> client authentication (the CDS Hooks JWT) -> routes. Calls run on one
-//! [`ComputePool`] shared by all workers, with as many threads as there are workers.
+//! [`ComputePool`] shared by all workers (`call_threads`, default one per core).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -83,9 +83,8 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             body_budget: body::BodyBudget::new(settings.limits.max_inflight_body_bytes),
         });
-        // As many call threads as HTTP workers (actix's default: one per core).
         let threads = settings
-            .workers
+            .call_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let pool = web::Data::new(
             ComputePool::new(threads)
