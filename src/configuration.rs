@@ -367,26 +367,26 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let p = write("lisen = \"x\"\n");
-        let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
-        assert!(e.to_string().contains("lisen"), "{e}");
-        std::fs::remove_file(p).unwrap();
-        let p = write("[policy]\npositive_margin_mm = 3.0\nclose_margin_mm = 2.0\n");
-        let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
-        assert!(e.to_string().contains("policy.close_margin_mm"), "{e}");
-        std::fs::remove_file(p).unwrap();
-        let p = write("call_threads = 0\n");
-        let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
-        assert!(e.to_string().contains("call_threads"), "{e}");
-        std::fs::remove_file(p).unwrap();
-        // the in-flight budget must hold at least one largest body
-        let p = write("max_body_bytes = 65536\n[limits]\nmax_inflight_body_bytes = 65535\n");
-        let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
-        assert!(
-            e.to_string().contains("limits.max_inflight_body_bytes"),
-            "{e}"
-        );
-        std::fs::remove_file(p).unwrap();
+        // Each file is refused, and the error names the key at fault.
+        let cases = [
+            ("lisen = \"x\"\n", "lisen"),
+            (
+                "[policy]\npositive_margin_mm = 3.0\nclose_margin_mm = 2.0\n",
+                "policy.close_margin_mm",
+            ),
+            ("call_threads = 0\n", "call_threads"),
+            // the in-flight budget must hold at least one largest body
+            (
+                "max_body_bytes = 65536\n[limits]\nmax_inflight_body_bytes = 65535\n",
+                "limits.max_inflight_body_bytes",
+            ),
+        ];
+        for (text, named) in cases {
+            let p = write(text);
+            let e = Settings::load(Some(&p), Overrides::default()).unwrap_err();
+            std::fs::remove_file(p).unwrap();
+            assert!(e.to_string().contains(named), "{text:?}: {e}");
+        }
     }
 
     #[test]
