@@ -244,32 +244,13 @@ impl Engine {
         caller_allowed: Option<&[String]>,
     ) -> Result<CdsResponse, CallError> {
         let (service, request) = self.parse_call(service_id, body)?;
-        self.assess(service, request, caller_allowed).await
+        self.run(service, request, caller_allowed).await
     }
 
-    /// Stages 2-5 for a parsed request.
+    /// Stages 2-5 for a parsed request, with the caller's FHIR server allow-list (`None`: not
+    /// restricted by the caller). The request is taken by value so its prefetch is moved into
+    /// the patient record, not copied (a deep copy was about a quarter of a typical call).
     pub async fn run(
-        &self,
-        service: &ServiceDefinition,
-        request: &HookRequest,
-    ) -> Result<CdsResponse, CallError> {
-        self.run_as(service, request, None).await
-    }
-
-    /// Stages 2-5 for a parsed request, with the caller's FHIR server allow-list.
-    pub async fn run_as(
-        &self,
-        service: &ServiceDefinition,
-        request: &HookRequest,
-        caller_allowed: Option<&[String]>,
-    ) -> Result<CdsResponse, CallError> {
-        // A borrowed request's prefetch must be copied into the record; `call_as` owns its
-        // request and hands it over instead.
-        self.assess(service, request.clone(), caller_allowed).await
-    }
-
-    /// Stages 2-5, owning the request so its prefetch can be moved into the patient record.
-    async fn assess(
         &self,
         service: &ServiceDefinition,
         mut request: HookRequest,
@@ -302,12 +283,11 @@ impl Engine {
             // The fast path: nothing to say, nothing fetched.
             return Ok(CdsResponse::default());
         }
-        // Moved, not copied: a deep copy of the prefetch was a quarter of a typical call
-        // (BENCHMARKS.md). Nothing below reads `request.prefetch`.
+        // Moved, not copied (see above). Nothing below reads `request.prefetch`.
         let prefetched = std::mem::take(&mut request.prefetch);
         let record = match self
             .gatherer
-            .gather_from(service, &request, prefetched, caller_allowed)
+            .gather(service, &request, prefetched, caller_allowed)
             .await
         {
             Ok(r) => r,

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     };
     request.fhir_server = None;
     request.fhir_authorization = None;
-    if let Ok(response) = block_on(ENGINE.run(service, &request)) {
+    if let Ok(response) = block_on(ENGINE.run(service, request, None)) {
         // The answer must serialise: the route writes it with serde_json.
         serde_json::to_vec(&response).expect("a CdsResponse always serialises");
     }

@@ -109,21 +109,11 @@ impl Gatherer {
     /// `fhir_servers`), when it has one: `fhirServer` must then lie under one of them as well
     /// (`None` or empty: no restriction beyond `fhir.allowed_base_urls`). The server is checked
     /// only when something must be fetched; a refusal happens before any connection.
+    ///
+    /// The prefetch comes by value, apart from the rest of the request: a caller that owns the
+    /// request moves it out (`std::mem::take`) so the prefetched resources are moved into the
+    /// record instead of deep-copied. `request.prefetch` itself is not read.
     pub async fn gather(
-        &self,
-        service: &ServiceDefinition,
-        request: &HookRequest,
-        caller_allowed: Option<&[String]>,
-    ) -> Result<PatientRecord, GatherError> {
-        self.gather_from(service, request, request.prefetch.clone(), caller_allowed)
-            .await
-    }
-
-    /// [`Gatherer::gather`] with the request's prefetch handed over by value: a caller that
-    /// owns the request moves it out (`std::mem::take`) so the prefetched resources are moved
-    /// into the record instead of deep-copied; the copy was about a quarter of the time of a
-    /// typical call (BENCHMARKS.md). `request.prefetch` itself is not read.
-    pub async fn gather_from(
         &self,
         service: &ServiceDefinition,
         request: &HookRequest,
@@ -312,7 +302,7 @@ mod tests {
         ];
         let req = request(&format!("{}/fhir", server.uri()), &all, Some("tok-123"));
         let fetched = gatherer(|_| {})
-            .gather(&service(), &req, None)
+            .gather(&service(), &req, req.prefetch.clone(), None)
             .await
             .unwrap();
         let prefetched = prefetch::record_from_prefetch(
@@ -332,7 +322,7 @@ mod tests {
         mount_example(&server, None).await;
         let req = request(&format!("{}/fhir", server.uri()), &["observations"], None);
         let record = gatherer(|_| {})
-            .gather(&service(), &req, None)
+            .gather(&service(), &req, req.prefetch.clone(), None)
             .await
             .unwrap();
         let seen = server.received_requests().await.unwrap();
@@ -356,7 +346,10 @@ mod tests {
         v["context"].as_object_mut().unwrap().remove("encounterId");
         v["fhirServer"] = json!(server.uri());
         let req = HookRequest::from_json(v).unwrap();
-        let record = gatherer(|_| {}).gather(&svc, &req, None).await.unwrap();
+        let record = gatherer(|_| {})
+            .gather(&svc, &req, req.prefetch.clone(), None)
+            .await
+            .unwrap();
         assert!(record.unavailable.is_none());
         let issue = record
             .issues
@@ -385,7 +378,10 @@ mod tests {
         let g = gatherer(|s| s.fhir.timeout_ms = 300);
         let req = request(&server.uri(), &["conditions", "observations"], None);
         let started = std::time::Instant::now();
-        let record = g.gather(&service(), &req, None).await.unwrap();
+        let record = g
+            .gather(&service(), &req, req.prefetch.clone(), None)
+            .await
+            .unwrap();
         let took = started.elapsed();
         assert!(took < Duration::from_millis(1000), "{took:?}");
         let why = record.unavailable.unwrap();
@@ -411,7 +407,7 @@ mod tests {
             None,
         );
         let record = gatherer(|_| {})
-            .gather(&service(), &req, None)
+            .gather(&service(), &req, req.prefetch.clone(), None)
             .await
             .unwrap();
         assert_eq!(
@@ -432,7 +428,10 @@ mod tests {
             &["observations"],
             Some("tok"),
         );
-        let e = g.gather(&service(), &req, None).await.unwrap_err();
+        let e = g
+            .gather(&service(), &req, req.prefetch.clone(), None)
+            .await
+            .unwrap_err();
         let GatherError::Refused(why) = e;
         assert!(
             why.contains("fhir.allowed_base_urls") && !why.contains("tok"),
@@ -442,14 +441,18 @@ mod tests {
         let caller = vec!["https://ehr.example.org/fhir".to_owned()];
         assert!(
             gatherer(|_| {})
-                .gather(&service(), &req, Some(&caller))
+                .gather(&service(), &req, req.prefetch.clone(), Some(&caller))
                 .await
                 .is_err()
         );
         assert!(server.received_requests().await.unwrap().is_empty());
         // nothing missing: nothing to check, nothing fetched
         let full = request(&format!("{}/fhir", server.uri()), &[], None);
-        assert!(g.gather(&service(), &full, None).await.is_ok());
+        assert!(
+            g.gather(&service(), &full, full.prefetch.clone(), None)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
@@ -461,7 +464,7 @@ mod tests {
             a.access_token = "line\nbreak".to_owned();
         }
         let record = gatherer(|_| {})
-            .gather(&service(), &req, None)
+            .gather(&service(), &req, req.prefetch.clone(), None)
             .await
             .unwrap();
         assert!(record.unavailable.unwrap().contains("access token"));
