@@ -112,11 +112,15 @@ pub enum ValueSetId {
     ProcedureUnusableStatus,
     /// Coverage.status values of a usable Coverage.
     CoverageActiveStatus,
+    /// Observation codes of a TNM stage group (whose `hasMember` holds the T category).
+    StageGroupObservation,
+    /// Secondary (metastatic) malignant neoplasms: not another primary cancer.
+    SecondaryCancer,
 }
 
 impl ValueSetId {
     /// Every value set the service needs.
-    pub const ALL: [ValueSetId; 22] = [
+    pub const ALL: [ValueSetId; 24] = [
         ValueSetId::IortCptCodes,
         ValueSetId::IortProcedures,
         ValueSetId::RadiotherapyCourse,
@@ -139,6 +143,8 @@ impl ValueSetId {
         ValueSetId::ObservationUnusableStatus,
         ValueSetId::ProcedureUnusableStatus,
         ValueSetId::CoverageActiveStatus,
+        ValueSetId::StageGroupObservation,
+        ValueSetId::SecondaryCancer,
     ];
 
     /// The last segment of the canonical URL (and the file name without `.json`).
@@ -166,6 +172,8 @@ impl ValueSetId {
             ValueSetId::ObservationUnusableStatus => "observation-unusable-status",
             ValueSetId::ProcedureUnusableStatus => "procedure-unusable-status",
             ValueSetId::CoverageActiveStatus => "coverage-active-status",
+            ValueSetId::StageGroupObservation => "stage-group-observation",
+            ValueSetId::SecondaryCancer => "secondary-cancer",
         }
     }
 
