@@ -301,6 +301,13 @@ pub fn is_cancer_condition_profile(profile: &str) -> bool {
     uris::MCODE_CANCER_CONDITION_PROFILES.contains(&base)
 }
 
+/// Whether a `meta.profile` canonical is mCODE's secondary (metastatic) cancer condition
+/// profile: a metastasis of a primary cancer, not another primary.
+pub fn is_secondary_cancer_condition_profile(profile: &str) -> bool {
+    let base = profile.split('|').next().unwrap_or(profile).trim();
+    base == uris::MCODE_CANCER_CONDITION_PROFILES[1]
+}
+
 /// The power of ten that turns a length in the given unit into millimetres (`cm` -> 1,
 /// `um` -> -3), or `None` for a unit that is not a length this service understands.
 ///

@@ -83,6 +83,9 @@ pub struct CriterionResult {
     pub criterion: Criterion,
     pub value: Tri,
     pub evidence: Vec<Evidence>,
+    /// What was found in the record but could not be used for this criterion (unlinked,
+    /// unreadable, past), worded for the card: shown instead of the generic "how to document".
+    pub notes: Vec<String>,
 }
 
 /// The CRD `covered` value.
@@ -178,13 +181,14 @@ pub fn decide(facts: OrderFacts) -> Determination {
 fn rectal_cancer(facts: &OrderFacts) -> CriterionResult {
     let value = match facts.indication.status {
         IndicationStatus::RectalCancer => Tri::Met,
-        IndicationStatus::OtherCancer => Tri::NotMet,
-        IndicationStatus::NotDocumented => Tri::Unknown,
+        IndicationStatus::OtherCancer | IndicationStatus::OtherDiagnosis => Tri::NotMet,
+        IndicationStatus::NotDocumented | IndicationStatus::ReasonUnavailable => Tri::Unknown,
     };
     CriterionResult {
         criterion: Criterion::RectalCancer,
         value,
         evidence: facts.indication.evidence.clone(),
+        notes: facts.indication.notes.clone(),
     }
 }
 
@@ -198,6 +202,7 @@ fn positive_or_close_margins(facts: &OrderFacts) -> CriterionResult {
         criterion: Criterion::PositiveOrCloseMargins,
         value,
         evidence: facts.margins.evidence.clone(),
+        notes: facts.margins.notes.clone(),
     }
 }
 
@@ -228,6 +233,11 @@ fn t4_or_recurrent(facts: &OrderFacts) -> CriterionResult {
         criterion: Criterion::T4OrRecurrent,
         value,
         evidence,
+        // Unlinked T categories matter only while the criterion is not met.
+        notes: match value {
+            Tri::Met => Vec::new(),
+            Tri::NotMet | Tri::Unknown => facts.staging.notes.clone(),
+        },
     }
 }
 
@@ -276,7 +286,12 @@ pub(crate) mod test_support {
                 "2026-09-01",
                 "Malignant neoplasm of sigmoid colon (ICD-10-CM C18.7)",
             )],
-            IndicationStatus::NotDocumented => Vec::new(),
+            IndicationStatus::OtherDiagnosis => vec![ev(
+                "Condition/htn-1",
+                "2026-09-01",
+                "order reason: Essential hypertension (SNOMED CT 59621000)",
+            )],
+            IndicationStatus::NotDocumented | IndicationStatus::ReasonUnavailable => Vec::new(),
         };
         let staging_ev = match t {
             TCategory::T4 => vec![ev(
@@ -342,19 +357,18 @@ pub(crate) mod test_support {
             },
             indication: IndicationFact {
                 status: indication,
-                condition: match indication {
-                    IndicationStatus::NotDocumented => None,
-                    _ => Some(indication_ev[0].reference.clone()),
-                },
+                condition: indication_ev.first().map(|e| e.reference.clone()),
                 via: match indication {
                     IndicationStatus::NotDocumented => IndicationSource::None,
                     _ => IndicationSource::ReasonReference,
                 },
                 evidence: indication_ev,
+                notes: Vec::new(),
             },
             staging: StagingFact {
                 category: t,
                 evidence: staging_ev,
+                notes: Vec::new(),
             },
             recurrence: RecurrenceFact {
                 recurrent,
@@ -363,6 +377,7 @@ pub(crate) mod test_support {
             margins: MarginFact {
                 status: margins,
                 evidence: margin_ev,
+                notes: Vec::new(),
             },
             coverage: Some(CoverageRef {
                 reference: "Coverage/cov-1".to_owned(),

@@ -1,40 +1,46 @@
 //! The indication of an IORT order, and the "scope" the other facts are read in.
 //!
-//! Order of sources, each used only when the previous one yields no cancer:
-//! 1. the order's `reasonReference` Conditions (resolved against the record by `Condition/id`
-//!    or a full URL ending in it; one missing from the record is noted as a record issue;
-//!    references to other resource types, or to contained resources, are not followed);
-//! 2. the order's `reasonCode`;
-//! 3. the patient's cancer Conditions.
+//! Sources, in order; each is used only when the previous one names nothing:
+//! 1. **The order's own reason**, `reasonReference` to Conditions. It decides whatever the
+//!    Conditions are coded as: the order says what it treats, and an order for breast cancer is
+//!    not covered because the patient also has rectal cancer. References are resolved in every
+//!    form real servers send: relative (`Condition/x`), absolute (`https://ehr/fhir/R4/Condition/x`),
+//!    versioned (`.../_history/2`) and contained (`#x`, the order's own `contained`).
+//!    - a referenced rectal cancer: rectal;
+//!    - else a referenced Condition the record does not hold: unknown (the gather stage has
+//!      already tried to fetch it by id; what could not be read is never guessed at);
+//!    - else the referenced Conditions are something else (another cancer, a code the
+//!      service does not recognise, a non-cancer diagnosis): not rectal.
 //!
-//! A reason that names a cancer settles the question even when the patient has other cancers:
-//! an order for breast cancer is not covered just because the patient also has rectal cancer.
-//! Within one source a rectal cancer is preferred, then the most recent (recordedDate / onset),
-//! then record order. Conditions whose verificationStatus is refuted or entered-in-error are
-//! ignored everywhere.
+//!    Refuted and entered-in-error Conditions are void: a reference to one names nothing.
+//! 2. **The order's `reasonCode`**, when it names a cancer (a rectal one first). Codes that are
+//!    not cancers (an encounter-for-radiotherapy Z code, say) say nothing about the site.
+//! 3. **The patient's current primary cancers**: clinicalStatus active, recurrence, relapse or
+//!    absent. Inactive, remission and resolved cancers are history, and a metastasis (ICD-10-CM
+//!    C77-C79, a SNOMED CT secondary malignant neoplasm, or the mCODE secondary cancer
+//!    profile) is not a primary. A rectal cancer is preferred, then the most recent.
 //!
-//! A Condition is a cancer when its code is in `any-cancer` or it claims an mCODE primary /
-//! secondary cancer condition profile; it is rectal when its code is in `rectal-cancer`.
+//! A Condition is a cancer when its code is in `any-cancer` or `secondary-cancer`, or it claims
+//! an mCODE cancer condition profile; it is rectal when its code is in `rectal-cancer`.
 //!
 //! The scope ("that cancer", whose staging, recurrence and margins count):
 //! - rectal indication: every usable rectal cancer Condition of the patient. Problem lists often
 //!   carry the same rectal cancer twice (an ICD-10-CM and a SNOMED CT entry, or the primary and
 //!   its recurrence) and a patient has one rectum, so a T4 recorded on either entry is a T4 of
 //!   this cancer;
-//! - another cancer: only the chosen Condition;
+//! - another cancer or diagnosis: only the chosen Condition;
 //! - nothing documented: empty.
 //!
-//! Unlinked data (a T-category or margin Observation with no `focus` / `partOf` /
-//! `derivedFrom` pointing at a Condition or Procedure of the record, as older mCODE STU1/2 data
-//! has) is attributed to this order's cancer only when no other *active* cancer could own it:
-//! every usable cancer Condition outside the scope has a clinicalStatus in `condition-inactive`
-//! (inactive, remission, resolved). With a single candidate cancer there is no doubt whose the
-//! data is; a breast cancer in remission for years does not make this year's margin finding
-//! ambiguous; two active cancers do. A cancer Condition without a clinicalStatus counts as
-//! active (the cautious reading).
+//! Unlinked data (a T-category or margin Observation linked to no Condition or Procedure of the
+//! record, as much published mCODE data is) is attributed to this order's cancer only when no
+//! other current primary cancer could own it: with one candidate there is no doubt whose the
+//! data is; a breast cancer in remission for years, or the rectal cancer's own liver metastasis,
+//! does not make this year's margin finding ambiguous; two current primaries do, and then the
+//! card says which finding is unlinked and how to link it.
 
 use std::collections::HashSet;
 
+use fhirbolt::model::r4::Resource;
 use fhirbolt::model::r4::resources::{Condition, Procedure, ServiceRequest};
 use fhirbolt::model::r4::types::{CodeableConcept, Coding, Reference};
 
@@ -45,7 +51,10 @@ use crate::facts::fhir::{
 };
 use crate::facts::{Evidence, IndicationFact, IndicationSource, IndicationStatus};
 use crate::gather::{PatientRecord, RecordIssue};
-use crate::terminology::{Terminology, ValueSetId, is_cancer_condition_profile, normalise_code};
+use crate::terminology::{
+    Terminology, ValueSetId, is_cancer_condition_profile, is_secondary_cancer_condition_profile,
+    normalise_code,
+};
 
 /// Rectal or another site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +63,7 @@ pub(crate) enum Site {
     Other,
 }
 
-/// A usable cancer Condition of the record.
+/// A usable cancer Condition of the record (or of the order's `contained`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cancer<'a> {
     pub condition: &'a Condition,
@@ -62,6 +71,11 @@ pub(crate) struct Cancer<'a> {
     /// The coding that classified it, when the code did (not only the profile).
     pub coding: Option<&'a Coding>,
     pub date: Option<DateKey>,
+    /// Not a metastasis (secondary cancer).
+    pub primary: bool,
+    /// clinicalStatus active, recurrence, relapse or absent (not inactive / remission /
+    /// resolved).
+    pub current: bool,
 }
 
 impl Cancer<'_> {
@@ -80,42 +94,59 @@ fn classify_concept<'a>(cc: &'a CodeableConcept, t: &Terminology) -> Option<(Sit
         return Some((Site::Rectal, c));
     }
     t.matching_coding(ValueSetId::AnyCancer, cc)
+        .or_else(|| t.matching_coding(ValueSetId::SecondaryCancer, cc))
         .map(|c| (Site::Other, c))
+}
+
+/// Whether a Condition's clinicalStatus says the disease is no longer active.
+pub(crate) fn is_history(c: &Condition, t: &Terminology) -> bool {
+    c.clinical_status
+        .as_deref()
+        .is_some_and(|s| t.concept_in(ValueSetId::ConditionInactive, s))
 }
 
 /// Classify a Condition (usable or not: callers filter on usability).
 pub(crate) fn classify<'a>(c: &'a Condition, t: &Terminology) -> Option<Cancer<'a>> {
+    let profiles = || {
+        c.meta
+            .as_deref()
+            .into_iter()
+            .flat_map(|m| m.profile.iter())
+            .filter_map(|p| text(Some(p)))
+    };
     let by_code = c.code.as_deref().and_then(|cc| classify_concept(cc, t));
-    let by_profile = c.meta.as_deref().is_some_and(|m| {
-        m.profile
-            .iter()
-            .any(|p| text(Some(p)).is_some_and(is_cancer_condition_profile))
-    });
+    let by_profile = profiles().any(is_cancer_condition_profile);
     let (site, coding) = match by_code {
         Some((site, coding)) => (site, Some(coding)),
         None if by_profile => (Site::Other, None),
         None => return None,
     };
+    let secondary = site != Site::Rectal
+        && (c
+            .code
+            .as_deref()
+            .is_some_and(|cc| t.concept_in(ValueSetId::SecondaryCancer, cc))
+            || profiles().any(is_secondary_cancer_condition_profile));
     Some(Cancer {
         condition: c,
         site,
         coding,
         date: key_of(condition_date(c)),
+        primary: !secondary,
+        current: !is_history(c, t),
     })
 }
 
-/// The preferred cancer: rectal first, then the most recent, then the first in record order.
+/// The preferred cancer: rectal first, then current, then the most recent, then the first in
+/// record order.
 fn pick<'a, 'b>(cancers: impl IntoIterator<Item = &'b Cancer<'a>>) -> Option<Cancer<'a>>
 where
     'a: 'b,
 {
     let mut best: Option<Cancer<'a>> = None;
+    let rank = |c: &Cancer<'_>| (c.site == Site::Rectal, c.current, c.date);
     for c in cancers {
-        let better = match &best {
-            None => true,
-            Some(b) => (c.site == Site::Rectal, c.date) > (b.site == Site::Rectal, b.date),
-        };
-        if better {
+        if best.as_ref().is_none_or(|b| rank(c) > rank(b)) {
             best = Some(*c);
         }
     }
@@ -139,6 +170,9 @@ pub(crate) struct Scope<'a> {
     record_procedure_ids: HashSet<&'a str>,
     /// Whether unlinked Observations may be attributed to this cancer.
     pub unlinked_ok: bool,
+    /// When they may not: the other current primary cancers that could own them
+    /// (`Condition/id`), for the card's note.
+    pub competing: Vec<String>,
 }
 
 /// Where a resource's links point.
@@ -160,17 +194,18 @@ impl<'a> Scope<'a> {
         record: &'a PatientRecord,
         t: &Terminology,
     ) -> Self {
-        let condition_ids: HashSet<&str> =
-            conditions.iter().filter_map(|c| condition_id(c)).collect();
-        let in_scope = |c: &Condition| conditions.iter().any(|s| std::ptr::eq(*s, c));
-        let inactive = |c: &Condition| {
-            c.clinical_status
-                .as_deref()
-                .is_some_and(|s| t.concept_in(ValueSetId::ConditionInactive, s))
-        };
-        let unlinked_ok = cancers
+        // Ids of record Conditions only: a contained Condition's id is local to the order.
+        let condition_ids: HashSet<&str> = conditions
             .iter()
-            .all(|c| in_scope(c.condition) || inactive(c.condition));
+            .filter(|c| record.conditions.iter().any(|r| std::ptr::eq(r, **c)))
+            .filter_map(|c| condition_id(c))
+            .collect();
+        let in_scope = |c: &Condition| conditions.iter().any(|s| std::ptr::eq(*s, c));
+        let competing: Vec<String> = cancers
+            .iter()
+            .filter(|c| c.primary && c.current && !in_scope(c.condition))
+            .map(|c| crate::facts::fhir::resource_ref("Condition", condition_id(c.condition)))
+            .collect();
 
         let procedures: Vec<&Procedure> = record
             .procedures
@@ -182,8 +217,11 @@ impl<'a> Scope<'a> {
                     .iter()
                     .filter_map(|r| reference_id(r, "Condition"))
                     .any(|id| condition_ids.contains(id));
-                // Rectal surgery belongs to the cancer unless the order is for another cancer.
-                let rectal = status != IndicationStatus::OtherCancer
+                // Rectal surgery belongs to the cancer unless the order is for something else.
+                let rectal = status == IndicationStatus::RectalCancer
+                    || status == IndicationStatus::NotDocumented
+                    || status == IndicationStatus::ReasonUnavailable;
+                let rectal = rectal
                     && (p
                         .code
                         .as_deref()
@@ -201,7 +239,8 @@ impl<'a> Scope<'a> {
             record_procedure_ids: record.procedures.iter().filter_map(procedure_id).collect(),
             conditions,
             condition_ids,
-            unlinked_ok,
+            unlinked_ok: competing.is_empty(),
+            competing,
         }
     }
 
@@ -229,13 +268,30 @@ impl<'a> Scope<'a> {
         }
     }
 
-    /// Whether data with these links counts for this order's cancer.
-    pub fn accepts<'r>(&self, refs: impl IntoIterator<Item = &'r Reference>) -> bool {
-        match self.link(refs) {
+    /// Whether data whose links resolve to `link` counts for this order's cancer.
+    pub fn accepts_link(&self, link: Link) -> bool {
+        match link {
             Link::InScope => true,
             Link::Elsewhere => false,
             Link::Unlinked => self.unlinked_ok,
         }
+    }
+
+    /// The card's note for a finding that is present but not linked to this cancer, while
+    /// other current cancers could own it: what it is and how to link it.
+    pub fn unlinked_note(&self, finding: &str, link_element: &str) -> String {
+        let target = self
+            .conditions
+            .first()
+            .and_then(|c| condition_id(c))
+            .map(|id| format!("Condition/{id}"))
+            .unwrap_or_else(|| "the cancer Condition".to_owned());
+        format!(
+            "{finding} is not linked to the cancer this order treats, and the patient has \
+             other current cancers ({}) it could belong to: set its {link_element} to {target} \
+             and sign again.",
+            self.competing.join(", ")
+        )
     }
 }
 
@@ -262,8 +318,10 @@ fn scope_conditions<'a>(
             }
             v
         }
-        IndicationStatus::OtherCancer => chosen.into_iter().collect(),
-        IndicationStatus::NotDocumented => Vec::new(),
+        IndicationStatus::OtherCancer | IndicationStatus::OtherDiagnosis => {
+            chosen.into_iter().collect()
+        }
+        IndicationStatus::NotDocumented | IndicationStatus::ReasonUnavailable => Vec::new(),
     }
 }
 
@@ -281,9 +339,59 @@ fn same_coding(a: &Coding, b: &Coding) -> bool {
     }
 }
 
+/// What one `reasonReference` of the order resolves to.
+enum Reason<'a> {
+    /// A usable Condition (cancer or not).
+    Found(&'a Condition),
+    /// A Condition the record (or the order's `contained`) does not hold: `Condition/id` or the
+    /// reference as written.
+    Missing(String),
+    /// A refuted / entered-in-error Condition, or a reference to another resource type.
+    Void,
+}
+
+fn resolve_reason<'a>(
+    r: &Reference,
+    sr: &'a ServiceRequest,
+    record: &'a PatientRecord,
+    t: &Terminology,
+) -> Reason<'a> {
+    let usable = |c: &'a Condition| {
+        if condition_usable(c, t) {
+            Reason::Found(c)
+        } else {
+            Reason::Void
+        }
+    };
+    let Some(value) = text(r.reference.as_ref()) else {
+        return Reason::Void;
+    };
+    if let Some(local) = value.strip_prefix('#') {
+        return sr
+            .contained
+            .iter()
+            .find_map(|res| match res {
+                Resource::Condition(c) if condition_id(c) == Some(local) => Some(usable(c)),
+                _ => None,
+            })
+            .unwrap_or_else(|| Reason::Missing(value.to_owned()));
+    }
+    let Some(id) = reference_id(r, "Condition") else {
+        return Reason::Void;
+    };
+    match record
+        .conditions
+        .iter()
+        .find(|c| condition_id(c) == Some(id))
+    {
+        Some(c) => usable(c),
+        None => Reason::Missing(format!("Condition/{id}")),
+    }
+}
+
 /// The indication of the order and the scope of its other facts.
 pub(crate) fn find<'a>(
-    sr: Option<&ServiceRequest>,
+    sr: Option<&'a ServiceRequest>,
     order_ref: &str,
     record: &'a PatientRecord,
     t: &Terminology,
@@ -299,7 +407,8 @@ pub(crate) fn find<'a>(
     let finish = |status: IndicationStatus,
                   chosen: Option<&'a Condition>,
                   via: IndicationSource,
-                  evidence: Vec<Evidence>| {
+                  evidence: Vec<Evidence>,
+                  notes: Vec<String>| {
         let conditions = scope_conditions(status, chosen, &cancers);
         let scope = Scope::new(status, conditions, &cancers, record, t);
         let fact = IndicationFact {
@@ -309,45 +418,78 @@ pub(crate) fn find<'a>(
                 .map(|id| format!("Condition/{id}")),
             via,
             evidence,
+            notes,
         };
         (fact, scope)
     };
 
     if let Some(sr) = sr {
-        // 1. reasonReference
-        let mut referenced = Vec::new();
+        // 1. reasonReference: the order's own reason decides.
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
         for r in &sr.reason_reference {
-            let Some(id) = reference_id(r, "Condition") else {
-                continue;
-            };
-            match record
-                .conditions
-                .iter()
-                .find(|c| condition_id(c) == Some(id))
-            {
-                Some(c) if condition_usable(c, t) => {
-                    if let Some(cancer) = classify(c, t) {
-                        referenced.push(cancer);
-                    }
-                }
-                Some(_) => {}
-                None => issues.push(RecordIssue {
-                    source: "draftOrders".to_owned(),
-                    resource: Some(order_ref.to_owned()),
-                    problem: format!("reasonReference Condition/{id} is not in the patient record"),
-                }),
+            match resolve_reason(r, sr, record, t) {
+                Reason::Found(c) => found.push(c),
+                Reason::Missing(what) => missing.push(what),
+                Reason::Void => {}
             }
         }
-        if let Some(best) = pick(&referenced) {
+        for what in &missing {
+            issues.push(RecordIssue {
+                source: "draftOrders".to_owned(),
+                resource: Some(order_ref.to_owned()),
+                problem: format!("reasonReference {what} is not in the patient record"),
+            });
+        }
+        let classified: Vec<Cancer<'a>> = found.iter().filter_map(|c| classify(c, t)).collect();
+        if let Some(best) = pick(classified.iter().filter(|c| c.site == Site::Rectal)) {
             return finish(
-                status_of(best.site),
+                IndicationStatus::RectalCancer,
                 Some(best.condition),
                 IndicationSource::ReasonReference,
                 vec![best.evidence()],
+                Vec::new(),
+            );
+        }
+        if !missing.is_empty() {
+            let note = format!(
+                "The order's reason ({}) could not be read from the record, so whether it is \
+                 rectal cancer is unknown: make sure the order's reason Condition is in the \
+                 patient's record.",
+                missing.join(", ")
+            );
+            return finish(
+                IndicationStatus::ReasonUnavailable,
+                None,
+                IndicationSource::ReasonReference,
+                Vec::new(),
+                vec![note],
+            );
+        }
+        if let Some(best) = pick(&classified) {
+            return finish(
+                IndicationStatus::OtherCancer,
+                Some(best.condition),
+                IndicationSource::ReasonReference,
+                vec![best.evidence()],
+                Vec::new(),
+            );
+        }
+        if let Some(c) = found.first() {
+            let detail = match c.code.as_deref() {
+                Some(code) => format!("order reason: {}", concept_label(code, None)),
+                None => "order reason: a Condition without a code".to_owned(),
+            };
+            return finish(
+                IndicationStatus::OtherDiagnosis,
+                Some(c),
+                IndicationSource::ReasonReference,
+                vec![condition_evidence(c, detail)],
+                Vec::new(),
             );
         }
 
-        // 2. reasonCode
+        // 2. reasonCode, when it names a cancer.
         let mut reasons: Vec<(Site, &CodeableConcept, &Coding)> = sr
             .reason_code
             .iter()
@@ -381,24 +523,41 @@ pub(crate) fn find<'a>(
                 chosen.map(|c| c.condition),
                 IndicationSource::ReasonCode,
                 evidence,
+                Vec::new(),
             );
         }
     }
 
-    // 3. the patient's cancer Conditions
-    if let Some(best) = pick(&cancers) {
+    // 3. the patient's current primary cancers
+    if let Some(best) = pick(cancers.iter().filter(|c| c.primary && c.current)) {
         return finish(
             status_of(best.site),
             Some(best.condition),
             IndicationSource::PatientConditions,
             vec![best.evidence()],
+            Vec::new(),
         );
     }
+    let past: Vec<String> = cancers
+        .iter()
+        .map(|c| crate::facts::fhir::resource_ref("Condition", condition_id(c.condition)))
+        .collect();
+    let notes = if past.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "The order names no reason, and the patient's cancer Conditions ({}) are past \
+             (inactive, remission, resolved) or metastases: record the cancer this order treats \
+             as the order's reason.",
+            past.join(", ")
+        )]
+    };
     finish(
         IndicationStatus::NotDocumented,
         None,
         IndicationSource::None,
         Vec::new(),
+        notes,
     )
 }
 
@@ -608,16 +767,185 @@ mod tests {
     }
 
     #[test]
-    fn non_cancer_conditions_are_not_documented_cancer() {
+    fn a_named_reason_decides_whatever_it_is_coded_as() {
+        // A non-cancer diagnosis, and a breast cancer code the value sets may not know (mCODE's
+        // example patient): both name the reason, so the rectal cancer beside them is not used.
+        for (system, code) in [
+            ("http://snomed.info/sct", "38341003"),
+            ("http://snomed.info/sct", "353431000119107"),
+            ("http://example.org/local-dx", "BRCA-L"),
+        ] {
+            let rec = record(
+                vec![coded("reason", system, code), rectal("rc", "2024-01-02")],
+                vec![],
+                vec![],
+            );
+            let sr = order(json!({"reasonReference": [{"reference": "Condition/reason"}]}));
+            let (fact, _, _) = run(Some(sr), &rec);
+            assert!(
+                matches!(
+                    fact.status,
+                    IndicationStatus::OtherDiagnosis | IndicationStatus::OtherCancer
+                ),
+                "{code}: {:?}",
+                fact.status
+            );
+            assert_eq!(fact.via, IndicationSource::ReasonReference);
+            assert_eq!(fact.condition.as_deref(), Some("Condition/reason"));
+            assert_eq!(fact.evidence[0].reference, "Condition/reason");
+        }
+    }
+
+    #[test]
+    fn every_reference_form_resolves() {
         let rec = record(
-            vec![coded("htn", "http://snomed.info/sct", "38341003")],
+            vec![
+                coded("bc", "http://snomed.info/sct", "254837009"),
+                rectal("rc", "2024-01-02"),
+            ],
             vec![],
             vec![],
         );
-        let sr = order(json!({"reasonReference": [{"reference": "Condition/htn"}]}));
-        assert_eq!(
-            run(Some(sr), &rec).0.status,
-            IndicationStatus::NotDocumented
+        for form in [
+            "Condition/rc",
+            "https://ehr.example.org/fhir/R4/Condition/rc",
+            "Condition/rc/_history/2",
+            "https://ehr.example.org/fhir/R4/Condition/rc/_history/7",
+        ] {
+            let sr = order(json!({"reasonReference": [{"reference": form}]}));
+            let (fact, issues, _) = run(Some(sr), &rec);
+            assert_eq!(fact.status, IndicationStatus::RectalCancer, "{form}");
+            assert!(issues.is_empty(), "{form}");
+        }
+        for form in [
+            "Condition/bc",
+            "https://ehr.example.org/fhir/R4/Condition/bc",
+            "Condition/bc/_history/1",
+        ] {
+            let sr = order(json!({"reasonReference": [{"reference": form}]}));
+            assert_eq!(
+                run(Some(sr), &rec).0.status,
+                IndicationStatus::OtherCancer,
+                "{form}"
+            );
+        }
+    }
+
+    #[test]
+    fn contained_reason_is_read_from_the_order() {
+        let rec = record(vec![rectal("rc", "2024-01-02")], vec![], vec![]);
+        let contained = |code: &str| {
+            json!({"contained": [{"resourceType": "Condition", "id": "dx1",
+                "subject": {"reference": "Patient/p1"},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]}}],
+                "reasonReference": [{"reference": "#dx1"}]})
+        };
+        let (fact, issues, _) = run(Some(order(contained("254837009"))), &rec);
+        assert_eq!(fact.status, IndicationStatus::OtherCancer);
+        assert!(issues.is_empty());
+        let (fact, _, _) = run(Some(order(contained("363351006"))), &rec);
+        assert_eq!(fact.status, IndicationStatus::RectalCancer);
+        assert_eq!(fact.condition.as_deref(), Some("Condition/dx1"));
+        // A fragment that names nothing in `contained` is an unreadable reason.
+        let sr = order(json!({"reasonReference": [{"reference": "#nope"}]}));
+        let (fact, issues, _) = run(Some(sr), &rec);
+        assert_eq!(fact.status, IndicationStatus::ReasonUnavailable);
+        assert_eq!(issues.len(), 1);
+    }
+
+    #[test]
+    fn an_unreadable_reason_is_unknown_unless_a_rectal_one_is_named() {
+        let rec = record(
+            vec![
+                coded("bc", "http://snomed.info/sct", "254837009"),
+                rectal("rc", "2024-01-02"),
+            ],
+            vec![],
+            vec![],
         );
+        let sr = order(json!({"reasonReference": [{"reference": "Condition/gone"},
+            {"reference": "Condition/bc"}]}));
+        let (fact, issues, _) = run(Some(sr), &rec);
+        assert_eq!(fact.status, IndicationStatus::ReasonUnavailable);
+        assert!(fact.evidence.is_empty());
+        assert!(fact.notes[0].contains("Condition/gone"), "{:?}", fact.notes);
+        assert_eq!(issues.len(), 1);
+        let sr = order(json!({"reasonReference": [{"reference": "Condition/gone"},
+            {"reference": "Condition/rc"}]}));
+        assert_eq!(run(Some(sr), &rec).0.status, IndicationStatus::RectalCancer);
+    }
+
+    fn with_status(id: &str, code: &str, clinical: &str) -> Condition {
+        condition(json!({"resourceType": "Condition", "id": id,
+            "subject": {"reference": "Patient/p1"},
+            "clinicalStatus": {"coding": [{"system":
+                "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical}]},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]}}))
+    }
+
+    #[test]
+    fn only_current_primary_cancers_stand_in_for_a_missing_reason() {
+        // A resolved rectal cancer beside an active breast cancer: no rectal indication.
+        let rec = record(
+            vec![
+                with_status("rc", "C20", "resolved"),
+                with_status("bc", "C50.911", "active"),
+            ],
+            vec![],
+            vec![],
+        );
+        let (fact, _, _) = run(None, &rec);
+        assert_eq!(fact.status, IndicationStatus::OtherCancer);
+        assert_eq!(fact.condition.as_deref(), Some("Condition/bc"));
+        // Only past cancers: not documented, and the card says why.
+        let rec = record(vec![with_status("rc", "C20", "remission")], vec![], vec![]);
+        let (fact, _, _) = run(None, &rec);
+        assert_eq!(fact.status, IndicationStatus::NotDocumented);
+        assert!(fact.notes[0].contains("Condition/rc"));
+        // relapse and recurrence are current.
+        for s in ["relapse", "recurrence", "active"] {
+            let rec = record(vec![with_status("rc", "C20", s)], vec![], vec![]);
+            assert_eq!(
+                run(None, &rec).0.status,
+                IndicationStatus::RectalCancer,
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_metastasis_is_not_another_primary() {
+        let rec = record(
+            vec![
+                with_status("rc", "C20", "active"),
+                with_status("liver", "C78.7", "active"),
+            ],
+            vec![],
+            vec![],
+        );
+        let (fact, _, unlinked_ok) = run(None, &rec);
+        assert_eq!(fact.status, IndicationStatus::RectalCancer);
+        assert!(
+            unlinked_ok,
+            "the rectal cancer's own metastasis competes for nothing"
+        );
+        // A metastasis alone does not stand in for a primary.
+        let rec = record(
+            vec![with_status("liver", "C78.7", "active")],
+            vec![],
+            vec![],
+        );
+        assert_eq!(run(None, &rec).0.status, IndicationStatus::NotDocumented);
+        // Nor does one claiming the mCODE secondary profile with a code the sets do not know.
+        let secondary = condition(json!({"resourceType": "Condition", "id": "m2",
+            "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition"]},
+            "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "http://example.org/local", "code": "MET"}]}}));
+        let rec = record(
+            vec![with_status("rc", "C20", "active"), secondary],
+            vec![],
+            vec![],
+        );
+        assert!(run(None, &rec).2);
     }
 }

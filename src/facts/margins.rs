@@ -23,9 +23,15 @@
 //!
 //! The most recent assessment wins (Observation effective[x] / issued, Procedure performed[x];
 //! partial dates compared by [`DateKey`]); undated assessments are older than dated ones. On an
-//! equal date the worse status wins (positive over close over clear), since two findings of the
-//! same day are parts of one pathology report and the margin is as bad as its worst part; all
-//! assessments of that date with that status are returned as evidence.
+//! equal date an amended / corrected report supersedes a final one, and a final one a
+//! preliminary one; then the worse status wins (positive over close over clear), since two
+//! findings of the same day and standing are parts of one pathology report and the margin is as
+//! bad as its worst part; all assessments of that date with that status are returned as
+//! evidence.
+//!
+//! A finding tied to nothing while other current cancers exist is not used; when it is newer
+//! than every finding that is, the margin status is not known (a later report may have
+//! overturned the one used) and the fact carries a note saying how to link it.
 
 use fhirbolt::model::r4::resources::{Observation, ObservationComponentValue, ObservationValue};
 use fhirbolt::model::r4::types::{CodeableConcept, Quantity};
@@ -35,7 +41,7 @@ use crate::facts::fhir::{
     concept_label, key_of, observation_date, observation_evidence, observation_usable,
     procedure_date, procedure_evidence, text,
 };
-use crate::facts::indication::Scope;
+use crate::facts::indication::{Link, Scope};
 use crate::facts::{Evidence, MarginFact, MarginStatus, MarginThresholds};
 use crate::gather::PatientRecord;
 use crate::terminology::{Terminology, ValueSetId, length_unit_to_mm_exponent};
@@ -62,6 +68,8 @@ fn word(status: MarginStatus) -> &'static str {
 struct Assessment {
     status: MarginStatus,
     date: Option<DateKey>,
+    /// [`report_rank`] of the report it comes from.
+    rank: u8,
     evidence: Evidence,
 }
 
@@ -178,6 +186,17 @@ fn pairs(o: &Observation) -> Vec<(&CodeableConcept, Value<'_>)> {
     out
 }
 
+/// How far a report's status says it is final: an amended or corrected report supersedes the
+/// final one it replaces, which supersedes a preliminary one, when their dates cannot order
+/// them. Procedures (their outcome is the surgeon's final word) rank as final.
+fn report_rank(status: Option<&str>) -> u8 {
+    match status {
+        Some("amended") | Some("corrected") => 3,
+        Some("final") | None => 2,
+        _ => 1,
+    }
+}
+
 /// The margin fact for the scope.
 pub(crate) fn find(
     scope: &Scope<'_>,
@@ -186,6 +205,8 @@ pub(crate) fn find(
     th: &MarginThresholds,
 ) -> MarginFact {
     let mut assessments = Vec::new();
+    // Findings tied to nothing while other current cancers could own them.
+    let mut ambiguous = Vec::new();
 
     for p in &scope.procedures {
         if let Some(outcome) = p.outcome.as_deref()
@@ -194,6 +215,7 @@ pub(crate) fn find(
             assessments.push(Assessment {
                 status,
                 date: key_of(procedure_date(p)),
+                rank: report_rank(None),
                 evidence: procedure_evidence(p, format!("outcome: {label}")),
             });
         }
@@ -204,7 +226,6 @@ pub(crate) fn find(
         .iter()
         .filter(|o| observation_usable(o, t))
     {
-        let links = o.focus.iter().chain(&o.part_of).chain(&o.derived_from);
         let mut found = Vec::new();
         for (code, value) in pairs(o) {
             let result = match value {
@@ -218,40 +239,70 @@ pub(crate) fn find(
             };
             found.extend(result);
         }
-        if found.is_empty() || !scope.accepts(links) {
-            continue;
-        }
         // Several margin findings in one Observation: the worst is what it says.
-        if let Some((status, label)) = found.into_iter().max_by_key(|(s, _)| severity(*s)) {
-            assessments.push(Assessment {
-                status,
-                date: key_of(observation_date(o)),
-                evidence: observation_evidence(o, label),
-            });
+        let Some((status, label)) = found.into_iter().max_by_key(|(s, _)| severity(*s)) else {
+            continue;
+        };
+        let link = scope.link(o.focus.iter().chain(&o.part_of).chain(&o.derived_from));
+        let assessment = Assessment {
+            status,
+            date: key_of(observation_date(o)),
+            rank: report_rank(text(Some(&o.status))),
+            evidence: observation_evidence(o, label),
+        };
+        if scope.accepts_link(link) {
+            assessments.push(assessment);
+        } else if link == Link::Unlinked {
+            ambiguous.push(assessment);
         }
     }
 
-    let Some(best) = assessments
+    let order = |a: &Assessment| (a.date, a.rank, severity(a.status));
+    let best = assessments.iter().map(order).max();
+    // An unattributable finding newer than the one used may be this cancer's latest word: the
+    // margin is then not known (never "covered" on a finding a later report may overturn).
+    let newer: Vec<&Assessment> = ambiguous
         .iter()
-        .map(|a| (a.date, severity(a.status)))
-        .max()
-    else {
+        .filter(|a| best.is_none_or(|b| (a.date, a.rank) > (b.0, b.1)))
+        .collect();
+    if !newer.is_empty() {
+        let notes = newer
+            .iter()
+            .map(|a| {
+                scope.unlinked_note(
+                    &format!("{} ({})", a.evidence.reference, a.evidence.detail),
+                    "focus (or partOf, to the resection)",
+                )
+            })
+            .collect();
         return MarginFact {
             status: MarginStatus::NotDocumented,
             evidence: Vec::new(),
+            notes,
+        };
+    }
+    let Some(best) = best else {
+        return MarginFact {
+            status: MarginStatus::NotDocumented,
+            evidence: Vec::new(),
+            notes: Vec::new(),
         };
     };
     let mut status = MarginStatus::NotDocumented;
     let mut evidence = Vec::new();
     for a in assessments {
-        if (a.date, severity(a.status)) == best {
+        if order(&a) == best {
             status = a.status;
             if !evidence.contains(&a.evidence) {
                 evidence.push(a.evidence);
             }
         }
     }
-    MarginFact { status, evidence }
+    MarginFact {
+        status,
+        evidence,
+        notes: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -571,5 +622,66 @@ mod tests {
         assert_eq!(scaled_decimal("2000", -3), Some(2.0));
         assert_eq!(scaled_decimal("abc", 0), None);
         assert_eq!(scaled_decimal("", 0), None);
+    }
+
+    #[test]
+    fn an_amended_report_supersedes_the_report_of_the_same_date() {
+        let with_status = |id: &str, status: &str, value: &str| {
+            let mut o = coded_obs(
+                id,
+                "2024-05-10",
+                value,
+                json!({"focus": [{"reference": "Condition/rc"}]}),
+            );
+            o.status.value = Some(status.to_owned());
+            o
+        };
+        for (first, second, expected) in [
+            ("preliminary", "final", MarginStatus::Clear),
+            ("final", "amended", MarginStatus::Clear),
+            ("final", "corrected", MarginStatus::Clear),
+        ] {
+            // The involved finding is in the superseded report, the clear one in the later.
+            let rec = record(
+                vec![rectal("rc")],
+                vec![],
+                vec![
+                    with_status("old", first, "370109009"),
+                    with_status("new", second, "55182004"),
+                ],
+            );
+            let m = margins(&rec);
+            assert_eq!(m.status, expected, "{first} then {second}");
+            assert_eq!(m.evidence[0].reference, "Observation/new");
+        }
+    }
+
+    #[test]
+    fn a_newer_unattributable_finding_makes_the_margin_unknown() {
+        let linked = coded_obs(
+            "linked",
+            "2024-04-02",
+            "370109009",
+            json!({"focus": [{"reference": "Condition/rc"}]}),
+        );
+        let newer = coded_obs("later", "2024-06-01", "55182004", json!({}));
+        let rec = record(
+            vec![rectal("rc"), breast("bc")],
+            vec![],
+            vec![linked.clone(), newer],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::NotDocumented);
+        assert!(m.notes[0].contains("Observation/later"), "{:?}", m.notes);
+        // An older unattributable finding does not overturn the linked one.
+        let older = coded_obs("earlier", "2024-01-01", "55182004", json!({}));
+        let rec = record(
+            vec![rectal("rc"), breast("bc")],
+            vec![],
+            vec![linked, older],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Positive);
+        assert!(m.notes.is_empty());
     }
 }

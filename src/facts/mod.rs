@@ -78,7 +78,13 @@ pub enum IndicationStatus {
     RectalCancer,
     /// A cancer diagnosis that is not rectal (colon, anus, breast ...).
     OtherCancer,
-    /// No cancer diagnosis documented at all.
+    /// The order's reason is a diagnosis that is not a cancer the service recognises (the
+    /// order names it, so it is not rectal cancer).
+    OtherDiagnosis,
+    /// The order names its reason, but the referenced Condition could not be read (absent
+    /// from the record and not fetchable): unknown, never guessed from other Conditions.
+    ReasonUnavailable,
+    /// No current cancer diagnosis documented.
     NotDocumented,
 }
 
@@ -92,6 +98,9 @@ pub struct IndicationFact {
     /// patient's cancer Conditions.
     pub via: IndicationSource,
     pub evidence: Vec<Evidence>,
+    /// What the card should say about what was found but could not be used (an unreadable
+    /// reason, only past cancers), in place of the generic "how to document".
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +126,9 @@ pub enum TCategory {
 pub struct StagingFact {
     pub category: TCategory,
     pub evidence: Vec<Evidence>,
+    /// T categories present in the record but not attributable to this cancer (unlinked while
+    /// other current cancers exist): what they are and how to link them.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +154,9 @@ pub enum MarginStatus {
 pub struct MarginFact {
     pub status: MarginStatus,
     pub evidence: Vec<Evidence>,
+    /// Margin findings present but not attributable to this cancer, or that could not be
+    /// ordered against the one used: what they are and what to do.
+    pub notes: Vec<String>,
 }
 
 /// The Coverage the determination is about.
@@ -219,14 +234,18 @@ pub fn extract(
         Some(_) => None,
         None => orders::service_request_from_raw(&order.raw),
     };
-    let request = order.service_request.as_deref().or(read_again.as_ref());
     let mut record_issues = record.issues.clone();
 
-    let (indication, scope) =
-        indication::find(request, &order_ref, record, terminology, &mut record_issues);
-    let staging = staging::find(&scope, record, terminology);
-    let recurrence = recurrence::find(&scope, terminology);
-    let margins = margins::find(&scope, record, terminology, thresholds);
+    // The scope borrows the order (its `contained` reasons): read everything from it here.
+    let (indication, staging, recurrence, margins) = {
+        let request = order.service_request.as_deref().or(read_again.as_ref());
+        let (indication, scope) =
+            indication::find(request, &order_ref, record, terminology, &mut record_issues);
+        let staging = staging::find(&scope, record, terminology);
+        let recurrence = recurrence::find(&scope, terminology);
+        let margins = margins::find(&scope, record, terminology, thresholds);
+        (indication, staging, recurrence, margins)
+    };
     let coverage = coverage::find(record, terminology, &mut record_issues);
 
     OrderFacts {
@@ -332,7 +351,7 @@ mod tests {
         rec.unavailable = Some("FHIR server returned 503 for Condition".to_owned());
         let order = iort_order(json!({"reasonReference": [{"reference": "Condition/missing"}]}));
         let f = extract(order, &rec, terminology(), &MarginThresholds::default());
-        assert_eq!(f.indication.status, IndicationStatus::NotDocumented);
+        assert_eq!(f.indication.status, IndicationStatus::ReasonUnavailable);
         assert_eq!(f.staging.category, TCategory::NotDocumented);
         assert_eq!(f.margins.status, MarginStatus::NotDocumented);
         assert!(f.coverage.is_none());

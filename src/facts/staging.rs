@@ -2,18 +2,27 @@
 //!
 //! Any T4 documented for the cancer counts, clinical, pathological or post-therapy alike (a
 //! tumour staged cT4 that shrank to ypT2 after neoadjuvant therapy was still a T4 lesion). The
-//! T category is read from:
+//! T category is read from, following every path mCODE links TNM data by:
 //! - `Condition.stage.summary` of a scope Condition (some EHRs put the T category there);
-//! - Observations referenced by `Condition.stage.assessment` (and, one level down, their
-//!   `hasMember`, for a stage-group Observation that groups the T/N/M Observations);
-//! - T-category Observations (`t-category-observation` codes) whose `focus` is a scope Condition,
-//!   or which have no focus at all (mCODE STU1/2 data) when no other active cancer could own
-//!   them (see [`Scope`](super::indication::Scope)). A T-category Observation focused on
-//!   another Condition never counts.
+//! - Observations referenced by a scope Condition's `stage.assessment`, and, one level down,
+//!   their `hasMember` (a stage group Observation grouping the T/N/M Observations);
+//! - the `hasMember` of a stage group Observation whose own `focus` is a scope Condition:
+//!   mCODE's TNM category Observations often carry no focus of their own and are tied to the
+//!   cancer only through their stage group;
+//! - T-category Observations (`t-category-observation` codes) whose own `focus` is a scope
+//!   Condition.
 //!
-//! Values are read from `valueCodeableConcept` (SNOMED CT or AJCC codes). Entered-in-error and
-//! cancelled Observations are ignored. Result: T4 when any T4 was found; else BelowT4 when a
-//! T0-T3 was found; else not documented.
+//! A T Observation tied to another cancer (its focus, its stage group's focus, or the other
+//! Condition's `stage.assessment`) never counts. One tied to nothing counts only when no other
+//! current primary cancer could own it (see [`Scope`](super::indication::Scope)); otherwise the
+//! fact carries a note naming it and how to link it, so the card does not ask for a T category
+//! the record already holds.
+//!
+//! Values are read from `valueCodeableConcept` (AJCC SNOMED CT concepts, the older SNOMED CT
+//! "T category" findings, AJCC codes). Entered-in-error and cancelled Observations are ignored.
+//! Result: T4 when any T4 was found; else BelowT4 when a T0-T3 was found; else not documented.
+
+use std::collections::HashMap;
 
 use fhirbolt::model::r4::resources::{Observation, ObservationValue};
 use fhirbolt::model::r4::types::CodeableConcept;
@@ -22,7 +31,7 @@ use crate::facts::fhir::{
     concept_label, condition_evidence, observation_evidence, observation_id, observation_usable,
     reference_id,
 };
-use crate::facts::indication::Scope;
+use crate::facts::indication::{Link, Scope};
 use crate::facts::{Evidence, StagingFact, TCategory};
 use crate::gather::PatientRecord;
 use crate::terminology::{Terminology, ValueSetId};
@@ -73,9 +82,72 @@ fn find_observation<'a>(record: &'a PatientRecord, id: &str) -> Option<&'a Obser
         .find(|o| observation_id(o) == Some(id))
 }
 
+/// The stronger of two links for the same Observation: in scope wins, then elsewhere.
+fn stronger(a: Link, b: Link) -> Link {
+    match (a, b) {
+        (Link::InScope, _) | (_, Link::InScope) => Link::InScope,
+        (Link::Elsewhere, _) | (_, Link::Elsewhere) => Link::Elsewhere,
+        _ => Link::Unlinked,
+    }
+}
+
+/// The links Observations inherit from whatever groups them: a Condition's `stage.assessment`
+/// (in scope or elsewhere) and stage groups' `hasMember` (the group's own link, itself
+/// possibly inherited from an assessment).
+fn inherited_links<'a>(
+    scope: &Scope<'_>,
+    record: &'a PatientRecord,
+    t: &Terminology,
+) -> HashMap<&'a str, Link> {
+    let mut links: HashMap<&str, Link> = HashMap::new();
+    let set = |links: &mut HashMap<&'a str, Link>, id: &'a str, link: Link| {
+        let entry = links.entry(id).or_insert(Link::Unlinked);
+        *entry = stronger(*entry, link);
+    };
+    for c in &record.conditions {
+        let link = if scope.conditions.iter().any(|s| std::ptr::eq(*s, c)) {
+            Link::InScope
+        } else {
+            Link::Elsewhere
+        };
+        for stage in &c.stage {
+            for a in &stage.assessment {
+                if let Some(id) = reference_id(a, "Observation") {
+                    set(&mut links, id, link);
+                }
+            }
+        }
+    }
+    for group in record
+        .observations
+        .iter()
+        .filter(|o| !o.has_member.is_empty() && observation_usable(o, t))
+    {
+        let own = scope.link(&group.focus);
+        let from_assessment = observation_id(group)
+            .and_then(|id| links.get(id).copied())
+            .unwrap_or(Link::Unlinked);
+        let link = match own {
+            Link::Unlinked => from_assessment,
+            l => l,
+        };
+        if link == Link::Unlinked {
+            continue;
+        }
+        for m in &group.has_member {
+            if let Some(id) = reference_id(m, "Observation") {
+                set(&mut links, id, link);
+            }
+        }
+    }
+    links
+}
+
 /// The staging fact for the scope.
 pub(crate) fn find(scope: &Scope<'_>, record: &PatientRecord, t: &Terminology) -> StagingFact {
     let mut found = Found::default();
+    // Found but tied to nothing while other current cancers exist.
+    let mut ambiguous: Vec<(Level, Evidence)> = Vec::new();
 
     for condition in &scope.conditions {
         for stage in &condition.stage {
@@ -110,34 +182,51 @@ pub(crate) fn find(scope: &Scope<'_>, record: &PatientRecord, t: &Terminology) -
         }
     }
 
+    let inherited = inherited_links(scope, record, t);
     for o in record
         .observations
         .iter()
         .filter(|o| observation_usable(o, t))
         .filter(|o| t.concept_in(ValueSetId::TCategoryObservation, &o.code))
     {
-        if scope.accepts(&o.focus)
-            && let Some((lvl, label)) = observation_level(o, t)
-        {
-            found.add(lvl, observation_evidence(o, label));
+        let Some((lvl, label)) = observation_level(o, t) else {
+            continue;
+        };
+        let link = match scope.link(&o.focus) {
+            Link::Unlinked => observation_id(o)
+                .and_then(|id| inherited.get(id).copied())
+                .unwrap_or(Link::Unlinked),
+            own => own,
+        };
+        let evidence = observation_evidence(o, label);
+        if scope.accepts_link(link) {
+            found.add(lvl, evidence);
+        } else if link == Link::Unlinked {
+            ambiguous.push((lvl, evidence));
         }
     }
 
-    if !found.t4.is_empty() {
-        StagingFact {
-            category: TCategory::T4,
-            evidence: found.t4,
-        }
+    let (category, evidence) = if !found.t4.is_empty() {
+        (TCategory::T4, found.t4)
     } else if !found.below.is_empty() {
-        StagingFact {
-            category: TCategory::BelowT4,
-            evidence: found.below,
-        }
+        (TCategory::BelowT4, found.below)
     } else {
-        StagingFact {
-            category: TCategory::NotDocumented,
-            evidence: Vec::new(),
-        }
+        (TCategory::NotDocumented, Vec::new())
+    };
+    // Only findings that would have changed the answer are worth the clinician's time.
+    let notes = ambiguous
+        .iter()
+        .filter(|(lvl, _)| match category {
+            TCategory::T4 => false,
+            TCategory::BelowT4 => *lvl == Level::T4,
+            TCategory::NotDocumented => true,
+        })
+        .map(|(_, e)| scope.unlinked_note(&format!("{} ({})", e.reference, e.detail), "focus"))
+        .collect();
+    StagingFact {
+        category,
+        evidence,
+        notes,
     }
 }
 
@@ -351,5 +440,96 @@ mod tests {
         assert_eq!(s.category, TCategory::T4);
         assert_eq!(s.evidence.len(), 1);
         assert_eq!(s.evidence[0].reference, "Observation/c");
+    }
+
+    fn group(id: &str, focus: Option<&str>, members: &[&str]) -> Observation {
+        let mut v = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-03-01",
+            "code": {"coding": [{"system": SCT, "code": "399588009"}]},
+            "valueCodeableConcept": {"coding": [{"system": SCT, "code": "1222806003",
+                "display": "American Joint Committee on Cancer stage IIIB"}]},
+            "hasMember": members.iter().map(|m| json!({"reference": format!("Observation/{m}")}))
+                .collect::<Vec<_>>()});
+        if let Some(f) = focus {
+            v["focus"] = json!([{"reference": f}]);
+        }
+        observation(v)
+    }
+
+    fn unfocused_t4(id: &str) -> Observation {
+        t_obs(id, (SCT, "384625004"), (SCT, "1229864001"), None)
+    }
+
+    #[test]
+    fn stage_group_focus_links_its_unfocused_members() {
+        // Two current cancers, so an unlinked T4 would not count; the stage group's focus ties
+        // it to the rectal cancer.
+        let rec = record(
+            vec![rectal("rc", Value::Null), breast("bc")],
+            vec![],
+            vec![group("sg", Some("Condition/rc"), &["t"]), unfocused_t4("t")],
+        );
+        let s = staging(&rec);
+        assert_eq!(s.category, TCategory::T4);
+        assert_eq!(s.evidence[0].reference, "Observation/t");
+        assert!(s.notes.is_empty());
+        // The same group focused on the breast cancer: that cancer's T4, never the rectal one's,
+        // even when the breast cancer is the only competitor in remission.
+        let rec = record(
+            vec![rectal("rc", Value::Null), breast("bc")],
+            vec![],
+            vec![group("sg", Some("Condition/bc"), &["t"]), unfocused_t4("t")],
+        );
+        let s = staging(&rec);
+        assert_eq!(s.category, TCategory::NotDocumented);
+        assert!(s.notes.is_empty(), "another cancer's T4 is not ambiguous");
+    }
+
+    #[test]
+    fn assessment_of_another_condition_claims_the_members() {
+        let bc = condition(json!({"resourceType": "Condition", "id": "bc",
+            "subject": {"reference": "Patient/p1"},
+            "clinicalStatus": {"coding": [{"system":
+                "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "remission"}]},
+            "code": {"coding": [{"system": SCT, "code": "254837009"}]},
+            "stage": [{"assessment": [{"reference": "Observation/sg"}]}]}));
+        let rec = record(
+            vec![rectal("rc", Value::Null), bc],
+            vec![],
+            vec![group("sg", None, &["t"]), unfocused_t4("t")],
+        );
+        // The breast cancer is in remission (so unlinked data would count), but this T4 is
+        // tied to it through its stage assessment.
+        assert_eq!(staging(&rec).category, TCategory::NotDocumented);
+    }
+
+    #[test]
+    fn an_unlinked_t4_with_two_current_cancers_is_a_note_not_a_request() {
+        let rec = record(
+            vec![rectal("rc", Value::Null), breast("bc")],
+            vec![],
+            vec![unfocused_t4("t")],
+        );
+        let s = staging(&rec);
+        assert_eq!(s.category, TCategory::NotDocumented);
+        assert_eq!(s.notes.len(), 1);
+        assert!(s.notes[0].contains("Observation/t"), "{}", s.notes[0]);
+        assert!(s.notes[0].contains("Condition/bc"), "{}", s.notes[0]);
+        assert!(s.notes[0].contains("Condition/rc"), "{}", s.notes[0]);
+    }
+
+    #[test]
+    fn older_snomed_t_findings_count() {
+        for (code, expected) in [
+            ("65565005", TCategory::T4),
+            ("14410001", TCategory::BelowT4),
+        ] {
+            let rec = record(
+                vec![rectal("rc", Value::Null)],
+                vec![],
+                vec![t_obs("t", (SCT, "384625004"), (SCT, code), None)],
+            );
+            assert_eq!(staging(&rec).category, expected, "{code}");
+        }
     }
 }

@@ -62,6 +62,9 @@ pub struct CriterionCtx {
     pub short_not_met: String,
     pub how_to_document: String,
     pub evidence: Vec<EvidenceCtx>,
+    /// What the record holds for this criterion but could not be used, and what to do about
+    /// it (e.g. a T category linked to no cancer); empty when there is nothing to say.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,7 +77,8 @@ pub struct EvidenceCtx {
 /// The facts behind the criteria, as codes (for short phrases in summaries).
 #[derive(Debug, Serialize)]
 pub struct FactsCtx {
-    /// `rectal-cancer` | `other-cancer` | `not-documented`.
+    /// `rectal-cancer` | `other-cancer` | `other-diagnosis` | `reason-unavailable` |
+    /// `not-documented`.
     pub indication: &'static str,
     /// `t4` | `below-t4` | `not-documented`.
     pub t_category: &'static str,
@@ -156,6 +160,7 @@ fn criterion(r: &CriterionResult, policy: &Policy) -> CriterionCtx {
         short_not_met: text.short_not_met.clone(),
         how_to_document: text.how_to_document.clone(),
         evidence: r.evidence.iter().map(evidence).collect(),
+        notes: r.notes.clone(),
     }
 }
 
@@ -235,6 +240,8 @@ pub fn build(d: &Determination, policy: &Policy, today: NaiveDate) -> CardContex
             indication: match f.indication.status {
                 IndicationStatus::RectalCancer => "rectal-cancer",
                 IndicationStatus::OtherCancer => "other-cancer",
+                IndicationStatus::OtherDiagnosis => "other-diagnosis",
+                IndicationStatus::ReasonUnavailable => "reason-unavailable",
                 IndicationStatus::NotDocumented => "not-documented",
             },
             t_category: match f.staging.category {
