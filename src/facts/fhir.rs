@@ -14,7 +14,7 @@ use fhirbolt::serde::DeserializeResourceOwned;
 use serde_json::Value;
 
 use crate::facts::Evidence;
-use crate::facts::dates::DateKey;
+use crate::facts::dates::ClinicalTime;
 use crate::terminology::{Terminology, ValueSetId, system_label};
 
 /// Parse a FHIR R4 resource from JSON, working around three fhirbolt 0.4 quirks.
@@ -257,7 +257,7 @@ pub(crate) fn condition_date(c: &Condition) -> Option<&str> {
 pub(crate) fn condition_evidence(c: &Condition, detail: String) -> Evidence {
     Evidence {
         reference: resource_ref("Condition", condition_id(c)),
-        date: condition_date(c).map(str::to_owned),
+        date: condition_date(c).map(chart_date),
         detail,
     }
 }
@@ -274,23 +274,76 @@ pub(crate) fn observation_usable(o: &Observation, t: &Terminology) -> bool {
         .is_some_and(|s| t.contains_code(ValueSetId::ObservationUnusableStatus, s))
 }
 
-/// effectiveDateTime / effectivePeriod.start / effectiveInstant, else issued.
-pub(crate) fn observation_date(o: &Observation) -> Option<&str> {
+/// Which element a finding's time was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeSource {
+    /// effective[x] / performed[x]: when it happened.
+    Clinical,
+    /// `Observation.issued`: when the report was released.
+    Issued,
+    /// `meta.lastUpdated`: when the server last changed the resource, the last resort.
+    LastUpdated,
+}
+
+/// The end of a Period, else its start: a finding is known once its period is over.
+fn period_time(p: &fhirbolt::model::r4::types::Period) -> Option<&str> {
+    text(p.end.as_ref()).or(text(p.start.as_ref()))
+}
+
+fn last_updated(meta: Option<&fhirbolt::model::r4::types::Meta>) -> Option<&str> {
+    meta.and_then(|m| text(m.last_updated.as_ref()))
+}
+
+/// effectiveDateTime / effectivePeriod (its end) / effectiveInstant, else issued, else
+/// meta.lastUpdated, with where it came from.
+pub(crate) fn observation_time(o: &Observation) -> Option<(&str, TimeSource)> {
     match &o.effective {
         Some(ObservationEffective::DateTime(d)) => text(Some(d)),
-        Some(ObservationEffective::Period(p)) => text(p.start.as_ref()),
+        Some(ObservationEffective::Period(p)) => period_time(p),
         Some(ObservationEffective::Instant(i)) => text(Some(i)),
         _ => None,
     }
-    .or_else(|| text(o.issued.as_ref()))
+    .map(|t| (t, TimeSource::Clinical))
+    .or_else(|| text(o.issued.as_ref()).map(|t| (t, TimeSource::Issued)))
+    .or_else(|| last_updated(o.meta.as_deref()).map(|t| (t, TimeSource::LastUpdated)))
+}
+
+/// `Observation.issued`, parsed.
+pub(crate) fn observation_issued(o: &Observation) -> Option<ClinicalTime> {
+    text(o.issued.as_ref()).and_then(ClinicalTime::parse)
 }
 
 pub(crate) fn observation_evidence(o: &Observation, detail: String) -> Evidence {
+    dated_evidence(
+        resource_ref("Observation", observation_id(o)),
+        observation_time(o),
+        detail,
+    )
+}
+
+/// The evidence line of a finding dated by `time`: the date as the chart has it, and a word
+/// when it is not the clinical time.
+fn dated_evidence(reference: String, time: Option<(&str, TimeSource)>, detail: String) -> Evidence {
+    let detail = match time.map(|(_, s)| s) {
+        Some(TimeSource::Issued) => format!("{detail} (dated by its report's issue time)"),
+        Some(TimeSource::LastUpdated) => {
+            format!("{detail} (no clinical date: dated by its last update on the server)")
+        }
+        _ => detail,
+    };
     Evidence {
-        reference: resource_ref("Observation", observation_id(o)),
-        date: observation_date(o).map(str::to_owned),
+        reference,
+        date: time.map(|(t, _)| chart_date(t)),
         detail,
     }
+}
+
+/// A FHIR date / dateTime as an evidence line shows it: the local date the chart means
+/// (`2025-05-06` for `2025-05-06T17:30:00-07:00`); a value that does not parse as written.
+pub(crate) fn chart_date(value: &str) -> String {
+    ClinicalTime::parse(value)
+        .map(|t| t.local_date())
+        .unwrap_or_else(|| value.trim().to_owned())
 }
 
 // ---------------------------------------------------------------- Procedure
@@ -304,26 +357,28 @@ pub(crate) fn procedure_usable(p: &Procedure, t: &Terminology) -> bool {
     !text(Some(&p.status)).is_some_and(|s| t.contains_code(ValueSetId::ProcedureUnusableStatus, s))
 }
 
-/// performedDateTime / performedPeriod.start.
-pub(crate) fn procedure_date(p: &Procedure) -> Option<&str> {
+/// performedDateTime / performedPeriod (its end), else meta.lastUpdated.
+pub(crate) fn procedure_time(p: &Procedure) -> Option<(&str, TimeSource)> {
     match &p.performed {
         Some(ProcedurePerformed::DateTime(d)) => text(Some(d)),
-        Some(ProcedurePerformed::Period(period)) => text(period.start.as_ref()),
+        Some(ProcedurePerformed::Period(period)) => period_time(period),
         _ => None,
     }
+    .map(|t| (t, TimeSource::Clinical))
+    .or_else(|| last_updated(p.meta.as_deref()).map(|t| (t, TimeSource::LastUpdated)))
 }
 
 pub(crate) fn procedure_evidence(p: &Procedure, detail: String) -> Evidence {
-    Evidence {
-        reference: resource_ref("Procedure", procedure_id(p)),
-        date: procedure_date(p).map(str::to_owned),
+    dated_evidence(
+        resource_ref("Procedure", procedure_id(p)),
+        procedure_time(p),
         detail,
-    }
+    )
 }
 
-/// The sortable key of an evidence date.
-pub(crate) fn key_of(date: Option<&str>) -> Option<DateKey> {
-    date.and_then(DateKey::parse)
+/// The comparable time of a finding dated by `time`.
+pub(crate) fn time_of(time: Option<(&str, TimeSource)>) -> Option<ClinicalTime> {
+    time.and_then(|(t, _)| ClinicalTime::parse(t))
 }
 
 #[cfg(test)]

@@ -44,9 +44,9 @@ use fhirbolt::model::r4::Resource;
 use fhirbolt::model::r4::resources::{Condition, Procedure, ServiceRequest};
 use fhirbolt::model::r4::types::{CodeableConcept, Coding, Reference};
 
-use crate::facts::dates::DateKey;
+use crate::facts::dates::{ClinicalTime, is_later};
 use crate::facts::fhir::{
-    concept_label, condition_date, condition_evidence, condition_id, condition_usable, key_of,
+    concept_label, condition_date, condition_evidence, condition_id, condition_usable,
     procedure_id, procedure_usable, reference_id, text,
 };
 use crate::facts::{Evidence, IndicationFact, IndicationSource, IndicationStatus};
@@ -70,7 +70,7 @@ pub(crate) struct Cancer<'a> {
     pub site: Site,
     /// The coding that classified it, when the code did (not only the profile).
     pub coding: Option<&'a Coding>,
-    pub date: Option<DateKey>,
+    pub date: Option<ClinicalTime>,
     /// Not a metastasis (secondary cancer).
     pub primary: bool,
     /// clinicalStatus active, recurrence, relapse or absent (not inactive / remission /
@@ -131,7 +131,7 @@ pub(crate) fn classify<'a>(c: &'a Condition, t: &Terminology) -> Option<Cancer<'
         condition: c,
         site,
         coding,
-        date: key_of(condition_date(c)),
+        date: condition_date(c).and_then(ClinicalTime::parse),
         primary: !secondary,
         current: !is_history(c, t),
     })
@@ -144,9 +144,12 @@ where
     'a: 'b,
 {
     let mut best: Option<Cancer<'a>> = None;
-    let rank = |c: &Cancer<'_>| (c.site == Site::Rectal, c.current, c.date);
+    let rank = |c: &Cancer<'_>| (c.site == Site::Rectal, c.current);
     for c in cancers {
-        if best.as_ref().is_none_or(|b| rank(c) > rank(b)) {
+        let better = best.as_ref().is_none_or(|b| {
+            rank(c) > rank(b) || (rank(c) == rank(b) && is_later(c.date.as_ref(), b.date.as_ref()))
+        });
+        if better {
             best = Some(*c);
         }
     }

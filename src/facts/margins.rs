@@ -36,10 +36,12 @@
 use fhirbolt::model::r4::resources::{Observation, ObservationComponentValue, ObservationValue};
 use fhirbolt::model::r4::types::{CodeableConcept, Quantity};
 
-use crate::facts::dates::DateKey;
+use std::cmp::Ordering;
+
+use crate::facts::dates::{ClinicalTime, compare_optional, is_later};
 use crate::facts::fhir::{
-    concept_label, key_of, observation_date, observation_evidence, observation_usable,
-    procedure_date, procedure_evidence, text,
+    concept_label, observation_evidence, observation_issued, observation_time, observation_usable,
+    procedure_evidence, procedure_time, text, time_of,
 };
 use crate::facts::indication::{Link, Scope};
 use crate::facts::{Evidence, MarginFact, MarginStatus, MarginThresholds};
@@ -67,7 +69,11 @@ fn word(status: MarginStatus) -> &'static str {
 
 struct Assessment {
     status: MarginStatus,
-    date: Option<DateKey>,
+    /// When it was found (see [`crate::facts::fhir::observation_time`]).
+    time: Option<ClinicalTime>,
+    /// When its report was released (`Observation.issued`), to order two reports whose
+    /// clinical times cannot be.
+    issued: Option<ClinicalTime>,
     /// [`report_rank`] of the report it comes from.
     rank: u8,
     evidence: Evidence,
@@ -214,7 +220,8 @@ pub(crate) fn find(
         {
             assessments.push(Assessment {
                 status,
-                date: key_of(procedure_date(p)),
+                time: time_of(procedure_time(p)),
+                issued: None,
                 rank: report_rank(None),
                 evidence: procedure_evidence(p, format!("outcome: {label}")),
             });
@@ -246,7 +253,8 @@ pub(crate) fn find(
         let link = scope.link(o.focus.iter().chain(&o.part_of).chain(&o.derived_from));
         let assessment = Assessment {
             status,
-            date: key_of(observation_date(o)),
+            time: time_of(observation_time(o)),
+            issued: observation_issued(o),
             rank: report_rank(text(Some(&o.status))),
             evidence: observation_evidence(o, label),
         };
@@ -257,52 +265,138 @@ pub(crate) fn find(
         }
     }
 
-    let order = |a: &Assessment| (a.date, a.rank, severity(a.status));
-    let best = assessments.iter().map(order).max();
-    // An unattributable finding newer than the one used may be this cancer's latest word: the
-    // margin is then not known (never "covered" on a finding a later report may overturn).
-    let newer: Vec<&Assessment> = ambiguous
-        .iter()
-        .filter(|a| best.is_none_or(|b| (a.date, a.rank) > (b.0, b.1)))
-        .collect();
-    if !newer.is_empty() {
-        let notes = newer
-            .iter()
-            .map(|a| {
-                scope.unlinked_note(
-                    &format!("{} ({})", a.evidence.reference, a.evidence.detail),
-                    "focus (or partOf, to the resection)",
-                )
-            })
-            .collect();
+    let Some(chosen) = latest(&assessments) else {
+        // Nothing usable; an unattributable finding is then worth a note.
+        let notes = ambiguous.iter().map(|a| unlinked(scope, a)).collect();
         return MarginFact {
             status: MarginStatus::NotDocumented,
             evidence: Vec::new(),
             notes,
         };
-    }
-    let Some(best) = best else {
+    };
+    let winner = &assessments[chosen.winners[0]];
+    // An unattributable finding not known to be older than the one used may be this cancer's
+    // latest word: the margin is then not known (never "covered" on a finding a later report
+    // may have overturned).
+    let newer: Vec<String> = ambiguous
+        .iter()
+        .filter(|a| !is_later(winner.time.as_ref(), a.time.as_ref()))
+        .map(|a| unlinked(scope, a))
+        .collect();
+    if !newer.is_empty() {
         return MarginFact {
             status: MarginStatus::NotDocumented,
             evidence: Vec::new(),
-            notes: Vec::new(),
+            notes: newer,
         };
-    };
-    let mut status = MarginStatus::NotDocumented;
-    let mut evidence = Vec::new();
-    for a in assessments {
-        if order(&a) == best {
-            status = a.status;
-            if !evidence.contains(&a.evidence) {
-                evidence.push(a.evidence);
-            }
+    }
+    let status = winner.status;
+    let mut evidence: Vec<Evidence> = Vec::new();
+    for &i in &chosen.winners {
+        let mut e = assessments[i].evidence.clone();
+        if chosen.time_decided
+            && let Some(t) = &assessments[i].time
+        {
+            e.date = Some(t.local_date_time());
+        }
+        if !evidence.contains(&e) {
+            evidence.push(e);
         }
     }
     MarginFact {
         status,
         evidence,
-        notes: Vec::new(),
+        notes: chosen.note.into_iter().collect(),
     }
+}
+
+fn unlinked(scope: &Scope<'_>, a: &Assessment) -> String {
+    scope.unlinked_note(
+        &format!("{} ({})", a.evidence.reference, a.evidence.detail),
+        "focus (or partOf, to the resection)",
+    )
+}
+
+/// The assessment(s) that say the current margin status.
+struct Latest {
+    /// Indexes of the assessments used, all with the status they say (one report's parts).
+    winners: Vec<usize>,
+    /// Set when the time of day decided between findings of the same local day.
+    time_decided: bool,
+    /// Set when two findings with different statuses could not be ordered at all.
+    note: Option<String>,
+}
+
+/// The latest assessment, the way the chart means it:
+/// 1. by time, where the precision of both times allows ([`compare_optional`]): the candidates
+///    are those no other finding is known to be later than;
+/// 2. among those, the report's status: amended / corrected over final over preliminary;
+/// 3. then `issued`, when it orders one report after all the others;
+/// 4. then the worse status, and a note when findings that differ could not be ordered.
+fn latest(all: &[Assessment]) -> Option<Latest> {
+    let mut candidates: Vec<usize> = (0..all.len())
+        .filter(|&i| {
+            !all.iter()
+                .any(|b| is_later(b.time.as_ref(), all[i].time.as_ref()))
+        })
+        .collect();
+    let first = *candidates.first()?;
+    let top_rank = candidates.iter().map(|&i| all[i].rank).max().unwrap_or(0);
+    candidates.retain(|&i| all[i].rank == top_rank);
+    if candidates.len() > 1
+        && let Some(&last) = candidates.iter().find(|&&i| {
+            candidates
+                .iter()
+                .all(|&j| j == i || is_later(all[i].issued.as_ref(), all[j].issued.as_ref()))
+        })
+        && all[last].issued.is_some()
+    {
+        candidates = vec![last];
+    }
+    let worst = candidates
+        .iter()
+        .map(|&i| severity(all[i].status))
+        .max()
+        .unwrap_or(0);
+    // Findings the time could not order and that disagree: say so.
+    let unordered = candidates.iter().any(|&i| {
+        candidates.iter().any(|&j| {
+            all[i].status != all[j].status
+                && compare_optional(all[i].time.as_ref(), all[j].time.as_ref())
+                    != Some(Ordering::Equal)
+        })
+    });
+    let winners: Vec<usize> = candidates
+        .into_iter()
+        .filter(|&i| severity(all[i].status) == worst)
+        .collect();
+    let w = winners.first().map(|&i| &all[i]).unwrap_or(&all[first]);
+    let note = unordered.then(|| {
+        format!(
+            "Two or more margin assessments could not be ordered by their dates or report \
+             status ({}); the worse, {}, is used. Check which report is current.",
+            all.iter()
+                .filter(
+                    |a| compare_optional(a.time.as_ref(), w.time.as_ref()) != Some(Ordering::Less)
+                )
+                .map(|a| a.evidence.reference.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            word(w.status)
+        )
+    });
+    // The time of day decided when a finding of the same local day, saying something else,
+    // is known to be earlier.
+    let time_decided = all.iter().any(|b| {
+        b.status != w.status
+            && matches!((&w.time, &b.time), (Some(x), Some(y)) if x.same_local_day(y))
+            && is_later(w.time.as_ref(), b.time.as_ref())
+    });
+    Some(Latest {
+        winners,
+        time_decided,
+        note,
+    })
 }
 
 #[cfg(test)]
@@ -578,7 +672,7 @@ mod tests {
         assert_eq!(m.status, MarginStatus::Positive);
         assert_eq!(m.evidence[0].reference, "Observation/d");
 
-        // A partial date is older than a full date in the same month.
+        // A month and a day within it cannot be ordered: the worse, with a note.
         let rec = record(
             vec![rectal("rc")],
             vec![],
@@ -592,7 +686,9 @@ mod tests {
                 distance("day", "2024-05-01", json!(3), "mm", None),
             ],
         );
-        assert_eq!(margins(&rec).status, MarginStatus::Clear);
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Positive);
+        assert!(m.notes[0].contains("could not be ordered"), "{:?}", m.notes);
     }
 
     #[test]
@@ -683,5 +779,165 @@ mod tests {
         let m = margins(&rec);
         assert_eq!(m.status, MarginStatus::Positive);
         assert!(m.notes.is_empty());
+    }
+
+    fn timed(id: &str, effective: Json, value: &str, extra: Json) -> Observation {
+        let mut v = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "subject": {"reference": "Patient/p1"},
+            "focus": [{"reference": "Condition/rc"}],
+            "code": {"coding": [{"system": SCT, "code": "395536008"}]},
+            "valueCodeableConcept": {"coding": [{"system": SCT, "code": value}]}});
+        if let Json::Object(m) = effective {
+            for (k, x) in m {
+                v[k] = x;
+            }
+        }
+        if let Json::Object(m) = extra {
+            for (k, x) in m {
+                v[k] = x;
+            }
+        }
+        observation(v)
+    }
+
+    #[test]
+    fn an_arizona_evening_frozen_section_is_before_the_next_days_report() {
+        // 17:30 -07:00 on 6 May is 00:30Z on 7 May; in UTC it would sort after the final report
+        // dated 7 May and the involved frozen section would win.
+        let rec = record(
+            vec![rectal("rc")],
+            vec![],
+            vec![
+                timed(
+                    "frozen",
+                    json!({"effectiveDateTime": "2025-05-06T17:30:00-07:00"}),
+                    "370109009",
+                    json!({}),
+                ),
+                timed(
+                    "final",
+                    json!({"effectiveDateTime": "2025-05-07"}),
+                    "55182004",
+                    json!({}),
+                ),
+            ],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Clear);
+        assert_eq!(m.evidence[0].reference, "Observation/final");
+        assert_eq!(m.evidence[0].date.as_deref(), Some("2025-05-07"));
+        assert!(m.notes.is_empty());
+    }
+
+    #[test]
+    fn the_report_status_then_issued_order_what_time_cannot() {
+        // Same local day, a date-time and a date: not ordered by time.
+        let frozen = |status: &str| {
+            timed(
+                "frozen",
+                json!({"effectiveDateTime": "2025-05-06T10:15:00-07:00"}),
+                "370109009",
+                json!({"status": status}),
+            )
+        };
+        let report = timed(
+            "report",
+            json!({"effectiveDateTime": "2025-05-06"}),
+            "55182004",
+            json!({"issued": "2025-05-09T16:02:11-07:00"}),
+        );
+        let rec = record(
+            vec![rectal("rc")],
+            vec![],
+            vec![frozen("preliminary"), report.clone()],
+        );
+        assert_eq!(
+            margins(&rec).status,
+            MarginStatus::Clear,
+            "final over preliminary"
+        );
+        // Both final: the later issued report wins.
+        let frozen_final = timed(
+            "frozen",
+            json!({"effectiveDateTime": "2025-05-06T10:15:00-07:00"}),
+            "370109009",
+            json!({"issued": "2025-05-06T10:40:00-07:00"}),
+        );
+        let rec = record(
+            vec![rectal("rc")],
+            vec![],
+            vec![frozen_final, report.clone()],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Clear, "issued orders them");
+        assert!(m.notes.is_empty());
+        // Both final, no issued: nothing orders them, the worse with a note.
+        let rec = record(
+            vec![rectal("rc")],
+            vec![],
+            vec![
+                frozen("final"),
+                timed(
+                    "report",
+                    json!({"effectiveDateTime": "2025-05-06"}),
+                    "55182004",
+                    json!({}),
+                ),
+            ],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Positive);
+        assert_eq!(m.notes.len(), 1);
+        assert!(m.notes[0].contains("Observation/frozen"), "{:?}", m.notes);
+    }
+
+    #[test]
+    fn time_sources_and_the_time_shown_where_it_decided() {
+        // Two date-times of the same local day: the time decides, and the evidence shows it.
+        let rec = record(
+            vec![rectal("rc")],
+            vec![],
+            vec![
+                timed(
+                    "am",
+                    json!({"effectiveDateTime": "2025-05-06T09:00:00-07:00"}),
+                    "55182004",
+                    json!({}),
+                ),
+                timed(
+                    "pm",
+                    json!({"effectivePeriod": {"start": "2025-05-06T15:00:00-07:00",
+                        "end": "2025-05-06T16:45:00-07:00"}}),
+                    "370109009",
+                    json!({}),
+                ),
+            ],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Positive);
+        assert_eq!(
+            m.evidence[0].date.as_deref(),
+            Some("2025-05-06 16:45 (UTC-07:00)"),
+            "a Period is dated by its end, shown with the time that decided"
+        );
+        // Only meta.lastUpdated: used, and the evidence says so.
+        let rec = record(
+            vec![rectal("rc")],
+            vec![],
+            vec![timed(
+                "late",
+                json!({"meta": {"lastUpdated": "2025-05-08T03:10:00.000Z"}}),
+                "370109009",
+                json!({}),
+            )],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Positive);
+        assert!(
+            m.evidence[0].detail.contains("last update"),
+            "{:?}",
+            m.evidence
+        );
+        assert_eq!(m.evidence[0].date.as_deref(), Some("2025-05-08"));
     }
 }
