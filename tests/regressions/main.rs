@@ -208,13 +208,16 @@ async fn too_many_draft_orders_answer_400() {
     assert_eq!(covered_codes(&body), ["covered", "covered", "covered"]);
 }
 
-/// `n` copies of the case's first Condition, with distinct ids.
+/// `n` copies of the case's first Condition, with distinct ids (the first keeps its own: the
+/// order names it as its reason).
 fn many_conditions(request: &mut Value, n: usize) {
     let first = request["prefetch"]["conditions"]["entry"][0].clone();
     let entries: Vec<Value> = (0..n)
         .map(|i| {
             let mut e = first.clone();
-            e["resource"]["id"] = json!(format!("copy-{i}"));
+            if i > 0 {
+                e["resource"]["id"] = json!(format!("copy-{i}"));
+            }
             e
         })
         .collect();
