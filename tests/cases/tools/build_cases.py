@@ -441,6 +441,73 @@ def main():
     case(n, "other-patient-in-bundles-newer-involved-margin", "The searchset Bundles also carry another patient's resources (Patient/pat-4471: a recurrent rectal cancer, a newer involved margin Observation with no focus, a newer resection with outcome involved). This patient: rectal pT4a, own margin uninvolved (2025-03-14). Rule 5: other patients' resources are ignored -> clear -> not-covered. Using them would make the newer involved margin win -> covered." + ADAPT,
          SRC_MCODE + "; " + SRC_USCORE, n, [iort_cpt(pid, reasons=[ref("Condition", "rectal-ca")])], conds, procs, obs, {"ServiceRequest/iort-electrons": "not-covered"})
 
+    # ------------------------------------------------------------ more rule edges
+    n = 88
+    pid = P(n)
+    conds, procs, obs = good_rectal_record(pid)
+    conds[0].pop("clinicalStatus")
+    conds[0]["category"] = [cc(CONDCAT, "encounter-diagnosis", "Encounter Diagnosis")]
+    conds[0]["meta"]["profile"] = [MCODE + "mcode-primary-cancer-condition", USCORE + "us-core-condition-encounter-diagnosis"]
+    conds[0]["encounter"] = {"reference": "Encounter/enc-onc-2024-09-18"}
+    case(n, "rectal-without-clinical-status-is-current", "No reason on the order. The rectal cancer is an encounter diagnosis without clinicalStatus (allowed for encounter-diagnosis in US Core); pT4a and involved margin are focused on it. Rule 1c: an absent clinicalStatus counts as current -> rectal is the current primary -> covered. A naive reading that requires clinicalStatus active finds no current cancer -> conditional." + ADAPT,
+         SRC_MCODE + "; " + SRC_USCORE, n, [iort_cpt(pid)], conds, procs, obs, {"ServiceRequest/iort-electrons": "covered"})
+
+    n = 89
+    pid = P(n)
+    conds, procs, obs = good_rectal_record(pid)
+    order = iort_cpt(pid)
+    order["reasonCode"] = [{"coding": [{"system": ICD10CM, "code": "Z51.0", "display": "Encounter for antineoplastic radiation therapy"}], "text": "Radiation therapy"}]
+    case(n, "reason-code-z51-0-ignored-falls-to-conditions", "The order's only reason is reasonCode ICD-10-CM Z51.0 (encounter for antineoplastic radiation therapy), no reasonReference. Rule 1b: codes that are not cancers are ignored, so the patient's current cancer stands in (1c): rectal, pT4a, involved margin -> covered. A naive reading that lets any reasonCode decide answers not-covered (not rectal)." + ADAPT,
+         SRC_MCODE + "; " + SRC_USCORE, n, [order], conds, procs, obs, {"ServiceRequest/iort-electrons": "covered"})
+
+    n = 90
+    pid = P(n)
+    conds, procs, obs = good_rectal_record(pid)
+    obs[0] = t_obs(pid, "tnm-pt", "pT", "pT3", "2025-03-14", focus=ref("Condition", "rectal-ca"))
+    conds.append(breast_jenny(pid, status="recurrence", onset="2018-03-16"))
+    case(n, "recurrence-of-other-cancer-not-counted", "reasonReference = rectal cancer (active, pT3 focused, involved margin). The patient's breast cancer (mCODE jenny-m code) has clinicalStatus recurrence. Rule 2: 'recurrent' is the order's cancer's clinicalStatus; another cancer's recurrence does not count -> T3, not recurrent -> not-covered. A naive 'any recurrent cancer Condition' reading answers covered." + ADAPT,
+         SRC_MCODE + "; " + SRC_USCORE, n, [iort_cpt(pid, reasons=[ref("Condition", "rectal-ca")])], conds, procs, obs, {"ServiceRequest/iort-electrons": "not-covered"})
+
+    n = 91
+    pid = P(n)
+    conds, procs, obs = good_rectal_record(pid)
+    r1 = margin_finding(pid, "r-class", True, "2025-03-14T16:05:00-07:00", focus=ref("Condition", "rectal-ca"))
+    r1["code"] = cc(LOINC, "84892-9", "Residual tumor classification [Type] in Cancer specimen")
+    r1["valueCodeableConcept"] = cc(SCT, "1222639002", "American Joint Committee on Cancer R1 (qualifier value)")
+    r1["text"] = narrative("Residual tumor: R1 (microscopic)")
+    obs[1] = r1
+    case(n, "residual-tumor-r1-positive", "The margin is documented only as a residual tumor classification (LOINC 84892-9) of R1 (SNOMED 1222639002, microscopic residual tumor), focused on the rectal cancer; pT4a. Rule 3: R1 is a positive margin -> covered. A reading that only knows the margin-finding observable 395536008 or distances -> conditional." + ADAPT,
+         SRC_MCODE + "; " + SRC_USCORE, n, [iort_cpt(pid, reasons=[ref("Condition", "rectal-ca")])], conds, procs, obs, {"ServiceRequest/iort-electrons": "covered"})
+
+    n = 92
+    pid = P(n)
+    conds, procs, obs = good_rectal_record(pid)
+    clear = margin_finding(pid, "margin-finding", False, "2025-03-14T16:05:00-07:00", focus=ref("Condition", "rectal-ca"))
+    close = margin_distance(pid, "margin-distance", 1.8, "mm", "2025-03-14T16:05:00-07:00", focus=ref("Condition", "rectal-ca"))
+    obs = [obs[0], clear, close] + obs[2:]
+    case(n, "true-tie-worse-status-wins", "Two margin assessments of the same report (both final, same effective time 2025-03-14T16:05): the finding 'uninvolved' (no tumor at ink) and a distance to closest margin of 1.8 mm (close). Rule 3: on a true tie the worse status wins -> close; pT4a -> covered. A naive reading that takes the first (or the categorical) one answers not-covered (clear)." + ADAPT,
+         SRC_MCODE + "; " + SRC_USCORE, n, [iort_cpt(pid, reasons=[ref("Condition", "rectal-ca")])], conds, procs, obs, {"ServiceRequest/iort-electrons": "covered"})
+
+    n = 93
+    pid = P(n)
+    conds, procs, obs = good_rectal_record(pid)
+    conds.append(breast_jenny(pid, status="active", onset="2024-12-01", stage=False))
+    tpt = t_obs(pid, "tnm-pt", "pT", "pT4b", "2025-03-14")
+    tpt["_mode"] = "include"
+    conds[0]["stage"] = [{"summary": cc(SCT, "1222806003", "American Joint Committee on Cancer stage IIIC (qualifier value)"), "assessment": [ref("Observation", "tnm-stage-group")], "type": AJCC8}]
+    sg = stage_group(pid, "tnm-stage-group", [ref("Observation", "tnm-pt", "absolute")], "2025-03-14")
+    obs = [sg, obs[1]] + obs[2:] + [tpt]
+    case(n, "t-member-arrives-as-include-entry", "Two current primaries. The rectal Condition's stage.assessment names a stage group (search match, hasMember as an absolute URL); its pT4b member arrives at the end of the Bundle as an `_include` entry (search.mode include), as servers answer `_include=Observation:has-member`. Rule 5: only outcome entries are not record resources, included ones are -> T4 via the stage group -> covered (involved margin focused). Reading only `match` entries -> conditional." + ADAPT,
+         SRC_MCODE + "; " + SRC_USCORE, n, [iort_cpt(pid, reasons=[ref("Condition", "rectal-ca")])], conds, procs, obs, {"ServiceRequest/iort-electrons": "covered"})
+
+    n = 94
+    pid = P(n)
+    conds, procs, obs = good_rectal_record(pid)
+    conds[0] = rectal(pid, status="relapse", onset="2021-06-01", text="Adenocarcinoma of rectum, relapsed")
+    obs = [margin_distance(pid, "margin-distance", 1.2, "mm", "2025-05-02T13:00:00-07:00", focus=ref("Condition", "rectal-ca"))] + obs[2:]
+    case(n, "relapse-counts-as-current-and-recurrent", "No reason on the order. The only cancer is rectal with clinicalStatus relapse; no T category anywhere; distance to closest margin 1.2 mm (close). Rule 1c: relapse is current; rule 2: relapse is recurrent -> T criterion met; close margin -> covered. A reading that only knows 'recurrence' (or only 'active') answers conditional." + ADAPT,
+         SRC_MCODE + "; " + SRC_USCORE, n, [iort_cpt(pid)], conds, procs, obs, {"ServiceRequest/iort-electrons": "covered"})
+
 
 if __name__ == "__main__":
     main()
