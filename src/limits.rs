@@ -27,7 +27,15 @@
 //!   bytes stay in the client's socket meanwhile), and is answered 503 with `Retry-After` if
 //!   no room comes within 10 s.
 //!
-//! Depth and string length are checked by one pass over the bytes ([`check_json`]) without
+//! - **JSON values** ([`Limits::max_json_values`]): parsed, every number, string, key and
+//!   container is a heap value of 30-80 bytes whatever it takes in the text, so 8 MiB of `1,`
+//!   cost ~480 MB. Counted on the bytes, with depth and strings.
+//! - **How a body arrives** ([`Limits::body_timeout_ms`], [`Limits::min_body_bytes_per_sec`]):
+//!   the body budget is taken as bytes arrive, not on a declared `Content-Length`, and a client
+//!   that sends slower than the minimum rate after a short grace is cut off (408), so a client
+//!   holding a connection open holds only what it has sent, and not for long.
+//!
+//! Depth, string length and the value count are checked by one pass over the bytes ([`check_json`]) without
 //! allocating; a request that fails answers 400 naming the setting, a FHIR server answer that
 //! fails makes the outcome `indeterminate`. Too many draft orders answer 400; too many
 //! resources in the patient's record make the outcome `indeterminate` (the service will not
@@ -62,7 +70,21 @@ pub struct Limits {
     /// Most bytes of request bodies being read or answered at once (all connections
     /// together). At least `max_body_bytes`, so that one largest request can always run.
     pub max_inflight_body_bytes: usize,
+    /// Most JSON values (scalars, arrays, objects and object keys) in one request body or one
+    /// FHIR server answer. Parsed, each value costs 30-80 bytes whatever its size in the
+    /// text, so without it a body of small numbers cost about 55x its size.
+    pub max_json_values: usize,
+    /// Longest a client may take to send a request body, in milliseconds.
+    pub body_timeout_ms: u64,
+    /// Slowest a client may send a request body, in bytes per second, after a grace of
+    /// [`BODY_RATE_GRACE`]: a client that trickles its body is cut off instead of holding a
+    /// connection and its share of the body budget for the whole `body_timeout_ms`.
+    pub min_body_bytes_per_sec: usize,
 }
+
+/// How long a body may take before [`Limits::min_body_bytes_per_sec`] applies (a new
+/// connection's TCP window is still opening, and small bodies arrive in one go anyway).
+pub const BODY_RATE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -75,6 +97,13 @@ impl Default for Limits {
             // parsed form: 8 MiB kept a 64-client load of 868 KB records near 90 MB of RSS,
             // 16 MiB passed 100 MB (BENCHMARKS.md). Equal to the default `max_body_bytes`.
             max_inflight_body_bytes: 8 * 1024 * 1024,
+            // A real FHIR record has one value per 15-25 bytes of JSON: an 8 MiB record is
+            // under 600,000. A million keeps any accepted body under ~10x its size parsed.
+            max_json_values: 1_000_000,
+            body_timeout_ms: 30_000,
+            // A 8 MiB body at 64 KiB/s takes 2 minutes: far slower than any EHR on a network
+            // that can reach this service, far faster than a trickle attack.
+            min_body_bytes_per_sec: 64 * 1024,
         }
     }
 }
@@ -115,6 +144,21 @@ impl Limits {
                 "must be at least 1".to_owned(),
             ));
         }
+        if self.max_json_values < 1000 {
+            return Err(("limits.max_json_values", "must be at least 1000".to_owned()));
+        }
+        if !(1_000..=600_000).contains(&self.body_timeout_ms) {
+            return Err((
+                "limits.body_timeout_ms",
+                "must be between 1000 and 600000".to_owned(),
+            ));
+        }
+        if self.min_body_bytes_per_sec == 0 {
+            return Err((
+                "limits.min_body_bytes_per_sec",
+                "must be at least 1".to_owned(),
+            ));
+        }
         Ok(())
     }
 
@@ -138,6 +182,14 @@ impl Limits {
 /// string. Malformed JSON is left for the parser to report.
 pub fn check_json(bytes: &[u8], limits: &Limits) -> Result<(), LimitExceeded> {
     let mut depth = 0usize;
+    // Every value but the first follows a `,` (array element, object member) or a `:` (member
+    // value), or opens a container: their count bounds the values (object keys included).
+    let mut values = 1usize;
+    let too_many = |limits: &Limits| LimitExceeded {
+        setting: "limits.max_json_values",
+        limit: limits.max_json_values,
+        what: format!("more than {} JSON values", limits.max_json_values),
+    };
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
@@ -175,6 +227,10 @@ pub fn check_json(bytes: &[u8], limits: &Limits) -> Result<(), LimitExceeded> {
             }
             b'[' | b'{' => {
                 depth += 1;
+                values += 1;
+                if values > limits.max_json_values {
+                    return Err(too_many(limits));
+                }
                 if depth > limits.max_json_depth {
                     return Err(LimitExceeded {
                         setting: "limits.max_json_depth",
@@ -187,6 +243,12 @@ pub fn check_json(bytes: &[u8], limits: &Limits) -> Result<(), LimitExceeded> {
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' | b':' => {
+                values += 1;
+                if values > limits.max_json_values {
+                    return Err(too_many(limits));
+                }
+            }
             _ => {}
         }
         i += 1;
@@ -274,6 +336,7 @@ mod tests {
     /// The byte-at-a-time scan `check_json` replaced: the reference it must agree with.
     fn reference(bytes: &[u8], limits: &Limits) -> Result<(), &'static str> {
         let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0);
+        let mut values = 1usize;
         for (i, &b) in bytes.iter().enumerate() {
             if in_string {
                 if escaped {
@@ -292,11 +355,21 @@ mod tests {
                 b'"' => (in_string, start) = (true, i + 1),
                 b'[' | b'{' => {
                     depth += 1;
+                    values += 1;
+                    if values > limits.max_json_values {
+                        return Err("limits.max_json_values");
+                    }
                     if depth > limits.max_json_depth {
                         return Err("limits.max_json_depth");
                     }
                 }
                 b']' | b'}' => depth = depth.saturating_sub(1),
+                b',' | b':' => {
+                    values += 1;
+                    if values > limits.max_json_values {
+                        return Err("limits.max_json_values");
+                    }
+                }
                 _ => {}
             }
         }
@@ -321,17 +394,49 @@ mod tests {
                     proptest::strategy::Just("{".to_owned()),
                     proptest::strategy::Just("]".to_owned()),
                     proptest::strategy::Just("}".to_owned()),
+                    proptest::strategy::Just(",".to_owned()),
+                    proptest::strategy::Just(":".to_owned()),
                     proptest::strategy::Strategy::prop_map(0usize..60, |n| "x".repeat(n)),
                 ],
                 0..200,
             ),
             depth in 8usize..12,
+            values in 5usize..80,
         ) {
             let text = parts.concat();
-            let l = Limits { max_json_depth: depth, max_string_bytes: 40, ..Limits::default() };
+            let l = Limits {
+                max_json_depth: depth,
+                max_string_bytes: 40,
+                max_json_values: values,
+                ..Limits::default()
+            };
             let fast = check_json(text.as_bytes(), &l).map_err(|e| e.setting);
             proptest::prop_assert_eq!(fast, reference(text.as_bytes(), &l));
         }
+    }
+
+    #[test]
+    fn values_are_counted_outside_strings() {
+        let l = Limits {
+            max_json_values: 1000,
+            ..Limits::default()
+        };
+        // 1 array + 999 numbers = 1000 values.
+        let ok = format!("[{}]", vec!["1"; 999].join(","));
+        assert!(check_json(ok.as_bytes(), &l).is_ok());
+        let over = format!("[{}]", vec!["1"; 1000].join(","));
+        assert_eq!(
+            check_json(over.as_bytes(), &l).unwrap_err().setting,
+            "limits.max_json_values"
+        );
+        // Commas and colons inside strings are text, not values.
+        let text = format!(r#"{{"k": "{}"}}"#, ",:".repeat(5000));
+        assert!(check_json(text.as_bytes(), &l).is_ok());
+        // object, key, value
+        let obj = format!("[{}]", vec![r#"{"a":1}"#; 333].join(","));
+        assert!(check_json(obj.as_bytes(), &l).is_ok());
+        let obj = format!("[{}]", vec![r#"{"a":1}"#; 334].join(","));
+        assert!(check_json(obj.as_bytes(), &l).is_err());
     }
 
     #[test]

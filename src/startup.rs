@@ -80,7 +80,11 @@ impl Application {
         );
         let engine = web::Data::from(Arc::new(engine));
         let http = web::Data::new(HttpSettings {
-            max_body_bytes: settings.max_body_bytes,
+            body_pace: body::BodyPace {
+                limit: settings.max_body_bytes,
+                timeout: Duration::from_millis(settings.limits.body_timeout_ms),
+                min_bytes_per_sec: settings.limits.min_body_bytes_per_sec,
+            },
             body_budget: body::BodyBudget::new(settings.limits.max_inflight_body_bytes),
         });
         let threads = settings

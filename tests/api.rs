@@ -337,28 +337,29 @@ async fn the_body_limit_is_configurable() {
     assert_outcome(res, 413).await;
 }
 
-#[tokio::test]
-async fn request_bodies_in_flight_share_one_budget() {
+/// A slow client: the request head for a body of `declared` bytes and the first `sent` bytes
+/// of it, then nothing.
+async fn stalled_body(
+    app: &common::TestApp,
+    declared: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let budget = 48 * 1024;
-    let app = common::spawn_app_with(|s| {
-        s.max_body_bytes = budget;
-        s.limits.max_inflight_body_bytes = budget;
-    })
-    .await;
-    // A slow client declares a body as large as the whole budget and sends a few bytes of it.
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
         .await
         .unwrap();
     let head = format!(
         "POST {SERVICE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {budget}\r\n\r\n{{\"hook\": "
+         Content-Length: {declared}\r\n\r\n{{\"hook\": \"{}",
+        "x".repeat(sent.saturating_sub(10))
     );
     slow.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    // Another call must wait for room: its body is not read while the slow one holds it all.
+    slow
+}
+
+fn send_small_call(app: &common::TestApp) -> tokio::task::JoinHandle<reqwest::StatusCode> {
     let (client, url) = (app.client.clone(), format!("{}{SERVICE}", app.address));
-    let waiting = tokio::spawn(async move {
+    tokio::spawn(async move {
         client
             .post(url)
             .header("Content-Type", "application/json")
@@ -367,19 +368,62 @@ async fn request_bodies_in_flight_share_one_budget() {
             .await
             .unwrap()
             .status()
-    });
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    })
+}
+
+#[tokio::test]
+async fn a_declared_length_reserves_nothing_until_the_bytes_arrive() {
+    let budget = 48 * 1024;
+    let app = common::spawn_app_with(|s| {
+        s.max_body_bytes = budget;
+        s.limits.max_inflight_body_bytes = budget;
+    })
+    .await;
+    // A client declares a body as large as the whole budget and sends a few bytes of it: it
+    // used to hold the whole budget, and every other call waited 10 s for a 503.
+    let slow = stalled_body(&app, budget, 16).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(1), send_small_call(&app))
+        .await
+        .expect("another call is answered at once, not after the slow client")
+        .unwrap();
+    assert_eq!(status, 200);
+    drop(slow);
+}
+
+#[tokio::test]
+async fn bytes_received_share_one_budget_and_a_stalled_body_gives_its_room_back() {
+    use tokio::io::AsyncReadExt;
+    let budget = 48 * 1024;
+    let app = common::spawn_app_with(|s| {
+        s.max_body_bytes = budget;
+        s.limits.max_inflight_body_bytes = budget;
+    })
+    .await;
+    // This client has really sent nearly the whole budget, then stops.
+    let mut slow = stalled_body(&app, budget, budget - 512).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Another call waits for room: its body is not read while the received bytes hold it.
+    let waiting = send_small_call(&app);
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     assert!(
         !waiting.is_finished(),
         "answered without room in the budget"
     );
-    // When the slow client goes away its room is given back and the waiting call is answered.
-    drop(slow);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+    // The stalled body falls under the minimum rate (after the grace): 408, room given back,
+    // and the waiting call is answered.
+    let status = tokio::time::timeout(std::time::Duration::from_secs(8), waiting)
         .await
-        .expect("answered once the room was given back")
+        .expect("answered once the stalled body was cut off")
         .unwrap();
     assert_eq!(status, 200);
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), slow.read(&mut answer))
+        .await
+        .expect("the slow client is answered")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
 }
 
 #[tokio::test]

@@ -6,12 +6,19 @@
 //! past the cap the connection is dropped.
 //!
 //! All bodies being read or answered share one budget ([`BodyBudget`],
-//! `limits.max_inflight_body_bytes`): a request takes room for its body before reading it and
+//! `limits.max_inflight_body_bytes`): a request takes room for its body as the bytes arrive and
 //! gives it back when its answer has been built, so memory follows the work the service can do
 //! at once, not the number of clients sending large records.
+//!
+//! Room is taken for bytes received, never for a declared `Content-Length`: a client that
+//! declares 8 MiB and sends one byte holds one KiB, not the whole budget (it used to, and five
+//! other calls waited 10 s for a 503). A body must also keep coming: after a short grace it must
+//! arrive at `limits.min_body_bytes_per_sec` and be complete within `limits.body_timeout_ms`,
+//! or the request is answered 408 and the room given back, so one slow client never holds up
+//! another call for long.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -21,8 +28,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
 
-/// How long a client may take to send its body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most read and thrown away from an oversized body before giving up on it.
 const DRAIN_CAP: usize = 64 * 1024 * 1024;
 
@@ -110,52 +115,78 @@ fn is_json(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// Read a JSON body of at most `limit` bytes, within `budget`. The [`BodyRoom`] returned must
-/// be kept until the answer is built.
+/// How a body must arrive: its size limit, its deadline and its minimum rate.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPace {
+    /// `max_body_bytes`.
+    pub limit: usize,
+    /// `limits.body_timeout_ms`.
+    pub timeout: Duration,
+    /// `limits.min_body_bytes_per_sec`, after [`crate::limits::BODY_RATE_GRACE`].
+    pub min_bytes_per_sec: usize,
+}
+
+impl BodyPace {
+    /// When the next chunk must have arrived, `total` bytes having come since `started`.
+    fn next_by(&self, started: Instant, total: usize) -> Instant {
+        let rate = self.min_bytes_per_sec.max(1) as f64;
+        let paced = crate::limits::BODY_RATE_GRACE + Duration::from_secs_f64(total as f64 / rate);
+        started + paced.min(self.timeout)
+    }
+}
+
+/// Read a JSON body within `pace`, taking room in `budget` as it arrives. The [`BodyRoom`]
+/// returned must be kept until the answer is built.
 pub async fn read_json(
     req: &HttpRequest,
     mut payload: Payload,
-    limit: usize,
+    pace: BodyPace,
     budget: &BodyBudget,
 ) -> Result<(Bytes, BodyRoom), ApiError> {
     is_json(req)?;
+    let limit = pace.limit;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let mut room = BodyRoom::default();
-    // Room for a declared body is taken before a byte of it is read: until then it waits in
-    // the socket, not in memory. An oversized body is drained without room (it is not kept).
-    if let Some(n) = declared.filter(|&n| n <= limit) {
-        budget.cover(&mut room, n).await?;
-    }
-    let read = async {
-        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-        let mut total = 0usize;
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| ApiError::BodyRead)?;
-            total = total.saturating_add(chunk.len());
-            if total > limit {
-                if total > DRAIN_CAP {
-                    break;
-                }
-                continue; // drain, do not keep
-            }
-            // A chunked body (no Content-Length) takes room as it arrives.
-            budget.cover(&mut room, total).await?;
-            buf.extend_from_slice(&chunk);
-        }
-        if total > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        Ok(buf.freeze())
-    };
     if declared.is_some_and(|n| n > DRAIN_CAP) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let body = tokio::time::timeout(BODY_TIMEOUT, read)
-        .await
-        .unwrap_or(Err(ApiError::BodyRead))?;
-    Ok((body, room))
+    let mut room = BodyRoom::default();
+    let started = Instant::now();
+    let deadline = started + pace.timeout;
+    // Capacity grows with what arrives: a declared length is a claim, not bytes.
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    loop {
+        let by = pace.next_by(started, total).min(deadline);
+        let next = match tokio::time::timeout_at(by.into(), payload.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                tracing::warn!(
+                    received = total,
+                    "request body too slow (limits.min_body_bytes_per_sec / body_timeout_ms); answered 408"
+                );
+                return Err(ApiError::BodyTimeout);
+            }
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|_| ApiError::BodyRead)?;
+        total = total.saturating_add(chunk.len());
+        if total > limit {
+            if total > DRAIN_CAP {
+                break;
+            }
+            continue; // drain, do not keep
+        }
+        // Room for what has arrived, before it is kept; while the budget is full the rest
+        // waits in the client's socket, not in memory.
+        budget.cover(&mut room, total).await?;
+        buf.extend_from_slice(&chunk);
+    }
+    if total > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok((buf.freeze(), room))
 }

@@ -20,6 +20,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the request body could not be read")]
     BodyRead,
+    /// The body did not arrive within `limits.body_timeout_ms`, or slower than
+    /// `limits.min_body_bytes_per_sec`.
+    #[error("the request body arrived too slowly")]
+    BodyTimeout,
     #[error("no such endpoint")]
     NotFound,
     /// The bodies already being read or answered use up `limits.max_inflight_body_bytes`
@@ -97,6 +101,7 @@ impl ApiError {
                 vec![issue("error", "not-supported", &self.to_string(), None)]
             }
             ApiError::BodyRead => vec![issue("error", "incomplete", &self.to_string(), None)],
+            ApiError::BodyTimeout => vec![issue("error", "timeout", &self.to_string(), None)],
             ApiError::NotFound => vec![issue("error", "not-found", &self.to_string(), None)],
             ApiError::Busy => vec![issue("error", "transient", &self.to_string(), None)],
             ApiError::Internal(_) => vec![issue("fatal", "exception", &self.to_string(), None)],
@@ -122,6 +127,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

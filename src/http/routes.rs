@@ -17,7 +17,8 @@ use crate::pipeline::Engine;
 /// Per-server HTTP settings the handlers need.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    pub max_body_bytes: usize,
+    /// Size, deadline and minimum rate of a request body.
+    pub body_pace: body::BodyPace,
     /// Shared by every worker: see [`body::BodyBudget`].
     pub body_budget: body::BodyBudget,
 }
@@ -66,7 +67,7 @@ async fn service_body(
     if !engine.has_service(service_id) {
         return Err(crate::pipeline::CallError::UnknownService(service_id.to_owned()).into());
     }
-    body::read_json(req, payload, settings.max_body_bytes, &settings.body_budget).await
+    body::read_json(req, payload, settings.body_pace, &settings.body_budget).await
 }
 
 /// `POST /cds-services/{id}`.

@@ -301,7 +301,7 @@ fn limits_are_configurable_and_checked_at_start_up() {
     };
     let ok = write(
         "ok.toml",
-        "[limits]\nmax_json_depth = 32\nmax_string_bytes = 2048\nmax_bundle_entries = 50\nmax_record_resources = 60\nmax_inflight_body_bytes = 9000000\n",
+        "[limits]\nmax_json_depth = 32\nmax_string_bytes = 2048\nmax_bundle_entries = 50\nmax_record_resources = 60\nmax_inflight_body_bytes = 9000000\nmax_json_values = 5000\nbody_timeout_ms = 5000\nmin_body_bytes_per_sec = 1024\n",
     );
     let s = Settings::load(Some(&ok), Overrides::default()).expect("valid limits");
     assert_eq!(
@@ -312,6 +312,9 @@ fn limits_are_configurable_and_checked_at_start_up() {
             max_bundle_entries: 50,
             max_record_resources: 60,
             max_inflight_body_bytes: 9_000_000,
+            max_json_values: 5000,
+            body_timeout_ms: 5000,
+            min_body_bytes_per_sec: 1024,
         }
     );
     assert_eq!(
@@ -322,6 +325,12 @@ fn limits_are_configurable_and_checked_at_start_up() {
     );
     for (text, setting) in [
         ("[limits]\nmax_json_depth = 128\n", "limits.max_json_depth"),
+        ("[limits]\nmax_json_values = 10\n", "limits.max_json_values"),
+        ("[limits]\nbody_timeout_ms = 10\n", "limits.body_timeout_ms"),
+        (
+            "[limits]\nmin_body_bytes_per_sec = 0\n",
+            "limits.min_body_bytes_per_sec",
+        ),
         (
             "[limits]\nmax_string_bytes = 10\n",
             "limits.max_string_bytes",
