@@ -148,6 +148,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     telemetry::init(settings.log_format, &settings.log_level);
+    telemetry::install_panic_hook();
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };

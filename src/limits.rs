@@ -35,6 +35,9 @@
 //!   that sends slower than the minimum rate after a short grace is cut off (408), so a client
 //!   holding a connection open holds only what it has sent, and not for long.
 //!
+//! - **Connections** ([`Limits::max_connections`], [`Limits::idle_timeout_ms`]): how many
+//!   may be open at once and how long an idle one is kept.
+//!
 //! Depth, string length and the value count are checked by one pass over the bytes ([`check_json`]) without
 //! allocating; a request that fails answers 400 naming the setting, a FHIR server answer that
 //! fails makes the outcome `indeterminate`. Too many draft orders answer 400; too many
@@ -80,6 +83,12 @@ pub struct Limits {
     /// [`BODY_RATE_GRACE`]: a client that trickles its body is cut off instead of holding a
     /// connection and its share of the body budget for the whole `body_timeout_ms`.
     pub min_body_bytes_per_sec: usize,
+    /// Most client connections open at once, over all HTTP workers; more wait in the listen
+    /// backlog. Each open connection costs buffers, so their number is bounded, not left to
+    /// the peers (15,000 idle connections added ~150 MB).
+    pub max_connections: usize,
+    /// How long an idle keep-alive connection is kept open, in milliseconds.
+    pub idle_timeout_ms: u64,
 }
 
 /// How long a body may take before [`Limits::min_body_bytes_per_sec`] applies (a new
@@ -104,6 +113,10 @@ impl Default for Limits {
             // A 8 MiB body at 64 KiB/s takes 2 minutes: far slower than any EHR on a network
             // that can reach this service, far faster than a trickle attack.
             min_body_bytes_per_sec: 64 * 1024,
+            // An EHR keeps a handful of connections per node; a thousand is generous and costs
+            // at most a few tens of MB of buffers.
+            max_connections: 1024,
+            idle_timeout_ms: 5_000,
         }
     }
 }
@@ -151,6 +164,15 @@ impl Limits {
             return Err((
                 "limits.body_timeout_ms",
                 "must be between 1000 and 600000".to_owned(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(("limits.max_connections", "must be at least 1".to_owned()));
+        }
+        if self.idle_timeout_ms > 600_000 {
+            return Err((
+                "limits.idle_timeout_ms",
+                "must be at most 600000".to_owned(),
             ));
         }
         if self.min_body_bytes_per_sec == 0 {

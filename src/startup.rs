@@ -95,6 +95,10 @@ impl Application {
                 .map_err(|e| StartupError::Other(format!("cannot start the call threads: {e}")))?,
         );
         let origins = settings.cors_allowed_origins.clone();
+        // actix bounds connections per worker: share the total among them.
+        let workers = settings
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(auth::require_jwt))
@@ -110,6 +114,8 @@ impl Application {
         })
         .shutdown_timeout(settings.shutdown_timeout_secs)
         .client_request_timeout(Duration::from_secs(10))
+        .keep_alive(Duration::from_millis(settings.limits.idle_timeout_ms))
+        .max_connections(settings.limits.max_connections.div_ceil(workers).max(1))
         .listen(listener)
         .map_err(|e| StartupError::Other(format!("cannot serve: {e}")))?;
         if let Some(w) = settings.workers {

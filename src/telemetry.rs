@@ -5,7 +5,8 @@
 //! What is never logged: access tokens, JWTs, and clinical content. Request bodies are not
 //! logged at all; events name resource ids, codes, counts and timings only.
 
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
@@ -32,6 +33,54 @@ pub fn init(format: LogFormat, level: &str) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// A panic (a bug: the service answers 500 for that request and goes on) is logged through
+/// the logger, so JSON logs stay one JSON object per line. Only where it happened is logged:
+/// a panic message may quote the data being parsed, which can be clinical.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_else(|| "(unknown)".to_owned());
+        tracing::error!(location = %location, "panic (message not logged: it may quote request data)");
+    }));
+}
+
+/// Lets through at most one line per `every` for a noisy event (refused tokens in a flood),
+/// and counts the lines it held back, so a flood costs a line a second, not a line a request.
+#[derive(Debug)]
+pub struct Sampler {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Sampler {
+    pub const fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` being how many were held back since the
+    /// last one; `None` when this one is held back.
+    pub fn admit(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                let held = state.1;
+                *state = (Some(now), 0);
+                Some(held)
+            }
+        }
+    }
 }
 
 /// `x-request-id` on every answer, and one access line per request (method, route pattern,
@@ -62,4 +111,21 @@ pub async fn access_log(
         "request"
     );
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sampler_admits_one_line_per_period_and_counts_the_rest() {
+        let s = Sampler::new(Duration::from_millis(200));
+        assert_eq!(s.admit(), Some(0));
+        for _ in 0..50 {
+            assert_eq!(s.admit(), None);
+        }
+        std::thread::sleep(Duration::from_millis(220));
+        assert_eq!(s.admit(), Some(50));
+        assert_eq!(s.admit(), None);
+    }
 }

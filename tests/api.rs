@@ -583,3 +583,67 @@ fn evaluate_command_takes_the_same_path() {
     assert_eq!(v["resourceType"], "OperationOutcome");
     let _ = fixture; // shared helper, used by other test binaries
 }
+
+/// A plain HTTP/1.1 GET of `/healthz` on `stream`; the status line of the answer, or `None`
+/// when the connection is closed (or nothing comes within `wait`).
+async fn healthz_on(
+    stream: &mut tokio::net::TcpStream,
+    wait: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(wait, stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    (n > 0).then(|| {
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    })
+}
+
+#[tokio::test]
+async fn connections_are_bounded_and_idle_ones_closed() {
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    let app = common::spawn_app_with(|s| {
+        s.workers = Some(1);
+        s.limits.max_connections = 1;
+        s.limits.idle_timeout_ms = 800;
+    })
+    .await;
+    let connect = || tokio::net::TcpStream::connect(("127.0.0.1", app.port));
+    // The one connection allowed is served ...
+    let mut first = connect().await.unwrap();
+    let status = healthz_on(&mut first, Duration::from_secs(2)).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+    // ... a second one waits while the first is open ...
+    let mut second = connect().await.unwrap();
+    assert_eq!(
+        healthz_on(&mut second, Duration::from_millis(400)).await,
+        None,
+        "served beyond limits.max_connections"
+    );
+    // ... and once the first has been idle longer than limits.idle_timeout_ms it is closed,
+    // and the second is served.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), first.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle connection is closed");
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(3), second.read(&mut buf))
+        .await
+        .expect("the waiting connection is served")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}

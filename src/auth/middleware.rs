@@ -91,14 +91,21 @@ pub async fn require_jwt<B: MessageBody + 'static>(
                 .map(ServiceResponse::map_into_left_body)
         }
         Err(rejection) => {
-            tracing::warn!(
-                reason = %rejection.reason,
-                iss = ?rejection.iss,
-                kid = ?rejection.kid,
-                method = %req.method(),
-                path = %req.path(),
-                "CDS client JWT refused"
-            );
+            // A flood of bad tokens must not become a flood of log lines: one a second, with
+            // the count of those held back.
+            static REFUSALS: crate::telemetry::Sampler =
+                crate::telemetry::Sampler::new(std::time::Duration::from_secs(1));
+            if let Some(held_back) = REFUSALS.admit() {
+                tracing::warn!(
+                    reason = %rejection.reason,
+                    iss = ?rejection.iss,
+                    kid = ?rejection.kid,
+                    method = %req.method(),
+                    path = %req.path(),
+                    refusals_not_logged = held_back,
+                    "CDS client JWT refused"
+                );
+            }
             Ok(req.into_response(unauthorized()).map_into_right_body())
         }
     }

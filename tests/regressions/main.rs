@@ -301,7 +301,7 @@ fn limits_are_configurable_and_checked_at_start_up() {
     };
     let ok = write(
         "ok.toml",
-        "[limits]\nmax_json_depth = 32\nmax_string_bytes = 2048\nmax_bundle_entries = 50\nmax_record_resources = 60\nmax_inflight_body_bytes = 9000000\nmax_json_values = 5000\nbody_timeout_ms = 5000\nmin_body_bytes_per_sec = 1024\n",
+        "[limits]\nmax_json_depth = 32\nmax_string_bytes = 2048\nmax_bundle_entries = 50\nmax_record_resources = 60\nmax_inflight_body_bytes = 9000000\nmax_json_values = 5000\nbody_timeout_ms = 5000\nmin_body_bytes_per_sec = 1024\nmax_connections = 64\nidle_timeout_ms = 2000\n",
     );
     let s = Settings::load(Some(&ok), Overrides::default()).expect("valid limits");
     assert_eq!(
@@ -315,6 +315,8 @@ fn limits_are_configurable_and_checked_at_start_up() {
             max_json_values: 5000,
             body_timeout_ms: 5000,
             min_body_bytes_per_sec: 1024,
+            max_connections: 64,
+            idle_timeout_ms: 2000,
         }
     );
     assert_eq!(
@@ -326,6 +328,7 @@ fn limits_are_configurable_and_checked_at_start_up() {
     for (text, setting) in [
         ("[limits]\nmax_json_depth = 128\n", "limits.max_json_depth"),
         ("[limits]\nmax_json_values = 10\n", "limits.max_json_values"),
+        ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
         ("[limits]\nbody_timeout_ms = 10\n", "limits.body_timeout_ms"),
         (
             "[limits]\nmin_body_bytes_per_sec = 0\n",
