@@ -1046,13 +1046,11 @@ mod tests {
         }
     }
 
-    /// The SNOMED CT concepts listed in a value set file, with their displays.
+    /// The SNOMED CT concepts listed in an embedded value set file, with their displays.
     fn listed_concepts(slug: &str) -> Vec<(String, String)> {
-        let path = format!(
-            "{}/fhir-profiles/valuesets/{slug}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let json = Assets::embedded()
+            .read_json(Folder::Profiles, &format!("valuesets/{slug}.json"))
+            .unwrap();
         json["compose"]["include"]
             .as_array()
             .unwrap()
