@@ -20,9 +20,19 @@
 //! - `compose.include[]` entries with `valueSet[]` naming another project value set (union).
 //!
 //! Codes are normalised before comparison, in the loaded lists and in the data alike: surrounding
-//! white space is ignored everywhere; ICD-10-CM codes are compared upper-case and without the dot
-//! (EHRs send both `C18.7` and `C187`); ICD-10-PCS and CPT codes are compared upper-case. All
-//! other systems (SNOMED CT, LOINC, AJCC, FHIR code systems) are case-sensitive as FHIR says.
+//! white space is ignored everywhere; ICD-10-CM and WHO ICD-10 codes are compared upper-case and
+//! without the dot (EHRs send both `C18.7` and `C187`; mCODE STU1 itself lists `C000`);
+//! ICD-10-PCS and CPT codes are compared upper-case. All other systems (SNOMED CT, LOINC, AJCC,
+//! FHIR code systems) are case-sensitive as FHIR says.
+//!
+//! Systems are normalised too, in one place ([`canonical_system`], table
+//! [`uris::SYSTEM_ALIASES`]): a code system has one canonical FHIR URI, but records converted
+//! from CDA / HL7 v2 or written by older exporters name it by its HL7 OID (`urn:oid:...`) or by a
+//! URI an earlier IG used. Those names mean the same code system, so a code matches the same
+//! value-set members under any of them (and a value-set file may use them too). WHO ICD-10
+//! (`http://hl7.org/fhir/sid/icd-10`) is NOT an alias of ICD-10-CM: it is another code system
+//! whose categories agree for the blocks this service reads, so the value sets include it
+//! explicitly where it means the same thing.
 //!
 //! Structural identifiers the extractors need besides codes (extension URLs, profile URLs, UCUM
 //! units) live in [`uris`] and in the helpers here, so `src/facts` holds no code literals.
@@ -45,6 +55,8 @@ pub mod uris {
     pub const LOINC: &str = "http://loinc.org";
     pub const CPT: &str = "http://www.ama-assn.org/go/cpt";
     pub const ICD10_CM: &str = "http://hl7.org/fhir/sid/icd-10-cm";
+    /// WHO ICD-10 (international): a code system of its own, not an alias of ICD-10-CM.
+    pub const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
     pub const ICD10_PCS: &str = "http://www.cms.gov/Medicare/Coding/ICD10";
     pub const AJCC: &str = "http://cancerstaging.org";
     pub const UCUM: &str = "http://unitsofmeasure.org";
@@ -54,8 +66,42 @@ pub mod uris {
         "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-billing-options";
     /// mCODE: radiotherapy modality and technique (complex extension on the resource).
     pub const MODALITY_AND_TECHNIQUE_EXTENSION: &str = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-radiotherapy-modality-and-technique";
-    /// Sub-extension of [`MODALITY_AND_TECHNIQUE_EXTENSION`] carrying the technique.
-    pub const TECHNIQUE_SUBEXTENSION: &str = "technique";
+    /// Sub-extension of [`MODALITY_AND_TECHNIQUE_EXTENSION`] carrying the technique. mCODE
+    /// defines it as an extension of its own (`RadiotherapyTechnique`), so conformant instances
+    /// (mCODE STU2+, CodeX Radiation Therapy examples) carry the absolute URL; some senders use
+    /// the slice name `technique` as a local url. Both are accepted.
+    pub const TECHNIQUE_SUBEXTENSION: &str =
+        "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-radiotherapy-technique";
+    /// The slice name used as a local sub-extension url for the technique.
+    pub const TECHNIQUE_SUBEXTENSION_SHORT: &str = "technique";
+    /// Sub-extension of [`MODALITY_AND_TECHNIQUE_EXTENSION`] carrying the modality (absolute
+    /// URL as mCODE defines it; the short form is [`MODALITY_SUBEXTENSION_SHORT`]).
+    pub const MODALITY_SUBEXTENSION: &str =
+        "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-radiotherapy-modality";
+    /// The slice name used as a local sub-extension url for the modality.
+    pub const MODALITY_SUBEXTENSION_SHORT: &str = "modality";
+    /// Every url a technique sub-extension may carry.
+    pub const TECHNIQUE_SUBEXTENSION_URLS: [&str; 2] =
+        [TECHNIQUE_SUBEXTENSION, TECHNIQUE_SUBEXTENSION_SHORT];
+    /// Every url a modality sub-extension may carry.
+    pub const MODALITY_SUBEXTENSION_URLS: [&str; 2] =
+        [MODALITY_SUBEXTENSION, MODALITY_SUBEXTENSION_SHORT];
+    /// Other names of the code systems above, each with its canonical URI (see
+    /// [`canonical_system`](super::canonical_system)). OIDs as `urn:oid:` URIs are how FHIR
+    /// writes a system known only by its OID (CDA / C-CDA conversions do this); the OIDs are the
+    /// HL7 registrations (SNOMED CT 2.16.840.1.113883.6.96, LOINC .6.1, CPT-4 .6.12,
+    /// ICD-10-CM .6.90, ICD-10-PCS .6.4, WHO ICD-10 .6.3; checked against the HL7 terminology
+    /// CodeSystem resources, the US Core terminology page and C-CDA documents). US Core 1.x
+    /// (STU2) named ICD-10-PCS `http://www.icd10data.com/icd10pcs`.
+    pub const SYSTEM_ALIASES: [(&str, &str); 7] = [
+        ("urn:oid:2.16.840.1.113883.6.96", SNOMED_CT),
+        ("urn:oid:2.16.840.1.113883.6.1", LOINC),
+        ("urn:oid:2.16.840.1.113883.6.12", CPT),
+        ("urn:oid:2.16.840.1.113883.6.90", ICD10_CM),
+        ("urn:oid:2.16.840.1.113883.6.4", ICD10_PCS),
+        ("http://www.icd10data.com/icd10pcs", ICD10_PCS),
+        ("urn:oid:2.16.840.1.113883.6.3", ICD10),
+    ];
     /// mCODE cancer condition profiles: a Condition claiming one of them is a cancer whatever its
     /// code (the profile may carry a version suffix `|x.y.z`).
     pub const MCODE_CANCER_CONDITION_PROFILES: [&str; 2] = [
@@ -261,11 +307,29 @@ pub struct Terminology {
 /// Upper bound on `valueSet` include nesting (the loader also rejects cycles).
 const MAX_NESTING: usize = 16;
 
-/// The code as compared for `system` (see the module docs).
+/// The canonical URI of a code system named by `system` (trimmed): the canonical URI for a
+/// known alias (table [`uris::SYSTEM_ALIASES`]; the `urn:oid:` scheme compared
+/// case-insensitively, as URNs are), else `system` itself.
+pub fn canonical_system(system: &str) -> &str {
+    let system = system.trim();
+    uris::SYSTEM_ALIASES
+        .iter()
+        .find(|(alias, _)| alias.eq_ignore_ascii_case(system))
+        .map_or(system, |(_, canonical)| canonical)
+}
+
+/// Whether two codings name the same code (systems compared after [`canonical_system`], codes
+/// after [`normalise_code`]).
+pub fn same_code(system_a: &str, code_a: &str, system_b: &str, code_b: &str) -> bool {
+    let (a, b) = (canonical_system(system_a), canonical_system(system_b));
+    a == b && normalise_code(a, code_a) == normalise_code(b, code_b)
+}
+
+/// The code as compared for `system` (see the module docs; `system` may be an alias).
 pub fn normalise_code<'a>(system: &str, code: &'a str) -> Cow<'a, str> {
     let code = code.trim();
-    match system {
-        uris::ICD10_CM => Cow::Owned(
+    match canonical_system(system) {
+        uris::ICD10_CM | uris::ICD10 => Cow::Owned(
             code.chars()
                 .filter(|c| *c != '.')
                 .flat_map(char::to_uppercase)
@@ -282,13 +346,15 @@ pub fn normalise_code<'a>(system: &str, code: &'a str) -> Cow<'a, str> {
     }
 }
 
-/// A human name for a code system, for evidence text (`SNOMED CT 1229865000`).
+/// A human name for a code system, for evidence text (`SNOMED CT 1229865000`); aliases get the
+/// name of their canonical system, unknown systems are shown as sent.
 pub fn system_label(system: &str) -> &str {
-    match system {
+    match canonical_system(system) {
         uris::SNOMED_CT => "SNOMED CT",
         uris::LOINC => "LOINC",
         uris::CPT => "CPT",
         uris::ICD10_CM => "ICD-10-CM",
+        uris::ICD10 => "ICD-10",
         uris::ICD10_PCS => "ICD-10-PCS",
         uris::AJCC => "AJCC",
         other => other,
@@ -454,7 +520,7 @@ impl Terminology {
         let Some(&idx) = self.by_id.get(&vs) else {
             return false;
         };
-        let system = system.trim();
+        let system = canonical_system(system);
         let code = normalise_code(system, code);
         if code.is_empty() {
             return false;
@@ -682,8 +748,9 @@ fn parse_system_rule(
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| invalid(file, format!("{at}.system must be a non-empty string")))?
-        .to_owned();
+        .ok_or_else(|| invalid(file, format!("{at}.system must be a non-empty string")))?;
+    // Rules hold the canonical system, so a file may name a system by an alias too.
+    let system = canonical_system(system).to_owned();
     let project_codes = code_systems.get(&system);
     let mut codes = HashSet::new();
     if let Some(concepts) = entry.get("concept") {
@@ -801,6 +868,16 @@ mod tests {
         assert!(!t.contains(V, uris::ICD10_PCS, "0DTP0Z0"));
         assert!(!t.contains(V, uris::ICD10_PCS, "DD073Z00"));
         assert!(!t.contains(V, uris::ICD10_PCS, "DDO73Z0"));
+        // "Other radiation" tables: 5th character C = intraoperative radiation therapy (IORT).
+        for iort in ["DDY7CZZ", "ddy7czz", "D0Y0CZZ", "DTY0CZZ", "DVY0CZZ"] {
+            assert!(t.contains(V, uris::ICD10_PCS, iort), "{iort}");
+        }
+        // Contact radiation / hyperthermia / plaque of the same table, beam (not Y), wrong tail.
+        for not_iort in [
+            "DDY77ZZ", "DDY78ZZ", "DDY7FZZ", "DD07CZZ", "DDY7C", "DIY7CZZ",
+        ] {
+            assert!(!t.contains(V, uris::ICD10_PCS, not_iort), "{not_iort}");
+        }
         // Other radiotherapy, and the right code in the wrong system.
         assert!(!t.contains(V, uris::CPT, "77412"));
         assert!(!t.contains(V, uris::SNOMED_CT, "77425"));
@@ -831,6 +908,207 @@ mod tests {
         }
         assert!(t.contains(ValueSetId::AnyCancer, uris::SNOMED_CT, "93984006"));
         assert!(t.contains(ValueSetId::AnyCancer, uris::SNOMED_CT, "254837009"));
+    }
+
+    #[test]
+    fn aliases_match_the_same_members() {
+        let t = embedded();
+        use ValueSetId::*;
+        let cm_oid = "urn:oid:2.16.840.1.113883.6.90";
+        for code in ["C20", "c20", " C20 "] {
+            assert!(t.contains(RectalCancer, cm_oid, code), "{code}");
+        }
+        assert!(t.contains(RectalCancer, "URN:OID:2.16.840.1.113883.6.90", "C20"));
+        assert!(!t.contains(RectalCancer, cm_oid, "C18.7"));
+        assert!(t.contains(AnyCancer, cm_oid, "C18.7"));
+        assert!(t.contains(SecondaryCancer, cm_oid, "C78.5"));
+        let sct_oid = "urn:oid:2.16.840.1.113883.6.96";
+        assert!(t.contains(RectalCancer, sct_oid, "93984006"));
+        assert!(t.contains(T4Category, sct_oid, "1228944003"));
+        let loinc_oid = "urn:oid:2.16.840.1.113883.6.1";
+        assert!(t.contains(TCategoryObservation, loinc_oid, "21905-5"));
+        assert!(t.contains(MarginDistanceObservation, loinc_oid, "33737-8"));
+        assert!(t.contains(IortCptCodes, "urn:oid:2.16.840.1.113883.6.12", "77425"));
+        for pcs in [
+            "urn:oid:2.16.840.1.113883.6.4",
+            "http://www.icd10data.com/icd10pcs",
+        ] {
+            assert!(t.contains(IortProcedures, pcs, "dd073z0"), "{pcs}");
+            assert!(t.contains(IortProcedures, pcs, "DDY7CZZ"), "{pcs}");
+        }
+        // An OID that is not a registered alias is just another system.
+        assert!(!t.contains(RectalCancer, "urn:oid:2.16.840.1.113883.6.91", "C20"));
+        assert_eq!(
+            canonical_system(" urn:oid:2.16.840.1.113883.6.3 "),
+            uris::ICD10
+        );
+        assert_eq!(canonical_system("urn:local"), "urn:local");
+        assert_eq!(system_label(cm_oid), "ICD-10-CM");
+        assert_eq!(system_label(sct_oid), "SNOMED CT");
+        assert_eq!(system_label(uris::ICD10), "ICD-10");
+        assert_eq!(system_label("urn:local"), "urn:local");
+        assert!(same_code(cm_oid, "c18.7", uris::ICD10_CM, "C187"));
+        assert!(!same_code(uris::ICD10, "C18.7", uris::ICD10_CM, "C18.7"));
+    }
+
+    #[test]
+    fn who_icd10_is_its_own_system_with_explicit_includes() {
+        let t = embedded();
+        use ValueSetId::*;
+        for (system, expected) in [(uris::ICD10, true), ("urn:oid:2.16.840.1.113883.6.3", true)] {
+            assert_eq!(t.contains(RectalCancer, system, "C20"), expected);
+            assert_eq!(t.contains(RectalCancer, system, "c20"), expected);
+        }
+        for other in ["C18.7", "C187", "C19", "C21.1", "C50.9", "C97"] {
+            assert!(!t.contains(RectalCancer, uris::ICD10, other), "{other}");
+            assert!(t.contains(AnyCancer, uris::ICD10, other), "{other}");
+        }
+        for secondary in ["C78.7", "C787", "C77.0", "C79.5"] {
+            assert!(
+                t.contains(SecondaryCancer, uris::ICD10, secondary),
+                "{secondary}"
+            );
+        }
+        assert!(!t.contains(SecondaryCancer, uris::ICD10, "C76.5"));
+        for not_cancer in ["D01.2", "Z85.0", "C4A.9", "C98"] {
+            assert!(
+                !t.contains(AnyCancer, uris::ICD10, not_cancer),
+                "{not_cancer}"
+            );
+        }
+        // C97 exists in WHO ICD-10 only.
+        assert!(!t.contains(AnyCancer, uris::ICD10_CM, "C97"));
+    }
+
+    #[test]
+    fn snomed_cancer_recognition() {
+        let t = embedded();
+        use ValueSetId::*;
+        let sct = uris::SNOMED_CT;
+        // Rectum primaries (eCQM colorectal expansion), including local recurrence.
+        for rectal in [
+            "363351006",
+            "93984006",
+            "254582000",
+            "1268633007",
+            "314966008",
+            "448994001",
+        ] {
+            assert!(t.contains(RectalCancer, sct, rectal), "{rectal}");
+            assert!(t.contains(AnyCancer, sct, rectal), "{rectal}");
+            assert!(!t.contains(SecondaryCancer, sct, rectal), "{rectal}");
+        }
+        // Known other cancers: Synthea colon, mCODE example breast, lung, prostate, and the
+        // ambiguous or non-C20 colorectal concepts.
+        for other in [
+            "109838007",
+            "353431000119107",
+            "93761005",
+            "363406005",
+            "254837009",
+            "254637007",
+            "423121009",
+            "399068003",
+            "93980002",
+            "187760008",
+            "96281000119107",
+            "443488001",
+            "713573006",
+            "1156797006",
+            "369451000",
+            "93870000",
+        ] {
+            assert!(t.contains(AnyCancer, sct, other), "{other}");
+            assert!(!t.contains(RectalCancer, sct, other), "{other}");
+        }
+        // Secondary (metastatic): never rectal, even when the site is the rectum.
+        for secondary in [
+            "128462008",
+            "94381002",
+            "94391008",
+            "94222008",
+            "94225005",
+            "94260004",
+            "94513006",
+            "285612000",
+            "1237484006",
+            "1269123008",
+        ] {
+            assert!(t.contains(SecondaryCancer, sct, secondary), "{secondary}");
+            assert!(!t.contains(RectalCancer, sct, secondary), "{secondary}");
+        }
+        // Not cancers: history situations, hereditary syndromes, a T category finding, benign.
+        for not_cancer in [
+            "429084005",
+            "315058005",
+            "395705003",
+            "126906006",
+            "68496003",
+        ] {
+            assert!(!t.contains(AnyCancer, sct, not_cancer), "{not_cancer}");
+            assert!(
+                !t.contains(SecondaryCancer, sct, not_cancer),
+                "{not_cancer}"
+            );
+        }
+    }
+
+    /// The SNOMED CT concepts listed in an embedded value set file, with their displays.
+    fn listed_concepts(slug: &str) -> Vec<(String, String)> {
+        let json = Assets::embedded()
+            .read_json(Folder::Profiles, &format!("valuesets/{slug}.json"))
+            .unwrap();
+        json["compose"]["include"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["system"] == uris::SNOMED_CT)
+            .flat_map(|i| i["concept"].as_array().cloned().unwrap_or_default())
+            .map(|c| {
+                (
+                    c["code"].as_str().unwrap().to_owned(),
+                    c["display"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rectal_list_is_rectum_only_and_disjoint_from_secondaries() {
+        let t = embedded();
+        let rectal = listed_concepts("rectal-cancer");
+        assert!(rectal.len() >= 10);
+        for (code, display) in &rectal {
+            let d = display.to_lowercase();
+            assert!(d.contains("rectum"), "{code} {display}");
+            for ambiguous in ["rectosigmoid", "anus", "anorect", "colon", "metasta"] {
+                assert!(!d.contains(ambiguous), "{code} {display}");
+            }
+            assert!(!t.contains(ValueSetId::SecondaryCancer, uris::SNOMED_CT, code));
+        }
+        // No listed other cancer is a rectal one in disguise.
+        for (code, display) in listed_concepts("any-cancer") {
+            let d = display.to_lowercase();
+            if d.contains("rectum") && !t.contains(ValueSetId::RectalCancer, uris::SNOMED_CT, &code)
+            {
+                assert!(
+                    [
+                        "rectosigmoid",
+                        "anus",
+                        "anorect",
+                        "colon",
+                        "extension",
+                        "kaposi",
+                        "stromal",
+                        "carcinoid",
+                        "neuroendocrine"
+                    ]
+                    .iter()
+                    .any(|a| d.contains(a)),
+                    "{code} {display}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -867,6 +1145,55 @@ mod tests {
             assert!(!t.contains(ValueSetId::T4Category, uris::AJCC, c), "{c}");
         }
         assert!(t.contains(ValueSetId::BelowT4Category, uris::SNOMED_CT, "1228938002"));
+        // Older SNOMED CT T category findings (Synthea, mCODE STU1 guidance, eCQM).
+        assert!(t.contains(ValueSetId::T4Category, uris::SNOMED_CT, "65565005"));
+        assert!(!t.contains(ValueSetId::BelowT4Category, uris::SNOMED_CT, "65565005"));
+        for c in [
+            "58790005",
+            "23351008",
+            "261650005",
+            "67673008",
+            "14410001",
+            "395705003",
+        ] {
+            assert!(
+                t.contains(ValueSetId::BelowT4Category, uris::SNOMED_CT, c),
+                "{c}"
+            );
+            assert!(
+                !t.contains(ValueSetId::T4Category, uris::SNOMED_CT, c),
+                "{c}"
+            );
+        }
+        // TX category (67101007) says nothing either way.
+        assert!(!t.contains(ValueSetId::BelowT4Category, uris::SNOMED_CT, "67101007"));
+        assert!(!t.contains(ValueSetId::T4Category, uris::SNOMED_CT, "67101007"));
+    }
+
+    #[test]
+    fn observation_codes_follow_mcode_max_value_sets() {
+        let t = embedded();
+        use ValueSetId::*;
+        // TNMPrimaryTumorStagingTypeMaxVS and TNMStageGroupStagingTypeMaxVS (mCODE STU4).
+        for c in ["78873005", "399504009", "384625004"] {
+            assert!(t.contains(TCategoryObservation, uris::SNOMED_CT, c), "{c}");
+        }
+        for c in ["21905-5", "21899-0", "21911-3"] {
+            assert!(t.contains(TCategoryObservation, uris::LOINC, c), "{c}");
+        }
+        for c in ["399390009", "399537006", "399588009"] {
+            assert!(t.contains(StageGroupObservation, uris::SNOMED_CT, c), "{c}");
+        }
+        for c in ["21908-9", "21902-2", "21914-7"] {
+            assert!(t.contains(StageGroupObservation, uris::LOINC, c), "{c}");
+        }
+        // N category codes are not T category codes.
+        assert!(!t.contains(TCategoryObservation, uris::LOINC, "21906-3"));
+        assert!(!t.contains(TCategoryObservation, uris::SNOMED_CT, "399534004"));
+        assert!(t.contains(MarginFindingObservation, uris::LOINC, "84892-9"));
+        assert!(t.contains(MarginFindingObservation, uris::SNOMED_CT, "395536008"));
+        assert!(t.contains(MarginPositive, uris::SNOMED_CT, "1222639002"));
+        assert!(t.contains(MarginClear, uris::SNOMED_CT, "1222638005"));
     }
 
     #[test]

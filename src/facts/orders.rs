@@ -6,8 +6,10 @@
 //! 2. a CPT code of `iort-cpt-codes` in the Da Vinci CRD billing-options extension on `code`
 //!    (an EHR may order with a local or SNOMED code and offer the billing codes there);
 //! 3. a radiotherapy course code (`radiotherapy-course`) whose mCODE
-//!    modality-and-technique extension (on the resource, or on `code`) has a `technique` in
-//!    `iort-technique`.
+//!    modality-and-technique extension (on the resource, or on `code`) has a technique in
+//!    `iort-technique`. The technique sub-extension is an mCODE extension of its own, so
+//!    conformant senders (mCODE STU2+, CodeX Radiation Therapy) give it its absolute url; others
+//!    use the slice name `technique`. Both are read ([`uris::TECHNIQUE_SUBEXTENSION_URLS`]).
 //!
 //! A ServiceRequest with `doNotPerform = true` is an order *not* to do the procedure, so it is
 //! never treated as an IORT order. Other resource types are not IORT orders.
@@ -31,7 +33,7 @@ use serde_json::Value;
 use crate::facts::fhir::{coding_label, parse_resource, text};
 use crate::facts::{CodeRef, IortOrder};
 use crate::hook::DraftOrder;
-use crate::terminology::{Terminology, ValueSetId, uris};
+use crate::terminology::{Terminology, ValueSetId, canonical_system, uris};
 
 /// The ServiceRequest of a raw order, read leniently (see the module docs).
 pub(crate) fn service_request_from_raw(raw: &Value) -> Option<ServiceRequest> {
@@ -79,7 +81,7 @@ fn technique_codings(extensions: &[Extension]) -> impl Iterator<Item = &Coding> 
         .iter()
         .filter(|e| e.url == uris::MODALITY_AND_TECHNIQUE_EXTENSION)
         .flat_map(|e| e.extension.iter())
-        .filter(|sub| sub.url == uris::TECHNIQUE_SUBEXTENSION)
+        .filter(|sub| uris::TECHNIQUE_SUBEXTENSION_URLS.contains(&sub.url.trim()))
         .filter_map(|sub| match &sub.value {
             Some(ExtensionValue::CodeableConcept(cc)) => Some(cc.coding.iter()),
             _ => None,
@@ -87,9 +89,11 @@ fn technique_codings(extensions: &[Extension]) -> impl Iterator<Item = &Coding> 
         .flatten()
 }
 
+/// The coding as a [`CodeRef`], its system canonical (a CPT code sent under its OID is still
+/// reported as CPT).
 fn code_ref(coding: &Coding) -> Option<CodeRef> {
     Some(CodeRef {
-        system: text(coding.system.as_ref())?.to_owned(),
+        system: canonical_system(text(coding.system.as_ref())?).to_owned(),
         code: text(coding.code.as_ref())?.to_owned(),
         display: text(coding.display.as_ref()).map(str::to_owned),
     })
@@ -285,6 +289,76 @@ mod tests {
         // Nor is the course without any technique.
         raw.as_object_mut().unwrap().remove("extension");
         assert!(one(raw).is_none());
+    }
+
+    #[test]
+    fn mcode_course_with_absolute_subextension_urls_is_iort() {
+        // Shaped like the CodeX Radiation Therapy / mCODE STU4 course examples: the
+        // sub-extensions carry the absolute urls of the mCODE modality and technique extensions.
+        let sub = |url: &str, code: &str| {
+            json!({"url": url, "valueCodeableConcept": {"coding": [
+                {"system": "http://snomed.info/sct", "code": code,
+                 "display": format!("SNOMED CT {code} as sent")}]}})
+        };
+        let course = |technique: Value| {
+            let mut raw = sr(
+                "codex",
+                json!({"coding": [{"system": "http://snomed.info/sct", "code": "1217123003",
+                    "display": "Radiotherapy course of treatment (regime/therapy)"}]}),
+            );
+            raw["category"] = json!([{"coding": [{"system": "http://snomed.info/sct",
+                "code": "108290001"}]}]);
+            raw["extension"] = json!([{"url": uris::MODALITY_AND_TECHNIQUE_EXTENSION,
+                "extension": [sub(uris::MODALITY_SUBEXTENSION, "45643008"), technique]}]);
+            raw
+        };
+        let o = one(course(sub(uris::TECHNIQUE_SUBEXTENSION, "168524008")))
+            .expect("IORT course with absolute sub-extension urls");
+        assert_eq!(o.id.as_deref(), Some("codex"));
+        assert!(o.billing_code.is_none());
+        assert_eq!(
+            o.display, "SNOMED CT 168524008 as sent",
+            "the matched technique"
+        );
+        // The same shape with an external-beam technique is not IORT.
+        assert!(one(course(sub(uris::TECHNIQUE_SUBEXTENSION, "1162782007"))).is_none());
+        // An IORT code under the modality url is not a technique.
+        assert!(one(course(sub(uris::MODALITY_SUBEXTENSION, "168524008"))).is_none());
+        // Another IG's sub-extension url with the IORT code is not mCODE's technique.
+        assert!(
+            one(course(sub(
+                "http://hl7.org/fhir/us/codex-radiation-therapy/StructureDefinition/codexrt-radiotherapy-energy-or-isotope",
+                "168524008"
+            )))
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn pcs_other_radiation_iort_and_aliased_systems() {
+        for code in ["DDY7CZZ", "ddy7czz", "D0Y0CZZ", "DVY0CZZ"] {
+            let o = one(sr(
+                "pcs",
+                json!({"coding": [{"system": uris::ICD10_PCS, "code": code}]}),
+            ));
+            assert!(o.is_some(), "{code}");
+        }
+        // Contact radiation (5th character 7) of the same table is not IORT.
+        assert!(
+            one(sr(
+                "pcs7",
+                json!({"coding": [{"system": uris::ICD10_PCS, "code": "DDY77ZZ"}]})
+            ))
+            .is_none()
+        );
+        // CPT by its OID still yields the billing code, reported under the canonical system.
+        let o = one(sr(
+            "oid",
+            json!({"coding": [{"system": "urn:oid:2.16.840.1.113883.6.12", "code": "77425"}]}),
+        ))
+        .expect("CPT by OID");
+        let b = o.billing_code.expect("billing code");
+        assert_eq!((b.system.as_str(), b.code.as_str()), (uris::CPT, "77425"));
     }
 
     #[test]
