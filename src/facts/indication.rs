@@ -53,7 +53,7 @@ use crate::facts::{Evidence, IndicationFact, IndicationSource, IndicationStatus}
 use crate::gather::{PatientRecord, RecordIssue};
 use crate::terminology::{
     Terminology, ValueSetId, is_cancer_condition_profile, is_secondary_cancer_condition_profile,
-    normalise_code,
+    same_code,
 };
 
 /// Rectal or another site.
@@ -335,9 +335,7 @@ fn same_coding(a: &Coding, b: &Coding) -> bool {
         text(b.system.as_ref()),
         text(b.code.as_ref()),
     ) {
-        (Some(sa), Some(ca), Some(sb), Some(cb)) => {
-            sa == sb && normalise_code(sa, ca) == normalise_code(sb, cb)
-        }
+        (Some(sa), Some(ca), Some(sb), Some(cb)) => same_code(sa, ca, sb, cb),
         _ => false,
     }
 }
