@@ -29,6 +29,7 @@ pub mod cli;
 pub mod configuration;
 pub mod decision;
 pub mod facts;
+pub mod fhir_json;
 pub mod gather;
 pub mod hook;
 pub mod http;

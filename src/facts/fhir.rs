@@ -5,8 +5,6 @@
 //! which date a resource is dated by, how a reference names a resource) instead of each
 //! re-deriving them.
 
-use fhirbolt::FhirReleases;
-use fhirbolt::element::Element;
 use fhirbolt::model::r4::resources::{Condition, Observation, Procedure};
 use fhirbolt::model::r4::resources::{ConditionOnset, ObservationEffective, ProcedurePerformed};
 use fhirbolt::model::r4::types::{CodeableConcept, Coding, Reference};
@@ -42,13 +40,9 @@ pub fn parse_resource<T: DeserializeResourceOwned>(json: Value, lax: bool) -> Re
     }
 }
 
+/// One strict parse, never a panic (see [`crate::fhir_json`]).
 fn parse_strict<T: DeserializeResourceOwned>(json: Value) -> Result<T, String> {
-    fhirbolt::json::from_json_value::<Element<{ FhirReleases::R4 }>>(json, None)
-        .map_err(|e| e.to_string())
-        .and_then(|element| {
-            fhirbolt::element::from_element::<{ FhirReleases::R4 }, T>(element, None)
-                .map_err(|e| e.to_string())
-        })
+    crate::fhir_json::read_via_element(json).map_err(|e| e.to_string())
 }
 
 /// At most this many repairs per resource: each costs one strict parse.

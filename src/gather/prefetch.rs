@@ -188,7 +188,7 @@ impl RecordBuilder {
         // Parse through the `Resource` enum, not the concrete type: with serde_json's
         // `arbitrary_precision` (which fhirbolt switches on), fhirbolt 0.4 rejects every JSON
         // decimal when asked for a concrete resource type, but reads it through the enum.
-        let parsed = fhirbolt::json::from_json_value::<Resource>(resource, None).map(|r| match r {
+        let parsed = crate::fhir_json::read::<Resource>(resource).map(|r| match r {
             Resource::Condition(c) => self.record.conditions.push(*c),
             Resource::Procedure(p) => self.record.procedures.push(*p),
             Resource::Observation(o) => self.record.observations.push(*o),

@@ -305,8 +305,16 @@ fn parse_draft_orders(bundle: Value) -> Result<Vec<DraftOrder>, RequestError> {
             .get("id")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let parsed = fhirbolt::json::from_json_value::<Resource>(resource.clone(), None)
-            .map_err(|e| e.to_string());
+        // FHIR forbids empty arrays, and they crash the FHIR parser: the request's own orders
+        // are refused with the path (400) rather than half-read.
+        if let Some(path) = crate::fhir_json::first_empty_array(&resource) {
+            return Err(RequestError::new(
+                format!("context.draftOrders.entry[{i}].resource.{path}"),
+                "an empty array (FHIR forbids empty arrays)",
+            ));
+        }
+        let parsed =
+            crate::fhir_json::read::<Resource>(resource.clone()).map_err(|e| e.to_string());
         out.push(DraftOrder {
             resource_type,
             id,

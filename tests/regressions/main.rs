@@ -519,3 +519,72 @@ fn prefetch_facts_finds_finish() {
         assert!(outcomes.len() <= 10, "{}", file.display());
     }
 }
+
+/// Issue 13: FHIR forbids empty arrays and buggy systems send them; an array where a primitive
+/// belongs too. They panicked the FHIR parser and the call answered 500. Now, at every entry
+/// point, they are invalid resources: the request's own order -> 400 naming the path; a
+/// prefetch resource -> skipped and noted (200); a FHIR server resource -> the same.
+#[tokio::test]
+async fn empty_arrays_and_type_confusion_never_answer_500() {
+    let app = spawn_app().await;
+    // The request's own draft order.
+    for (pointer, bad) in [("/code/coding/0/code", json!([])), ("/category", json!([]))] {
+        let mut request = covered_request();
+        let order = &mut request["context"]["draftOrders"]["entry"][0]["resource"];
+        *order.pointer_mut(pointer).expect("pointer into the order") = bad;
+        let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
+        assert_eq!(status, 400, "{pointer}: {body}");
+        assert!(diagnostics(&body).contains("empty array"), "{body}");
+    }
+    let mut request = covered_request();
+    request["context"]["draftOrders"]["entry"][0]["resource"]["code"]["coding"][0]["code"] =
+        json!(["77425"]);
+    let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
+    assert_ne!(status, 500, "{body}");
+
+    // Prefetch resources: skipped, noted, answered.
+    let mutations: Vec<(&str, Value)> = vec![
+        ("/category", json!([])),
+        ("/code/coding", json!([])),
+        ("/code/coding/0/code", json!([])),
+        ("/code/coding/0/code", json!(["C20"])),
+        ("/code/coding/0/code", json!({"value": "C20"})),
+        ("/subject", json!([])),
+    ];
+    for (pointer, bad) in &mutations {
+        for key in ["conditions", "observations", "procedures"] {
+            let mut request = covered_request();
+            let resource = &mut request["prefetch"][key]["entry"][0]["resource"];
+            // (not every resource kind has every element: those are skipped)
+            let Some(slot) = resource.pointer_mut(pointer) else {
+                continue;
+            };
+            *slot = bad.clone();
+            let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
+            assert_eq!(status, 200, "{key}{pointer}: {body}");
+            assert_eq!(covered_codes(&body).len(), 1, "{key}{pointer}: {body}");
+        }
+    }
+
+    // The same from a FHIR server: answered 200 with a determination, not 500.
+    for (pointer, bad) in &mutations {
+        let mut answer = covered_request()["prefetch"]["observations"].clone();
+        if let Some(slot) = answer["entry"][0]["resource"].pointer_mut(pointer) {
+            *slot = bad.clone();
+        }
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/Observation"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+            .mount(&server)
+            .await;
+        let (status, body) = post(
+            &app,
+            SERVICE,
+            fetching_request(&server).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200, "FHIR server{pointer}: {body}");
+        assert_eq!(covered_codes(&body).len(), 1, "{body}");
+    }
+}
