@@ -135,13 +135,13 @@ mod tests {
             let r = read::<Resource>(c);
             assert!(matches!(r, Err(ReadError::EmptyArray(_))), "{shown}: {r:?}");
         }
-        // Wrong types are refused by the parser, not panics.
+        // Wrong types are the parser's to refuse (or read), never a panic.
         let mut c = condition.clone();
         c["code"]["coding"][0]["code"] = json!({"x": 1});
-        assert!(read::<Resource>(c).is_err());
+        assert!(matches!(read::<Resource>(c), Err(ReadError::Invalid(_))));
         let mut c = condition;
         c["code"]["coding"][0]["code"] = json!(["C20"]);
-        assert!(read::<Resource>(c).is_err());
+        assert!(!matches!(read::<Resource>(c), Err(ReadError::ParserPanic)));
     }
 
     #[test]
