@@ -71,9 +71,9 @@ pub struct Limits {
     /// `max_body_bytes` (the prefetch). What is left to bound is the work per entry, which is
     /// linear and small (a patient check, and for Observations a code look-up before anything
     /// is parsed; the expensive parsing and assessing is bounded by `max_record_resources`).
-    /// 10,000 is about what 8 MiB holds of real entries (about 1 KB each, fullUrl, search and
-    /// a resource with codes, subject and dates), so a page can only pass it by being padded
-    /// with near-empty entries.
+    /// At about 1 KB per real entry (fullUrl, search, and a resource with codes, subject and
+    /// dates), 8 MiB holds some 8,000, so a page passes 10,000 only when padded with
+    /// near-empty entries.
     pub max_bundle_entries: usize,
     /// Most resources kept in one patient record, over all prefetch keys and pages (more:
     /// `indeterminate`). Counted are only the resources the facts read, after filtering: the

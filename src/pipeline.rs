@@ -5,6 +5,10 @@
 //! policy, card templates, the what-if order). The HTTP routes and the `evaluate` command both
 //! call [`Engine::call`], so a tester's command line and an EHR's request take the same path.
 //!
+//! The IORT orders are found before the record is gathered: a call without one reads nothing,
+//! and the orders' `reasonReference`s go to the gather stage, which reads the Conditions they
+//! name when the record lacks them (`gather::reasons`).
+//!
 //! The three hooks differ only in which orders are assessed and how the answer is rendered; the
 //! record is gathered, the facts read and the decision taken the same way for all of them, so
 //! the three services can never disagree about the same patient:
