@@ -48,7 +48,7 @@ enum Target {
 }
 
 /// The Condition ids to read, in order and without repeats; references to Conditions that
-/// lie off the request's server (`base`) are noted in the record as not read. With no usable
+/// lie off the request's server (`base`) and are not in the record are noted as not read. With no usable
 /// `base`, absolute references are left alone (there is nowhere to read them from).
 pub fn to_fetch(
     references: &[String],
@@ -60,6 +60,8 @@ pub fn to_fetch(
         match target(reference, base) {
             Target::Read(id) if !ids.contains(&id) => ids.push(id),
             Target::Read(_) | Target::Nothing => {}
+            // Already in the record (the facts match reasons by id): nothing to read or note.
+            Target::Elsewhere(id) if b.has("Condition", &id) => {}
             Target::Elsewhere(id) => {
                 tracing::warn!(condition = %id, "an order's reason lies outside the request's fhirServer; not read");
                 not_fetched(b, &id, "it lies outside the request's FHIR server");
@@ -252,6 +254,17 @@ mod tests {
             "no URL in the problem"
         );
         assert!(r.unavailable.is_none());
+
+        // An off-server reference to a Condition the record holds is not noted.
+        let t = Terminology::load(&crate::assets::Assets::embedded()).unwrap();
+        let mut b = RecordBuilder::new("p1", &t);
+        b.add_value(
+            "conditions",
+            json!({"resourceType": "Condition", "id": "c5", "subject": {"reference": "Patient/p1"}}),
+        );
+        let refs = vec!["https://other.example/fhir/Condition/c5".to_owned()];
+        assert!(to_fetch(&refs, Some(&base()), &mut b).is_empty());
+        assert!(b.finish().issues.is_empty());
     }
 
     #[test]
