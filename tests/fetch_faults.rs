@@ -557,3 +557,46 @@ async fn a_server_ignoring_the_code_filter_still_gives_the_right_answer() {
     assert_eq!(covered(&body), ["covered"], "{text}");
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn only_iort_orders_reasons_are_read() {
+    let server = MockServer::start().await;
+    let app = spawn_app_with(|_| {}).await;
+    // Full prefetch holding the IORT order's reason, and a CT order naming another Condition.
+    let mut request = request(&base(&server), &[], true);
+    let ct = json!({"resource": {"resourceType": "ServiceRequest", "id": "sr-ct-1",
+        "status": "draft", "intent": "order", "subject": {"reference": "Patient/pat-rc-001"},
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "72193"}]},
+        "reasonReference": [{"reference": "Condition/not-an-iort-reason"}]}});
+    request["context"]["draftOrders"]["entry"]
+        .as_array_mut()
+        .unwrap()
+        .push(ct);
+    let (status, body, text) = call(&app, &request).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(covered(&body), ["covered"], "{text}");
+    assert!(
+        server.received_requests().await.unwrap().is_empty(),
+        "a non-IORT order's reason was read"
+    );
+    // The IORT order's own reason, once missing from the record, is read.
+    request["prefetch"]["conditions"] = json!({"resourceType": "Bundle", "type": "searchset"});
+    Mock::given(method("GET"))
+        .and(path("/fhir/Condition/cond-rectal-ca"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(example()["prefetch"]["conditions"]["entry"][0]["resource"].clone()),
+        )
+        .mount(&server)
+        .await;
+    let (status, body, text) = call(&app, &request).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(covered(&body), ["covered"], "{text}");
+    let seen = server.received_requests().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].url.path(), "/fhir/Condition/cond-rectal-ca");
+    assert_eq!(
+        seen[0].headers["authorization"],
+        format!("Bearer {TOKEN}").as_str()
+    );
+}
