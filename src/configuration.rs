@@ -137,6 +137,10 @@ pub struct FhirSettings {
     pub max_pages: usize,
     /// Largest response body accepted from the FHIR server, in bytes (checked while reading).
     pub max_response_bytes: usize,
+    /// Most Conditions named by the IORT orders' `reasonReference` that are read by id in one
+    /// call (those the record lacks after prefetch and fetching; see `gather::reasons`). More
+    /// are noted as not read. 0 turns reading them off.
+    pub max_reason_fetches: usize,
     /// Use the proxy named by `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`. Off by default so a
     /// stray variable cannot route bearer tokens through an unexpected host.
     pub use_system_proxy: bool,
@@ -150,6 +154,7 @@ impl Default for FhirSettings {
             connect_timeout_ms: 1000,
             max_pages: 20,
             max_response_bytes: 8 * 1024 * 1024,
+            max_reason_fetches: 8,
             use_system_proxy: false,
         }
     }
@@ -179,6 +184,12 @@ impl FhirSettings {
             return invalid(
                 "fhir.max_response_bytes",
                 "must be at least 1024".to_owned(),
+            );
+        }
+        if self.max_reason_fetches > 100 {
+            return invalid(
+                "fhir.max_reason_fetches",
+                "must be between 0 and 100".to_owned(),
             );
         }
         Ok(())
@@ -403,6 +414,7 @@ mod tests {
         assert_eq!(s.fhir.timeout_ms, 3000);
         assert_eq!(s.fhir.max_pages, 20);
         assert_eq!(s.fhir.max_response_bytes, 8 * 1024 * 1024);
+        assert_eq!(s.fhir.max_reason_fetches, 8);
         let p = write(
             "[fhir]\nallowed_base_urls = [\"https://ehr.example.org/fhir\"]\ntimeout_ms = 1500\n",
         );
@@ -433,6 +445,10 @@ mod tests {
                 "fhir.max_response_bytes",
             ),
             ("[fhir]\nmax_page = 3\n", "max_page"),
+            (
+                "[fhir]\nmax_reason_fetches = 101\n",
+                "fhir.max_reason_fetches",
+            ),
         ] {
             let p = write(text);
             let e = Settings::load(Some(&p), Overrides::default())

@@ -15,9 +15,14 @@
 //!   two (a contained resource may not contain resources, dom-2), plus the Bundle around them.
 //! - **String length** ([`Limits::max_string_bytes`]): text is copied into cards, logs and
 //!   error messages; no field the service reads is legitimately larger.
+//! - **Draft orders** ([`Limits::max_draft_orders`]): each is parsed and, when IORT, assessed
+//!   against the whole record, so their cost multiplies with the record's.
 //! - **Bundle entries** ([`Limits::max_bundle_entries`]) and **resources in a record**
 //!   ([`Limits::max_record_resources`]): the facts relate resources to each other (margins to
-//!   procedures, staging to conditions), so their cost grows faster than the count.
+//!   procedures, staging to conditions), so their cost grows faster than the count. Only the
+//!   resources the record keeps count against the record bound (see its doc comment); the
+//!   per-Bundle bound is set well above real search pages, because a Bundle is already in
+//!   memory (within the byte limits) when its entries are counted.
 //!
 //! - **Request bodies in flight** ([`Limits::max_inflight_body_bytes`]): the bytes of all the
 //!   request bodies being read or answered at once, over all connections. Without it, memory
@@ -41,8 +46,8 @@
 //! Depth, string length and the value count are checked by one pass over the bytes ([`check_json`]) without
 //! allocating; a request that fails answers 400 naming the setting, a FHIR server answer that
 //! fails makes the outcome `indeterminate`. Too many draft orders answer 400; too many
-//! resources in the patient's record make the outcome `indeterminate` (the service will not
-//! decide on part of a record).
+//! entries in a record Bundle, or resources in the patient's record, make the outcome
+//! `indeterminate` (the service will not decide on part of a record).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -64,11 +69,30 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Longest JSON string accepted, in bytes as written (escapes included).
     pub max_string_bytes: usize,
-    /// Most entries in one Bundle: `context.draftOrders` (more: 400), a prefetch value or one
-    /// page from the FHIR server (more: `indeterminate`).
+    /// Most entries in `context.draftOrders` (more: 400).
+    pub max_draft_orders: usize,
+    /// Most entries in one record Bundle, a prefetch value or one page from the FHIR server
+    /// (more: `indeterminate`). Search `outcome` entries (OperationOutcomes) are not counted.
+    ///
+    /// Default 10,000. Real pages must pass: Epic pages at 1,000 entries (plus an outcome
+    /// entry), and a server that does not page, or ignores the Observation query's `code`
+    /// filter, can send a few thousand vital signs and labs in one Bundle. What this bound
+    /// does not need to do is bound memory: the Bundle is parsed before its entries can be
+    /// counted, so its size is already bounded by `fhir.max_response_bytes` (a page) or
+    /// `max_body_bytes` (the prefetch). What is left to bound is the work per entry, which is
+    /// linear and small (a patient check, and for Observations a code look-up before anything
+    /// is parsed; the expensive parsing and assessing is bounded by `max_record_resources`).
+    /// At about 1 KB per real entry (fullUrl, search, and a resource with codes, subject and
+    /// dates), 8 MiB holds some 8,000, so a page passes 10,000 only when padded with
+    /// near-empty entries.
     pub max_bundle_entries: usize,
     /// Most resources kept in one patient record, over all prefetch keys and pages (more:
-    /// `indeterminate`).
+    /// `indeterminate`). Counted are only the resources the facts read, after filtering: the
+    /// four kinds read (Condition, Procedure, Observation, Coverage), about this patient, not
+    /// seen before, and for Observations only those whose codes the facts can use (others
+    /// are dropped unparsed and never count; see `gather::prefetch`). These are parsed and
+    /// related to one another, so this bounds the costly part of a call. 5,000 is far above
+    /// the cancer-related record of one patient.
     pub max_record_resources: usize,
     /// Most bytes of request bodies being read or answered at once (all connections
     /// together). At least `max_body_bytes`, so that one largest request can always run.
@@ -100,7 +124,8 @@ impl Default for Limits {
         Self {
             max_json_depth: 64,
             max_string_bytes: 256 * 1024,
-            max_bundle_entries: 1000,
+            max_draft_orders: 1000,
+            max_bundle_entries: 10_000,
             max_record_resources: 5000,
             // Two calls run at once (one per core) and each holds several times its body in
             // parsed form: 8 MiB kept a 64-client load of 868 KB records near 90 MB of RSS,
@@ -148,6 +173,9 @@ impl Limits {
                 "must be at least 1024".to_owned(),
             ));
         }
+        if self.max_draft_orders == 0 {
+            return Err(("limits.max_draft_orders", "must be at least 1".to_owned()));
+        }
         if self.max_bundle_entries == 0 {
             return Err(("limits.max_bundle_entries", "must be at least 1".to_owned()));
         }
@@ -184,7 +212,20 @@ impl Limits {
         Ok(())
     }
 
-    /// The error for a Bundle with `n` entries, if that is too many.
+    /// The error for `n` draft orders, if that is too many.
+    pub fn check_draft_orders(&self, n: usize) -> Result<(), LimitExceeded> {
+        if n > self.max_draft_orders {
+            return Err(LimitExceeded {
+                setting: "limits.max_draft_orders",
+                limit: self.max_draft_orders,
+                what: format!("{n} draft orders"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The error for a record Bundle with `n` entries (not counting search outcome entries),
+    /// if that is too many.
     pub fn check_entries(&self, n: usize) -> Result<(), LimitExceeded> {
         if n > self.max_bundle_entries {
             return Err(LimitExceeded {
@@ -535,6 +576,13 @@ mod tests {
             ),
             (
                 Limits {
+                    max_draft_orders: 0,
+                    ..Limits::default()
+                },
+                "limits.max_draft_orders",
+            ),
+            (
+                Limits {
                     max_record_resources: 0,
                     ..Limits::default()
                 },
@@ -543,7 +591,9 @@ mod tests {
         ] {
             assert_eq!(l.validate().unwrap_err().0, setting);
         }
-        assert!(Limits::default().check_entries(1000).is_ok());
-        assert!(Limits::default().check_entries(1001).is_err());
+        assert!(Limits::default().check_entries(10_000).is_ok());
+        assert!(Limits::default().check_entries(10_001).is_err());
+        assert!(Limits::default().check_draft_orders(1000).is_ok());
+        assert!(Limits::default().check_draft_orders(1001).is_err());
     }
 }

@@ -5,6 +5,10 @@
 //! policy, card templates, the what-if order). The HTTP routes and the `evaluate` command both
 //! call [`Engine::call`], so a tester's command line and an EHR's request take the same path.
 //!
+//! The IORT orders are found before the record is gathered: a call without one reads nothing,
+//! and the orders' `reasonReference`s go to the gather stage, which reads the Conditions they
+//! name when the record lacks them (`gather::reasons`).
+//!
 //! The three hooks differ only in which orders are assessed and how the answer is rendered; the
 //! record is gathered, the facts read and the decision taken the same way for all of them, so
 //! the three services can never disagree about the same patient:
@@ -18,6 +22,8 @@
 //!   `reasonReference`, so the indication comes from the patient's cancer Conditions) is
 //!   assessed, and the answer is one "what if" card and no system action (there is no order to
 //!   annotate). See [`Renderer::what_if`].
+
+use std::sync::Arc;
 
 use fhirbolt::model::r4::Resource;
 use serde_json::{Value, json};
@@ -104,7 +110,8 @@ pub const WHAT_IF_ORDER_FILE: &str = "what-if/iort-service-request.json";
 pub struct Engine {
     pub schemas: Schemas,
     pub discovery: Discovery,
-    pub terminology: Terminology,
+    /// The value sets, shared with the gatherer (its Observation filter).
+    pub terminology: Arc<Terminology>,
     pub policy: Policy,
     pub renderer: Renderer,
     pub thresholds: MarginThresholds,
@@ -123,8 +130,10 @@ impl Engine {
             Assets::with_overrides(settings.profiles_dir.clone(), settings.cards_dir.clone());
         let policy = Policy::load(&assets)?;
         let renderer = Renderer::load(&assets, &policy)?;
-        let terminology = Terminology::load(&assets)?;
+        let terminology = Arc::new(Terminology::load(&assets)?);
         let what_if_order = load_what_if_order(&assets, &terminology)?;
+        let gatherer = gather::Gatherer::new(settings, Arc::clone(&terminology))
+            .map_err(StartupError::Other)?;
         Ok(Self {
             schemas: Schemas::load(&assets)?,
             discovery: Discovery::load(&assets)?,
@@ -132,7 +141,7 @@ impl Engine {
             policy,
             renderer,
             thresholds: settings.policy.thresholds(),
-            gatherer: gather::Gatherer::new(settings).map_err(StartupError::Other)?,
+            gatherer,
             limits: settings.limits,
             what_if_order,
         })
@@ -184,7 +193,7 @@ impl Engine {
             .pointer("/context/draftOrders/entry")
             .and_then(Value::as_array)
         {
-            self.limits.check_entries(entries.len())?;
+            self.limits.check_draft_orders(entries.len())?;
         }
         self.schemas
             .validate(SchemaId::HookRequest, &json)
@@ -285,9 +294,15 @@ impl Engine {
         }
         // Moved, not copied (see above). Nothing below reads `request.prefetch`.
         let prefetched = std::mem::take(&mut request.prefetch);
+        // The IORT orders' reasons, which gather reads by id when the record lacks them
+        // (other orders' reasons are never fetched: they are not assessed).
+        let reasons: Vec<String> = orders
+            .iter()
+            .flat_map(|o| gather::reasons::of_order(&o.raw))
+            .collect();
         let record = match self
             .gatherer
-            .gather(service, &request, prefetched, caller_allowed)
+            .gather(service, &request, prefetched, &reasons, caller_allowed)
             .await
         {
             Ok(r) => r,

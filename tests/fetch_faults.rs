@@ -490,3 +490,113 @@ async fn user_info_in_fhir_server_is_refused() {
     );
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+/// `n` vital signs (heart rate) of the example patient, as search entries.
+fn vitals(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({"fullUrl": format!("https://ehr.example.org/fhir/Observation/hr-{i}"),
+                "search": {"mode": "match"},
+                "resource": {"resourceType": "Observation", "id": format!("hr-{i}"),
+                    "status": "final", "subject": {"reference": "Patient/pat-rc-001"},
+                    "category": [{"coding": [{"system":
+                        "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs"}]}],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    "effectiveDateTime": "2025-01-01",
+                    "valueQuantity": {"value": 72, "unit": "/min"}}})
+        })
+        .collect()
+}
+
+/// The example's Observations, with `noise` vital signs and a search outcome entry, as real
+/// servers send them (Epic adds an OperationOutcome entry to its pages).
+fn observations_with(noise: usize) -> Value {
+    let mut bundle = example()["prefetch"]["observations"].clone();
+    let entries = bundle["entry"].as_array_mut().unwrap();
+    entries.extend(vitals(noise));
+    entries.push(json!({"search": {"mode": "outcome"},
+        "resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "warning",
+            "code": "processing", "diagnostics": "Some results may be suppressed"}]}}));
+    bundle
+}
+
+#[tokio::test]
+async fn a_full_epic_page_with_an_outcome_entry_is_assessed() {
+    // The old default bound: a 1,000-resource page plus its outcome entry used to pass it.
+    let app = spawn_app_with(|s| s.limits.max_bundle_entries = 1000).await;
+    let mut request = example();
+    request["prefetch"]["observations"] = observations_with(998);
+    assert_eq!(
+        request["prefetch"]["observations"]["entry"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1001
+    );
+    let (status, body, text) = call(&app, &request).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(covered(&body), ["covered"], "{text}");
+    assert!(!card_text(&body).contains("Record incomplete"), "{text}");
+}
+
+#[tokio::test]
+async fn a_server_ignoring_the_code_filter_still_gives_the_right_answer() {
+    // Thousands of vitals and labs in one page (no paging, `code` ignored): with the default
+    // limits, the answer is the one the filtered query gives.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Observation"))
+        .and(query_param("patient", "pat-rc-001"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(observations_with(6000)))
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(|_| {}).await;
+    let (status, body, text) = call(&app, &request(&base(&server), &["observations"], true)).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(covered(&body), ["covered"], "{text}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn only_iort_orders_reasons_are_read() {
+    let server = MockServer::start().await;
+    let app = spawn_app_with(|_| {}).await;
+    // Full prefetch holding the IORT order's reason, and a CT order naming another Condition.
+    let mut request = request(&base(&server), &[], true);
+    let ct = json!({"resource": {"resourceType": "ServiceRequest", "id": "sr-ct-1",
+        "status": "draft", "intent": "order", "subject": {"reference": "Patient/pat-rc-001"},
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "72193"}]},
+        "reasonReference": [{"reference": "Condition/not-an-iort-reason"}]}});
+    request["context"]["draftOrders"]["entry"]
+        .as_array_mut()
+        .unwrap()
+        .push(ct);
+    let (status, body, text) = call(&app, &request).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(covered(&body), ["covered"], "{text}");
+    assert!(
+        server.received_requests().await.unwrap().is_empty(),
+        "a non-IORT order's reason was read"
+    );
+    // The IORT order's own reason, once missing from the record, is read.
+    request["prefetch"]["conditions"] = json!({"resourceType": "Bundle", "type": "searchset"});
+    Mock::given(method("GET"))
+        .and(path("/fhir/Condition/cond-rectal-ca"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(example()["prefetch"]["conditions"]["entry"][0]["resource"].clone()),
+        )
+        .mount(&server)
+        .await;
+    let (status, body, text) = call(&app, &request).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(covered(&body), ["covered"], "{text}");
+    let seen = server.received_requests().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].url.path(), "/fhir/Condition/cond-rectal-ca");
+    assert_eq!(
+        seen[0].headers["authorization"],
+        format!("Bearer {TOKEN}").as_str()
+    );
+}

@@ -534,3 +534,68 @@ async fn with_a_server_that_never_answers_every_iort_order_is_indeterminate_with
         "the service never connected to the fhirServer"
     );
 }
+
+// -------------------------------------------------------------------------------------------------
+// Issue 12: the order's reason, read by id
+
+/// The example order-sign request, with full prefetch whose `conditions` lack the order's
+/// reason (`Condition/cond-rectal-ca`), and that Condition.
+fn example_without_its_reason() -> (Value, Value) {
+    let mut request: Value =
+        serde_json::from_str(include_str!("../examples/order-sign-iort.json")).unwrap();
+    let reason = request["prefetch"]["conditions"]["entry"][0]["resource"].clone();
+    assert_eq!(reason["id"], "cond-rectal-ca");
+    request["prefetch"]["conditions"] = json!({"resourceType": "Bundle", "type": "searchset",
+        "total": 0});
+    (request, reason)
+}
+
+#[tokio::test]
+async fn an_orders_reason_missing_from_full_prefetch_is_read_from_the_fhir_server() {
+    let server = FhirServer::start(Some(TOKEN)).await;
+    let (request, reason) = example_without_its_reason();
+    server.load(vec![patient("pat-rc-001"), reason]).await;
+    let app = common::spawn_app().await;
+
+    // Without a fhirServer the reason stays unknown: not covered as such.
+    let (status, body, _) = post(&app, &request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let unknown = outcomes(&body);
+    assert_eq!(
+        unknown.values().collect::<Vec<_>>(),
+        ["conditional"],
+        "{body}"
+    );
+
+    // With one, every prefetch key sent: the Condition is read by id and decides.
+    let mut with_server = request.clone();
+    with_server["fhirServer"] = json!(server.base_url());
+    with_server["fhirAuthorization"] = json!({"access_token": TOKEN, "token_type": "Bearer",
+        "expires_in": 300, "scope": "patient/Condition.read", "subject": "iort-cds"});
+    let (status, body, elapsed) = post(&app, &with_server).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        outcomes(&body).values().collect::<Vec<_>>(),
+        ["covered"],
+        "{body}"
+    );
+    assert!(elapsed <= DEADLINE + MARGIN, "{elapsed:?}");
+
+    // The same Condition named by an absolute URL on another host: never contacted (nor
+    // sent the token), and the indication is unknown again.
+    let elsewhere = wiremock::MockServer::start().await;
+    let mut off_server = with_server.clone();
+    off_server["context"]["draftOrders"]["entry"][0]["resource"]["reasonReference"] =
+        json!([{"reference": format!("{}/fhir/R4/Condition/cond-rectal-ca", elsewhere.uri())}]);
+    let (status, body, _) = post(&app, &off_server).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        outcomes(&body).values().collect::<Vec<_>>(),
+        ["conditional"],
+        "{body}"
+    );
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "a reason off the fhirServer was contacted"
+    );
+}

@@ -152,7 +152,11 @@ fn determine(request: &Value) -> Result<Vec<Determination>, String> {
     let (_, parsed) = ENGINE
         .parse_call("iort-coverage", &body)
         .map_err(|e| e.to_string())?;
-    let record = record_from_prefetch(&parsed.context.patient_id, &parsed.prefetch);
+    let record = record_from_prefetch(
+        &parsed.context.patient_id,
+        &parsed.prefetch,
+        &ENGINE.terminology,
+    );
     Ok(
         facts::find_iort_orders(&parsed.context.draft_orders, &ENGINE.terminology)
             .into_iter()

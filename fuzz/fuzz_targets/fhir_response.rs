@@ -13,6 +13,7 @@ use iort_cds::gather::allow_list::BaseUrl;
 use iort_cds::gather::fhir_client::Query;
 use iort_cds::gather::prefetch::RecordBuilder;
 use iort_cds::limits::{self, Limits};
+use iort_cds_fuzz::ENGINE;
 use libfuzzer_sys::fuzz_target;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -29,7 +30,7 @@ static QUERIES: LazyLock<(BaseUrl, Query, Query)> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let (base, search, read) = &*QUERIES;
-    let mut builder = RecordBuilder::new("pat-001");
+    let mut builder = RecordBuilder::new("pat-001", &ENGINE.terminology);
     for query in [search, read] {
         if let Ok(answer) = query.read_answer(StatusCode::OK, data, &LIMITS) {
             if let Some(next) = answer.next {

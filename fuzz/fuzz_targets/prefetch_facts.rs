@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = HookRequest::from_json(synthetic) else {
         return;
     };
-    let record = record_from_prefetch(&patient, &prefetch);
+    let record = record_from_prefetch(&patient, &prefetch, &ENGINE.terminology);
     let orders = facts::find_iort_orders(&request.context.draft_orders, &ENGINE.terminology);
     let determinations: Vec<_> = orders
         .into_iter()

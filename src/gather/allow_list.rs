@@ -113,6 +113,16 @@ impl BaseUrl {
         path_within(url.path(), &self.path)
     }
 
+    /// The part of `url`'s path below this base, without the leading `/` (`Condition/x` for
+    /// `{base}/Condition/x`); `None` when `url` is not on this server ([`BaseUrl::contains`]).
+    pub fn relative_path<'u>(&self, url: &'u Url) -> Option<&'u str> {
+        if !self.contains(url) {
+            return None;
+        }
+        let rest = &url.path()[self.path.len()..];
+        Some(rest.strip_prefix('/').unwrap_or(rest))
+    }
+
     /// Whether `other` is this base or lies below it.
     pub fn contains_base(&self, other: &BaseUrl) -> bool {
         self.url.origin() == other.url.origin() && path_within(&other.path, &self.path)

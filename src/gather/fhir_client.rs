@@ -70,7 +70,7 @@ impl Query {
     ///
     /// The answer's shape is bounded like a request's (`limits`): nesting depth and string
     /// length before parsing, resources nested in resources after; a page of a search may
-    /// hold at most `limits.max_bundle_entries` entries.
+    /// hold at most `limits.max_bundle_entries` entries, search outcome entries aside.
     pub fn read_answer(
         &self,
         status: StatusCode,
@@ -85,7 +85,9 @@ impl Query {
             .map_err(|_| Failure::new(Some(status), "the FHIR server's answer is not JSON"))?;
         limits::check_resource_nesting(&value).map_err(over)?;
         if let Some(entries) = value.get("entry").and_then(Value::as_array) {
-            limits.check_entries(entries.len()).map_err(over)?;
+            limits
+                .check_entries(super::prefetch::counted_entries(entries))
+                .map_err(over)?;
         }
         match self.kind {
             QueryKind::Read if value.is_null() => Ok(Answer {
@@ -583,6 +585,17 @@ mod tests {
         assert!(
             why(ok(&search, &bundle(&["a", "b", "c"], None))).contains("limits.max_bundle_entries")
         );
+        // A full page plus search outcome entries is not over the limit.
+        let mut full = bundle(&["a", "b"], None);
+        for mode in ["outcome", "match"] {
+            full["entry"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"search": {"mode": mode},
+                "resource": {"resourceType": "OperationOutcome",
+                    "issue": [{"severity": "information", "code": "informational"}]}}));
+        }
+        assert!(ok(&search, &full).is_ok());
         let mut nested = json!({"resourceType": "Condition"});
         for _ in 0..5 {
             nested = json!({"resourceType": "Condition", "contained": [nested]});

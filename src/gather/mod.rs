@@ -7,10 +7,19 @@
 //! ([`allow_list`]). Fetched and prefetched data go through the same
 //! [`prefetch::RecordBuilder`], so both give the same record.
 //!
-//! Failures while fetching (timeout, 401, 5xx, garbage, too many pages ...) do not fail the
-//! call: they mark the record [`PatientRecord::unavailable`], so the decision answers
-//! `indeterminate` and the card says what failed, all within one deadline per call. Only a
-//! `fhirServer` that may not be contacted at all is an error ([`GatherError::Refused`]).
+//! The IORT orders' reasons are read by id as well ([`reasons`]): the order's
+//! `reasonReference` decides the indication, and a search by patient does not always return
+//! the Condition it names (an encounter diagnosis outside the problem list, a prefetch limited
+//! to active problems). Such a Condition is fetched from the same server, by the same client,
+//! under the same checks and deadline, whether or not any prefetch key was missing. Its failure
+//! is a [`RecordIssue`], not an unavailable record: the indication is then unknown, which the
+//! card says, while the rest of the record is still assessed.
+//!
+//! Failures while fetching prefetch keys (timeout, 401, 5xx, garbage, too many pages ...) do
+//! not fail the call: they mark the record [`PatientRecord::unavailable`], so the decision
+//! answers `indeterminate` and the card says what failed, all within one deadline per call.
+//! Only a `fhirServer` that may not be contacted at all, when prefetch keys are missing, is an
+//! error ([`GatherError::Refused`]).
 //!
 //! Bundles are split with serde_json and each resource is parsed on its own with fhirbolt, so
 //! one unreadable resource is noted in [`PatientRecord::issues`] and skipped instead of sinking
@@ -20,26 +29,32 @@
 pub mod allow_list;
 pub mod fhir_client;
 pub mod prefetch;
+pub mod reasons;
 pub mod tokens;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fhirbolt::model::r4::resources::{Condition, Coverage, Observation, Procedure};
 use futures_util::future::join_all;
+use reqwest::header::HeaderValue;
 use serde_json::{Map, Value};
 use tokio::time::{Instant, timeout_at};
 
-use self::allow_list::{ServerPolicy, bearer_header};
+use self::allow_list::{BaseUrl, ServerPolicy, bearer_header};
 use self::fhir_client::{FhirClient, Query};
+use self::prefetch::RecordBuilder;
 use crate::configuration::Settings;
 use crate::hook::HookRequest;
 use crate::hook::discovery::ServiceDefinition;
+use crate::terminology::Terminology;
 
 /// Something in the record that could not be used, kept so the cards can say the record was
 /// incomplete. It names the prefetch key and the resource (`Type/id`), never clinical content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordIssue {
-    /// The prefetch key (or FHIR query) the data came from.
+    /// The prefetch key (or FHIR query) the data came from; [`reasons::SOURCE`] for an
+    /// order's reason read by id.
     pub source: String,
     /// `Type/id` of the resource, when known.
     pub resource: Option<String>,
@@ -60,6 +75,12 @@ pub struct PatientRecord {
     /// Set when a whole part of the record could not be obtained (e.g. the FHIR server failed):
     /// the decision must then answer `indeterminate` rather than guess. Says what failed.
     pub unavailable: Option<String>,
+    /// Observations of this patient dropped unparsed because none of their codes is one the
+    /// facts read (vital signs, labs ...); see [`prefetch`]. For the log and benchmarks only:
+    /// they never make the record unavailable.
+    pub observations_dropped: usize,
+    /// Search outcome entries (OperationOutcomes) met in Bundles; not record resources.
+    pub outcome_entries: usize,
 }
 
 /// Why gathering refused to run at all (answered with an error, not an outcome).
@@ -71,6 +92,13 @@ pub enum GatherError {
     Refused(String),
 }
 
+/// One request to the FHIR server: a missing prefetch key, or an order's reason by id.
+struct Job {
+    query: Query,
+    /// The Condition id, for a reason read.
+    reason: Option<String>,
+}
+
 /// Gathers the record: prefetch first, then the EHR's FHIR server for what is missing.
 #[derive(Debug, Clone)]
 pub struct Gatherer {
@@ -80,12 +108,16 @@ pub struct Gatherer {
     timeout: Duration,
     /// Bounds on Bundles and records (`[limits]`).
     limits: crate::limits::Limits,
+    /// Most reason Conditions read by id per call (`fhir.max_reason_fetches`).
+    max_reason_fetches: usize,
+    /// The value sets, loaded once at start-up, for the record builder's Observation filter.
+    terminology: Arc<Terminology>,
 }
 
 impl Gatherer {
     /// Build the shared HTTP client and parse the allow-list. Warns (once, here) when no
     /// allow-list is configured.
-    pub fn new(settings: &Settings) -> Result<Self, String> {
+    pub fn new(settings: &Settings, terminology: Arc<Terminology>) -> Result<Self, String> {
         let fhir = &settings.fhir;
         fhir.validate().map_err(|e| e.to_string())?;
         let policy = ServerPolicy::new(&fhir.allowed_base_urls)?;
@@ -100,10 +132,16 @@ impl Gatherer {
             client: FhirClient::new(fhir)?.with_limits(settings.limits),
             timeout: Duration::from_millis(fhir.timeout_ms),
             limits: settings.limits,
+            max_reason_fetches: fhir.max_reason_fetches,
+            terminology,
         })
     }
 
     /// The patient record for this call.
+    ///
+    /// `reasons` are the `reasonReference.reference` values of the IORT orders being assessed
+    /// ([`reasons::of_order`]): the Conditions they name that the record lacks after prefetch
+    /// and fetching are read by id from `fhirServer` (see [`reasons`]).
     ///
     /// `caller_allowed` is the calling client's own list of FHIR servers (its issuer's
     /// `fhir_servers`), when it has one: `fhirServer` must then lie under one of them as well
@@ -118,56 +156,96 @@ impl Gatherer {
         service: &ServiceDefinition,
         request: &HookRequest,
         prefetched: Map<String, Value>,
+        reasons: &[String],
         caller_allowed: Option<&[String]>,
     ) -> Result<PatientRecord, GatherError> {
         let deadline = Instant::now() + self.timeout;
-        let mut b = prefetch::RecordBuilder::with_limits(&request.context.patient_id, self.limits);
+        let mut b =
+            RecordBuilder::with_limits(&request.context.patient_id, &self.terminology, self.limits);
         let missing = prefetch::missing_keys(&service.prefetch, &prefetched);
         for (key, value) in prefetched {
             b.add_value(&key, value);
         }
-        if missing.is_empty() {
-            return Ok(b.finish());
+        let server = request.fhir_server.as_deref();
+        let mut reason_ids = reasons::to_fetch(
+            reasons,
+            server.and_then(|s| BaseUrl::parse(s).ok()).as_ref(),
+            &mut b,
+        );
+        reason_ids.retain(|id| !b.has("Condition", id));
+        if b.is_unavailable() {
+            // The answer is indeterminate whatever the reasons say: do not read them.
+            reason_ids.clear();
         }
-        let Some(fhir_server) = request.fhir_server.as_deref() else {
-            // The pipeline answers 412 before this; kept so the stage is safe on its own.
-            b.unavailable(format!(
-                "prefetch key(s) {} were not sent and there is no fhirServer to fetch them from",
-                missing.join(", ")
-            ));
-            return Ok(b.finish());
+        if missing.is_empty() && reason_ids.is_empty() {
+            return Ok(finish(b));
+        }
+        let Some(fhir_server) = server else {
+            if !missing.is_empty() {
+                // The pipeline answers 412 before this; kept so the stage is safe on its own.
+                b.unavailable(format!(
+                    "prefetch key(s) {} were not sent and there is no fhirServer to fetch them from",
+                    missing.join(", ")
+                ));
+            }
+            // Reasons with nowhere to read them from: the facts note them as not in the record.
+            return Ok(finish(b));
         };
-        let base = self
-            .policy
-            .check(fhir_server, caller_allowed)
-            .map_err(|why| {
+        let base = match self.policy.check(fhir_server, caller_allowed) {
+            Ok(base) => base,
+            Err(why) => {
                 tracing::warn!(reason = %why, "refused to contact the request's fhirServer");
-                GatherError::Refused(why)
-            })?;
+                if !missing.is_empty() {
+                    return Err(GatherError::Refused(why));
+                }
+                // Only reasons to read: the prefetch is complete, so the call is answered; the
+                // reasons stay unread (the indication is then unknown).
+                for id in &reason_ids {
+                    reasons::not_fetched(
+                        &mut b,
+                        id,
+                        "the request's fhirServer may not be contacted",
+                    );
+                }
+                return Ok(finish(b));
+            }
+        };
         let auth = match &request.fhir_authorization {
             None => None,
             Some(a) => match bearer_header(&a.access_token) {
                 Some(h) => Some(h),
                 None => {
                     tracing::warn!("fhirAuthorization.access_token cannot be sent in a header");
-                    b.unavailable(
-                        "the access token in fhirAuthorization cannot be sent in an HTTP header, \
-                         so nothing was fetched"
-                            .to_owned(),
-                    );
-                    return Ok(b.finish());
+                    if !missing.is_empty() {
+                        b.unavailable(
+                            "the access token in fhirAuthorization cannot be sent in an HTTP \
+                             header, so nothing was fetched"
+                                .to_owned(),
+                        );
+                    }
+                    for id in &reason_ids {
+                        reasons::not_fetched(
+                            &mut b,
+                            id,
+                            "the access token in fhirAuthorization cannot be sent",
+                        );
+                    }
+                    return Ok(finish(b));
                 }
             },
         };
 
-        let mut queries = Vec::with_capacity(missing.len());
+        let mut jobs = Vec::with_capacity(missing.len() + reason_ids.len());
         for key in &missing {
             let Some(template) = service.prefetch.get(key) else {
                 continue;
             };
             match tokens::fill(template, &request.context) {
                 Ok(filled) => match Query::new(key, &filled, &base) {
-                    Some(q) => queries.push(q),
+                    Some(query) => jobs.push(Job {
+                        query,
+                        reason: None,
+                    }),
                     None => {
                         tracing::warn!(key = %key, "prefetch template does not stay on the FHIR server");
                         b.unavailable(format!(
@@ -183,17 +261,114 @@ impl Gatherer {
                 }
             }
         }
-
-        let timeout_ms = self.timeout.as_millis();
+        // A Condition search still to run may bring the reasons: read them after it (and not
+        // at all if fetching failed: the answer is then indeterminate anyway, and a server
+        // that just refused access is not asked again). Otherwise together with the rest, so
+        // they cost no extra round trip.
+        let later = jobs.iter().any(|j| j.query.resource_type == "Condition");
+        let mut remaining = self.max_reason_fetches;
+        if !later {
+            jobs.extend(self.reason_jobs(&reason_ids, &base, &mut remaining, &mut b));
+        }
         let (base, auth) = (&base, auth.as_ref());
-        let answers = join_all(queries.iter().map(|q| async move {
+        self.run(&jobs, base, auth, deadline, &mut b).await;
+        if later && !b.is_unavailable() {
+            reason_ids.retain(|id| !b.has("Condition", id));
+            let jobs = self.reason_jobs(&reason_ids, base, &mut remaining, &mut b);
+            self.run(&jobs, base, auth, deadline, &mut b).await;
+        }
+        Ok(finish(b))
+    }
+
+    /// The reads for the reason Conditions, at most `remaining` of them (the rest are noted as
+    /// not fetched, naming the setting).
+    fn reason_jobs(
+        &self,
+        ids: &[String],
+        base: &BaseUrl,
+        remaining: &mut usize,
+        b: &mut RecordBuilder<'_>,
+    ) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for id in ids {
+            if *remaining == 0 {
+                reasons::not_fetched(
+                    b,
+                    id,
+                    &format!(
+                        "more than {} referenced Conditions to read in one call \
+                         (setting fhir.max_reason_fetches)",
+                        self.max_reason_fetches
+                    ),
+                );
+                continue;
+            }
+            // The id was checked to be a FHIR id (no `/`, `?`, `#`, not `.` or `..`), so the
+            // read stays at `{base}/Condition/{id}`; `Query::new` checks that once more.
+            match Query::new(reasons::SOURCE, &format!("Condition/{id}"), base) {
+                Some(query) => {
+                    *remaining -= 1;
+                    jobs.push(Job {
+                        query,
+                        reason: Some(id.clone()),
+                    });
+                }
+                None => reasons::not_fetched(b, id, "its id cannot be read on the FHIR server"),
+            }
+        }
+        jobs
+    }
+
+    /// Run the jobs concurrently until the call's deadline and add what they bring.
+    async fn run(
+        &self,
+        jobs: &[Job],
+        base: &BaseUrl,
+        auth: Option<&HeaderValue>,
+        deadline: Instant,
+        b: &mut RecordBuilder<'_>,
+    ) {
+        if jobs.is_empty() {
+            return;
+        }
+        let timeout_ms = self.timeout.as_millis();
+        let answers = join_all(jobs.iter().map(|job| async move {
             let started = Instant::now();
-            let answer = timeout_at(deadline, self.client.fetch(base, auth, q)).await;
-            (q, answer, started.elapsed())
+            let answer = timeout_at(deadline, self.client.fetch(base, auth, &job.query)).await;
+            (job, answer, started.elapsed())
         }))
         .await;
-        for (q, answer, elapsed) in answers {
-            let ms = elapsed.as_millis();
+        for (job, answer, elapsed) in answers {
+            let (q, ms) = (&job.query, elapsed.as_millis());
+            if let Some(id) = &job.reason {
+                let failed = match answer {
+                    Ok(Ok(values)) => {
+                        tracing::debug!(condition = %id, responses = values.len(), ms, "read an order's reason Condition");
+                        let found = !values.is_empty();
+                        for value in values {
+                            b.add_value(reasons::SOURCE, value);
+                        }
+                        match (found, b.has("Condition", id)) {
+                            (_, true) => None,
+                            (false, _) => Some("the FHIR server has no such Condition".to_owned()),
+                            (true, false) => Some(
+                                "the FHIR server's answer was left out (another patient's, or \
+                                 another id)"
+                                    .to_owned(),
+                            ),
+                        }
+                    }
+                    Ok(Err(f)) => Some(f.what),
+                    Err(_) => Some(format!(
+                        "the FHIR server did not answer within {timeout_ms} ms"
+                    )),
+                };
+                if let Some(what) = failed {
+                    tracing::warn!(condition = %id, ms, problem = %what, "an order's reason Condition could not be read");
+                    reasons::not_fetched(b, id, &what);
+                }
+                continue;
+            }
             match answer {
                 Ok(Ok(values)) => {
                     tracing::debug!(key = %q.key, responses = values.len(), ms, "fetched prefetch key");
@@ -214,8 +389,24 @@ impl Gatherer {
                 }
             }
         }
-        Ok(b.finish())
     }
+}
+
+/// The record, with one line of counts for the log (and the benchmarks).
+fn finish(b: RecordBuilder<'_>) -> PatientRecord {
+    let r = b.finish();
+    tracing::debug!(
+        conditions = r.conditions.len(),
+        procedures = r.procedures.len(),
+        observations = r.observations.len(),
+        coverages = r.coverages.len(),
+        observations_dropped = r.observations_dropped,
+        outcome_entries = r.outcome_entries,
+        issues = r.issues.len(),
+        unavailable = r.unavailable.is_some(),
+        "patient record gathered"
+    );
+    r
 }
 
 #[cfg(test)]
@@ -241,10 +432,17 @@ mod tests {
         serde_json::from_str(EXAMPLE).unwrap()
     }
 
+    fn terminology() -> Arc<Terminology> {
+        static T: std::sync::LazyLock<Arc<Terminology>> = std::sync::LazyLock::new(|| {
+            Arc::new(Terminology::load(&Assets::embedded()).expect("terminology"))
+        });
+        Arc::clone(&T)
+    }
+
     fn gatherer(adjust: impl FnOnce(&mut Settings)) -> Gatherer {
         let mut s = Settings::default();
         adjust(&mut s);
-        Gatherer::new(&s).unwrap()
+        Gatherer::new(&s, terminology()).unwrap()
     }
 
     /// The example request without the given prefetch keys, pointed at `server`.
@@ -302,12 +500,13 @@ mod tests {
         ];
         let req = request(&format!("{}/fhir", server.uri()), &all, Some("tok-123"));
         let fetched = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), None)
+            .gather(&service(), &req, req.prefetch.clone(), &[], None)
             .await
             .unwrap();
         let prefetched = prefetch::record_from_prefetch(
             "pat-rc-001",
             example()["prefetch"].as_object().unwrap(),
+            &terminology(),
         );
         assert_eq!(format!("{fetched:?}"), format!("{prefetched:?}"));
         assert!(fetched.unavailable.is_none(), "{:?}", fetched.unavailable);
@@ -322,7 +521,7 @@ mod tests {
         mount_example(&server, None).await;
         let req = request(&format!("{}/fhir", server.uri()), &["observations"], None);
         let record = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), None)
+            .gather(&service(), &req, req.prefetch.clone(), &[], None)
             .await
             .unwrap();
         let seen = server.received_requests().await.unwrap();
@@ -347,7 +546,7 @@ mod tests {
         v["fhirServer"] = json!(server.uri());
         let req = HookRequest::from_json(v).unwrap();
         let record = gatherer(|_| {})
-            .gather(&svc, &req, req.prefetch.clone(), None)
+            .gather(&svc, &req, req.prefetch.clone(), &[], None)
             .await
             .unwrap();
         assert!(record.unavailable.is_none());
@@ -379,7 +578,7 @@ mod tests {
         let req = request(&server.uri(), &["conditions", "observations"], None);
         let started = std::time::Instant::now();
         let record = g
-            .gather(&service(), &req, req.prefetch.clone(), None)
+            .gather(&service(), &req, req.prefetch.clone(), &[], None)
             .await
             .unwrap();
         let took = started.elapsed();
@@ -407,7 +606,7 @@ mod tests {
             None,
         );
         let record = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), None)
+            .gather(&service(), &req, req.prefetch.clone(), &[], None)
             .await
             .unwrap();
         assert_eq!(
@@ -429,7 +628,7 @@ mod tests {
             Some("tok"),
         );
         let e = g
-            .gather(&service(), &req, req.prefetch.clone(), None)
+            .gather(&service(), &req, req.prefetch.clone(), &[], None)
             .await
             .unwrap_err();
         let GatherError::Refused(why) = e;
@@ -441,7 +640,7 @@ mod tests {
         let caller = vec!["https://ehr.example.org/fhir".to_owned()];
         assert!(
             gatherer(|_| {})
-                .gather(&service(), &req, req.prefetch.clone(), Some(&caller))
+                .gather(&service(), &req, req.prefetch.clone(), &[], Some(&caller))
                 .await
                 .is_err()
         );
@@ -449,7 +648,7 @@ mod tests {
         // nothing missing: nothing to check, nothing fetched
         let full = request(&format!("{}/fhir", server.uri()), &[], None);
         assert!(
-            g.gather(&service(), &full, full.prefetch.clone(), None)
+            g.gather(&service(), &full, full.prefetch.clone(), &[], None)
                 .await
                 .is_ok()
         );
@@ -464,7 +663,7 @@ mod tests {
             a.access_token = "line\nbreak".to_owned();
         }
         let record = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), None)
+            .gather(&service(), &req, req.prefetch.clone(), &[], None)
             .await
             .unwrap();
         assert!(record.unavailable.unwrap().contains("access token"));
@@ -475,7 +674,261 @@ mod tests {
     fn settings_are_checked_at_start_up() {
         let mut s = Settings::default();
         s.fhir.allowed_base_urls = vec!["not a url".into()];
-        let e = Gatherer::new(&s).unwrap_err();
+        let e = Gatherer::new(&s, terminology()).unwrap_err();
         assert!(e.contains("fhir.allowed_base_urls"), "{e}");
+    }
+
+    /// The example request with all prefetch (or without `drop`), whose conditions lack the
+    /// order's reason, and the order naming `reasons`.
+    fn reason_request(server: &str, drop: &[&str], reasons: &[&str]) -> (HookRequest, Vec<String>) {
+        let mut req = request(server, drop, None);
+        if let Some(c) = req.prefetch.get_mut("conditions") {
+            *c = json!({"resourceType": "Bundle", "type": "searchset", "entry": []});
+        }
+        (req, reasons.iter().map(|r| (*r).to_owned()).collect())
+    }
+
+    fn reason_condition(id: &str, patient: &str) -> Value {
+        json!({"resourceType": "Condition", "id": id,
+            "subject": {"reference": format!("Patient/{patient}")},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C20"}]}})
+    }
+
+    async fn mount_condition(server: &MockServer, id: &str, response: ResponseTemplate) {
+        Mock::given(method("GET"))
+            .and(path(format!("/fhir/Condition/{id}")))
+            .and(header("accept", "application/fhir+json"))
+            .respond_with(response)
+            .mount(server)
+            .await;
+    }
+
+    fn reason_issue<'r>(record: &'r PatientRecord, id: &str) -> Option<&'r RecordIssue> {
+        let resource = format!("Condition/{id}");
+        record
+            .issues
+            .iter()
+            .find(|i| i.source == reasons::SOURCE && i.resource.as_deref() == Some(&resource))
+    }
+
+    #[tokio::test]
+    async fn an_orders_reason_is_read_by_id_even_with_full_prefetch() {
+        let server = MockServer::start().await;
+        mount_condition(
+            &server,
+            "rc",
+            ResponseTemplate::new(200).set_body_json(reason_condition("rc", "pat-rc-001")),
+        )
+        .await;
+        let base = format!("{}/fhir", server.uri());
+        let (req, reasons) = reason_request(
+            &base,
+            &[],
+            &[
+                "Condition/rc",
+                &format!("{base}/Condition/rc/_history/2"),
+                "#contained",
+            ],
+        );
+        let record = gatherer(|_| {})
+            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .await
+            .unwrap();
+        assert!(record.unavailable.is_none(), "{:?}", record.unavailable);
+        assert!(record.issues.is_empty(), "{:?}", record.issues);
+        let ids: Vec<_> = record
+            .conditions
+            .iter()
+            .filter_map(|c| c.id.as_ref().and_then(|i| i.value.clone()))
+            .collect();
+        assert_eq!(ids, ["rc"]);
+        let seen = server.received_requests().await.unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "read once, the duplicate and the contained one not"
+        );
+        // A reason already in the record is not read.
+        let full = request(&base, &[], None);
+        let reasons = vec!["Condition/cond-rectal-ca".to_owned()];
+        gatherer(|_| {})
+            .gather(&service(), &full, full.prefetch.clone(), &reasons, None)
+            .await
+            .unwrap();
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reason_that_cannot_be_read_is_an_issue_not_an_unavailable_record() {
+        let server = MockServer::start().await;
+        mount_condition(&server, "gone", ResponseTemplate::new(404)).await;
+        mount_condition(&server, "deleted", ResponseTemplate::new(410)).await;
+        mount_condition(&server, "broken", ResponseTemplate::new(503)).await;
+        mount_condition(
+            &server,
+            "other",
+            ResponseTemplate::new(200).set_body_json(reason_condition("other", "someone-else")),
+        )
+        .await;
+        mount_condition(
+            &server,
+            "slow",
+            ResponseTemplate::new(200)
+                .set_body_json(reason_condition("slow", "pat-rc-001"))
+                .set_delay(Duration::from_secs(5)),
+        )
+        .await;
+        let (req, reasons) = reason_request(
+            &format!("{}/fhir", server.uri()),
+            &[],
+            &[
+                "Condition/gone",
+                "Condition/deleted",
+                "Condition/broken",
+                "Condition/other",
+                "Condition/slow",
+            ],
+        );
+        let started = std::time::Instant::now();
+        let record = gatherer(|s| s.fhir.timeout_ms = 500)
+            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the call's deadline holds"
+        );
+        assert!(record.unavailable.is_none(), "{:?}", record.unavailable);
+        assert!(
+            record.conditions.is_empty(),
+            "another patient's Condition is left out"
+        );
+        for (id, problem) in [
+            ("gone", "no such Condition"),
+            ("deleted", "no such Condition"),
+            ("broken", "answered 503"),
+            ("other", "another patient's"),
+            ("slow", "within 500 ms"),
+        ] {
+            let issue =
+                reason_issue(&record, id).unwrap_or_else(|| panic!("{id}: {:?}", record.issues));
+            assert!(issue.problem.contains(problem), "{id}: {}", issue.problem);
+        }
+        assert_eq!(record.issues.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn reasons_off_the_server_or_over_the_bound_are_never_contacted() {
+        let server = MockServer::start().await;
+        let elsewhere = MockServer::start().await;
+        mount_condition(
+            &server,
+            "a",
+            ResponseTemplate::new(200).set_body_json(reason_condition("a", "pat-rc-001")),
+        )
+        .await;
+        let (req, reasons) = reason_request(
+            &format!("{}/fhir", server.uri()),
+            &[],
+            &[
+                &format!("{}/fhir/Condition/x", elsewhere.uri()),
+                "Condition/a",
+                "Condition/b",
+            ],
+        );
+        let record = gatherer(|s| s.fhir.max_reason_fetches = 1)
+            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .await
+            .unwrap();
+        assert!(record.unavailable.is_none());
+        assert_eq!(record.conditions.len(), 1);
+        assert!(
+            reason_issue(&record, "x")
+                .unwrap()
+                .problem
+                .contains("outside")
+        );
+        assert!(
+            reason_issue(&record, "b")
+                .unwrap()
+                .problem
+                .contains("fhir.max_reason_fetches")
+        );
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+        assert!(elsewhere.received_requests().await.unwrap().is_empty());
+
+        // A fhirServer the rules refuse: with nothing missing, the call goes on, unread.
+        let g =
+            gatherer(|s| s.fhir.allowed_base_urls = vec!["https://ehr.example.org/fhir".into()]);
+        let record = g
+            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .await
+            .unwrap();
+        assert!(record.unavailable.is_none());
+        assert!(
+            reason_issue(&record, "a")
+                .unwrap()
+                .problem
+                .contains("may not be contacted")
+        );
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+        assert!(elsewhere.received_requests().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reasons_are_read_after_a_condition_search_that_may_bring_them() {
+        let server = MockServer::start().await;
+        mount_example(&server, None).await;
+        mount_condition(
+            &server,
+            "extra",
+            ResponseTemplate::new(200).set_body_json(reason_condition("extra", "pat-rc-001")),
+        )
+        .await;
+        let (req, reasons) = reason_request(
+            &format!("{}/fhir", server.uri()),
+            &["conditions"],
+            &["Condition/cond-rectal-ca", "Condition/extra"],
+        );
+        let record = gatherer(|_| {})
+            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .await
+            .unwrap();
+        assert!(record.unavailable.is_none(), "{:?}", record.unavailable);
+        assert!(record.issues.is_empty(), "{:?}", record.issues);
+        assert_eq!(record.conditions.len(), 2);
+        let paths: Vec<String> = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.url.path().to_owned())
+            .collect();
+        // the search brought cond-rectal-ca: only `extra` is read by id, after it
+        assert_eq!(paths, ["/fhir/Condition", "/fhir/Condition/extra"]);
+    }
+
+    #[tokio::test]
+    async fn reasons_are_not_read_when_the_record_is_already_unavailable() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(401))
+            .mount(&server)
+            .await;
+        let (req, reasons) = reason_request(
+            &format!("{}/fhir", server.uri()),
+            &["conditions"],
+            &["Condition/rc"],
+        );
+        let record = gatherer(|_| {})
+            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .await
+            .unwrap();
+        assert!(record.unavailable.unwrap().contains("refused access (401)"));
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            1,
+            "asked once"
+        );
     }
 }

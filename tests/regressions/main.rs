@@ -181,7 +181,7 @@ async fn long_strings_answer_400_without_echoing_them() {
 
 #[tokio::test]
 async fn too_many_draft_orders_answer_400() {
-    let app = spawn_app_with(|s| s.limits.max_bundle_entries = 3).await;
+    let app = spawn_app_with(|s| s.limits.max_draft_orders = 3).await;
     let mut request = covered_request();
     let order = request["context"]["draftOrders"]["entry"][0].clone();
     let entries: Vec<Value> = (0..4)
@@ -195,7 +195,7 @@ async fn too_many_draft_orders_answer_400() {
     let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        diagnostics(&body).contains("limits.max_bundle_entries = 3"),
+        diagnostics(&body).contains("limits.max_draft_orders = 3"),
         "{body}"
     );
     // three are fine
@@ -309,6 +309,7 @@ fn limits_are_configurable_and_checked_at_start_up() {
         Limits {
             max_json_depth: 32,
             max_string_bytes: 2048,
+            max_draft_orders: 1000,
             max_bundle_entries: 50,
             max_record_resources: 60,
             max_inflight_body_bytes: 9_000_000,
@@ -423,9 +424,12 @@ fn fhir_response_finds_are_read_without_panicking() {
     let search = Query::new("observations", "Observation?patient=pat-001", &base).expect("q");
     let read = Query::new("patient", "Patient/pat-001", &base).expect("q");
     let limits = Limits::default();
+    let terminology =
+        iort_cds::terminology::Terminology::load(&iort_cds::assets::Assets::embedded())
+            .expect("terminology");
     for file in inputs("fhir_response") {
         let data = std::fs::read(&file).expect("readable");
-        let mut b = RecordBuilder::new("pat-001");
+        let mut b = RecordBuilder::new("pat-001", &terminology);
         for q in [&search, &read] {
             if let Ok(answer) = q.read_answer(reqwest::StatusCode::OK, &data, &limits)
                 && let Some(v) = answer.value
@@ -500,8 +504,11 @@ fn prefetch_facts_finds_finish() {
                     doc = r;
                 }
                 if let Ok(request) = HookRequest::from_json(doc) {
-                    let record =
-                        record_from_prefetch(&request.context.patient_id, &request.prefetch);
+                    let record = record_from_prefetch(
+                        &request.context.patient_id,
+                        &request.prefetch,
+                        &engine.terminology,
+                    );
                     for o in
                         facts::find_iort_orders(&request.context.draft_orders, &engine.terminology)
                     {
