@@ -127,7 +127,7 @@ impl Engine {
         let what_if_order = load_what_if_order(&assets, &terminology)?;
         Ok(Self {
             schemas: Schemas::load(&assets)?,
-            discovery: Discovery::load(&assets)?,
+            discovery: Discovery::load(&assets, &terminology)?,
             terminology,
             policy,
             renderer,

@@ -270,6 +270,41 @@ async fn an_open_fhir_server_needs_no_token_and_stops_on_sigterm() {
     assert!(exit.is_some_and(|s| s.success()), "SIGTERM: {exit:?}");
 }
 
+/// The `observations` query as served by discovery, run against a real server as an EHR (or the
+/// service) would run it: it must find an Observation of every code it names, so the escaping of
+/// the token list (`%7C` for `|`) is read back as FHIR means it; and nothing else.
+#[tokio::test]
+async fn the_discovery_observations_query_finds_every_code_it_names_on_a_real_server() {
+    let server = FhirServer::start(None).await;
+    let app = common::spawn_app().await;
+    let discovery: Value = app.get("/cds-services").await.json().await.unwrap();
+    let template = discovery["services"][0]["prefetch"]["observations"]
+        .as_str()
+        .expect("an observations prefetch")
+        .to_owned();
+    let url = reqwest::Url::parse(&format!("http://x/{template}")).unwrap();
+    let list = url
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("a code parameter");
+    let mut record = vec![patient("p1"), patient("p2")];
+    let mut wanted = Vec::new();
+    for (i, token) in list.split(',').enumerate() {
+        let (system, code) = token.split_once('|').expect("system|code");
+        record.push(observation(&format!("o{i}"), "p1", system, code));
+        record.push(observation(&format!("other{i}"), "p2", system, code));
+        wanted.push(format!("Observation/o{i}"));
+    }
+    assert!(wanted.len() >= 15, "{list}");
+    record.push(observation("o-bp", "p1", "http://loinc.org", "85354-9"));
+    server.load(record).await;
+    let query = template.replace("{{context.patientId}}", "p1");
+    let (found, _) = server.root().search_all(&query, 100).await;
+    wanted.sort();
+    assert_eq!(ids(&found), wanted, "{query}");
+}
+
 // -------------------------------------------------------------------------------------------------
 // The acceptance test of issue 4
 
