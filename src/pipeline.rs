@@ -136,7 +136,7 @@ impl Engine {
             .map_err(StartupError::Other)?;
         Ok(Self {
             schemas: Schemas::load(&assets)?,
-            discovery: Discovery::load(&assets)?,
+            discovery: Discovery::load(&assets, &terminology)?,
             terminology,
             policy,
             renderer,

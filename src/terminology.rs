@@ -193,6 +193,18 @@ impl ValueSetId {
         ValueSetId::SecondaryCancer,
     ];
 
+    /// The value sets by which the facts select Observations (`Observation.code`, or a
+    /// component's code). The `observations` prefetch query asks the EHR for exactly their
+    /// members (see [`crate::hook::discovery`]), so an Observation the facts would read is never
+    /// left out of the record by the query; hence each must be enumerable (listed concepts, no
+    /// regex filter), which [`Terminology::load`] checks.
+    pub const OBSERVATION_CODES: [ValueSetId; 4] = [
+        ValueSetId::TCategoryObservation,
+        ValueSetId::StageGroupObservation,
+        ValueSetId::MarginFindingObservation,
+        ValueSetId::MarginDistanceObservation,
+    ];
+
     /// The last segment of the canonical URL (and the file name without `.json`).
     pub fn slug(self) -> &'static str {
         match self {
@@ -250,12 +262,37 @@ fn invalid(file: &str, message: impl Into<String>) -> TerminologyError {
     }
 }
 
+/// One concept of an enumerated value set: a code and its system, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SystemCode {
+    pub system: String,
+    pub code: String,
+}
+
+impl std::fmt::Display for SystemCode {
+    /// The FHIR token form `system|code` (not escaped for a search URL).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}|{}", self.system, self.code)
+    }
+}
+
+/// Why a value set cannot be listed concept by concept: it (or a value set it includes) selects
+/// codes by a regex filter. Names the file and the include entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotEnumerable {
+    pub file: String,
+    pub message: String,
+}
+
 /// Codes of one system within an include or exclude entry.
 #[derive(Debug, Clone)]
 struct SystemRule {
     system: String,
     /// Normalised codes.
     codes: HashSet<String>,
+    /// The same codes as written in the file (trimmed, file order; a whole project CodeSystem
+    /// sorted), for enumeration: a FHIR server is asked for `C18.7`, not the normalised `C187`.
+    listed: Vec<String>,
     /// Anchored regular expressions over the normalised code.
     patterns: Vec<Regex>,
 }
@@ -277,6 +314,8 @@ enum IncludeRule {
 
 #[derive(Debug, Clone)]
 struct CompiledValueSet {
+    /// The file it was read from, relative to `fhir-profiles/` (for errors).
+    file: String,
     url: String,
     include: Vec<IncludeRule>,
     exclude: Vec<SystemRule>,
@@ -462,6 +501,7 @@ impl Terminology {
                 });
             }
             sets.push(CompiledValueSet {
+                file: vs.file.clone(),
                 url: vs.url.clone(),
                 include,
                 exclude: vs.exclude.clone(),
@@ -485,7 +525,75 @@ impl Terminology {
             };
             terminology.by_id.insert(id, idx);
         }
+        for id in ValueSetId::OBSERVATION_CODES {
+            terminology.enumerate(id).map_err(|e| {
+                invalid(
+                    &e.file,
+                    format!(
+                        "{}; the value set {} lists the Observation codes the `observations` \
+                         prefetch query asks for, so every code must be listed as a concept",
+                        e.message,
+                        id.slug()
+                    ),
+                )
+            })?;
+        }
         Ok(terminology)
+    }
+
+    /// Every concept of an enumerated value set, as `system|code` pairs written as in the files
+    /// (included value sets in order, excluded codes left out, no duplicates), in a stable order.
+    /// Fails, naming the file, when the value set or one it includes selects codes by a regex
+    /// filter: such a set has no finite list a FHIR search could ask for. An unknown value set
+    /// (only possible with [`Terminology::default`]) has no concepts.
+    pub fn enumerate(&self, vs: ValueSetId) -> Result<Vec<SystemCode>, NotEnumerable> {
+        let mut out = Vec::new();
+        if let Some(&idx) = self.by_id.get(&vs) {
+            self.enumerate_into(idx, &mut out, 0)?;
+        }
+        let mut seen = HashSet::new();
+        out.retain(|c| seen.insert(c.clone()));
+        Ok(out)
+    }
+
+    fn enumerate_into(
+        &self,
+        idx: usize,
+        out: &mut Vec<SystemCode>,
+        depth: usize,
+    ) -> Result<(), NotEnumerable> {
+        // Depth is bounded at load; the guard only protects a hand-built value.
+        if depth > MAX_NESTING {
+            return Ok(());
+        }
+        let set = &self.sets[idx];
+        let start = out.len();
+        for (i, rule) in set.include.iter().enumerate() {
+            match rule {
+                IncludeRule::System(r) if !r.patterns.is_empty() => {
+                    return Err(NotEnumerable {
+                        file: set.file.clone(),
+                        message: format!(
+                            "compose.include[{i}] selects {} codes by a regex filter, which \
+                             cannot be enumerated",
+                            r.system
+                        ),
+                    });
+                }
+                IncludeRule::System(r) => out.extend(r.listed.iter().map(|code| SystemCode {
+                    system: r.system.clone(),
+                    code: code.clone(),
+                })),
+                IncludeRule::ValueSet(child) => self.enumerate_into(*child, out, depth + 1)?,
+            }
+        }
+        let mut kept = out.split_off(start);
+        kept.retain(|c| {
+            let code = normalise_code(&c.system, &c.code);
+            !set.exclude.iter().any(|r| r.matches(&c.system, &code))
+        });
+        out.extend(kept);
+        Ok(())
     }
 
     /// Reject cycles and absurd nesting among `valueSet` includes.
@@ -753,6 +861,7 @@ fn parse_system_rule(
     let system = canonical_system(system).to_owned();
     let project_codes = code_systems.get(&system);
     let mut codes = HashSet::new();
+    let mut listed = Vec::new();
     if let Some(concepts) = entry.get("concept") {
         let list = concepts
             .as_array()
@@ -772,7 +881,9 @@ fn parse_system_rule(
                     format!("{at}.concept[{j}]: {code} is not a code of {system}"),
                 ));
             }
-            codes.insert(normalise_code(&system, code).into_owned());
+            if codes.insert(normalise_code(&system, code).into_owned()) {
+                listed.push(code.to_owned());
+            }
         }
     }
     let mut patterns = Vec::new();
@@ -806,7 +917,11 @@ fn parse_system_rule(
     if codes.is_empty() && patterns.is_empty() {
         // A whole code system: only knowable for the project's own CodeSystems.
         match project_codes {
-            Some(all) => codes.extend(all.iter().map(|c| normalise_code(&system, c).into_owned())),
+            Some(all) => {
+                codes.extend(all.iter().map(|c| normalise_code(&system, c).into_owned()));
+                listed.extend(all.iter().cloned());
+                listed.sort();
+            }
             None => {
                 return Err(invalid(
                     file,
@@ -821,6 +936,7 @@ fn parse_system_rule(
     Ok(SystemRule {
         system,
         codes,
+        listed,
         patterns,
     })
 }
@@ -1207,6 +1323,98 @@ mod tests {
         assert!(!t.contains_code(ValueSetId::ObservationUnusableStatus, "final"));
         assert!(t.contains_code(ValueSetId::CoverageActiveStatus, "active"));
         assert!(t.contains_code(ValueSetId::ConditionRecurrence, "recurrence"));
+    }
+
+    #[test]
+    fn observation_code_sets_enumerate_as_written() {
+        let t = embedded();
+        let all: Vec<String> = ValueSetId::OBSERVATION_CODES
+            .iter()
+            .flat_map(|id| t.enumerate(*id).unwrap())
+            .map(|c| c.to_string())
+            .collect();
+        for expected in [
+            "http://snomed.info/sct|78873005",
+            "http://loinc.org|21911-3",
+            "http://snomed.info/sct|399588009",
+            "http://loinc.org|21914-7",
+            "http://snomed.info/sct|395536008",
+            "http://loinc.org|84892-9",
+            "http://loinc.org|33737-8",
+        ] {
+            assert!(all.iter().any(|c| c == expected), "{expected} in {all:?}");
+        }
+        // Every enumerated concept is a member, and a regex-defined set is refused.
+        for id in ValueSetId::OBSERVATION_CODES {
+            for c in t.enumerate(id).unwrap() {
+                assert!(t.contains(id, &c.system, &c.code), "{c}");
+            }
+        }
+        let e = t.enumerate(ValueSetId::AnyCancer).unwrap_err();
+        assert!(
+            e.file.ends_with(".json") && e.message.contains("regex"),
+            "{e:?}"
+        );
+        assert_eq!(
+            Terminology::default().enumerate(ValueSetId::T4Category),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn enumeration_follows_includes_drops_excludes_and_keeps_codes_as_written() {
+        let inner = r#"{"resourceType":"ValueSet","url":"https://example.org/ValueSet/inner",
+            "name":"I","title":"I","status":"draft","description":"SOURCE: test",
+            "compose":{"include":[{"system":"http://hl7.org/fhir/sid/icd-10-cm",
+              "concept":[{"code":"C18.7"},{"code":"C20"},{"code":"C187"}]}]}}"#;
+        let (dir, _) = with_file("zz-inner.json", inner);
+        // An override of a required set: the union of the inner set and LOINC, minus C20.
+        let outer = r#"{"resourceType":"ValueSet",
+            "url":"https://iort-cds.github.io/fhir/ValueSet/margin-distance-observation",
+            "name":"O","title":"O","status":"draft","description":"SOURCE: test",
+            "compose":{"include":[{"system":"http://loinc.org","concept":[{"code":"33737-8"}]},
+              {"valueSet":["https://example.org/ValueSet/inner"]}],
+              "exclude":[{"system":"http://hl7.org/fhir/sid/icd-10-cm","concept":[{"code":"c20"}]}]}}"#;
+        std::fs::write(
+            dir.join("valuesets/margin-distance-observation.json"),
+            outer,
+        )
+        .unwrap();
+        let assets = Assets::with_overrides(Some(dir.clone()), None);
+        let t = Terminology::load(&assets).unwrap();
+        let got: Vec<String> = t
+            .enumerate(ValueSetId::MarginDistanceObservation)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "http://loinc.org|33737-8",
+                "http://hl7.org/fhir/sid/icd-10-cm|C18.7"
+            ]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_observation_code_set_with_a_regex_filter_is_refused_at_load() {
+        let vs = r#"{"resourceType":"ValueSet",
+            "url":"https://iort-cds.github.io/fhir/ValueSet/t-category-observation",
+            "name":"T","title":"T","status":"draft","description":"SOURCE: test",
+            "compose":{"include":[{"system":"http://loinc.org","concept":[{"code":"21905-5"}]},
+              {"system":"http://loinc.org","filter":[{"property":"code","op":"regex","value":"219\\d\\d-\\d"}]}]}}"#;
+        let (dir, assets) = with_file("t-category-observation.json", vs);
+        let err = Terminology::load(&assets).unwrap_err().to_string();
+        assert!(
+            err.contains("valuesets/t-category-observation.json")
+                && err.contains("compose.include[1]")
+                && err.contains("regex")
+                && err.contains("prefetch"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

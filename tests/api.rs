@@ -94,6 +94,153 @@ async fn discovery_lists_the_order_sign_service_with_2_0_prefetch_tokens() {
     assert!(codes.contains(&"coverage-info") && codes.contains(&"max-cards"));
 }
 
+/// The Observation codes rules.md names as read from Observations (T category, stage group,
+/// margin finding, R classification, margin distance): written out here, apart from the value
+/// set files, so that a code dropped from a file is caught too.
+const OBSERVATION_CODES_IN_THE_RULES: [(&str, &str); 15] = [
+    ("http://snomed.info/sct", "78873005"),
+    ("http://snomed.info/sct", "399504009"),
+    ("http://snomed.info/sct", "384625004"),
+    ("http://loinc.org", "21905-5"),
+    ("http://loinc.org", "21899-0"),
+    ("http://loinc.org", "21911-3"),
+    ("http://snomed.info/sct", "399390009"),
+    ("http://snomed.info/sct", "399537006"),
+    ("http://snomed.info/sct", "399588009"),
+    ("http://loinc.org", "21908-9"),
+    ("http://loinc.org", "21902-2"),
+    ("http://loinc.org", "21914-7"),
+    ("http://snomed.info/sct", "395536008"),
+    ("http://loinc.org", "84892-9"),
+    ("http://loinc.org", "33737-8"),
+];
+
+/// Every `(system, code)` of the value sets of Observation codes, read from the files as
+/// written: by the project's naming rule each is `fhir-profiles/valuesets/*-observation.json`.
+/// Included value sets are followed; a regex filter fails the test (such a set cannot be asked
+/// for code by code).
+fn observation_value_set_codes() -> Vec<(String, String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-profiles/valuesets");
+    let mut by_url = std::collections::BTreeMap::new();
+    let mut observation_sets = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let vs: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        if name.ends_with("-observation.json") {
+            observation_sets.push(vs["url"].as_str().unwrap().to_owned());
+        }
+        by_url.insert(vs["url"].as_str().unwrap().to_owned(), (name, vs));
+    }
+    assert!(observation_sets.len() >= 4, "{observation_sets:?}");
+    fn walk(
+        url: &str,
+        by_url: &std::collections::BTreeMap<String, (String, Value)>,
+        out: &mut Vec<(String, String, String)>,
+    ) {
+        let (file, vs) = by_url
+            .get(url)
+            .unwrap_or_else(|| panic!("no value set {url}"));
+        for inc in vs["compose"]["include"].as_array().unwrap() {
+            assert!(
+                inc.get("filter").is_none(),
+                "{file}: a filter cannot be enumerated"
+            );
+            for child in inc["valueSet"].as_array().into_iter().flatten() {
+                walk(child.as_str().unwrap(), by_url, out);
+            }
+            for c in inc["concept"].as_array().into_iter().flatten() {
+                out.push((
+                    file.clone(),
+                    inc["system"].as_str().unwrap().to_owned(),
+                    c["code"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for url in &observation_sets {
+        walk(url, &by_url, &mut out);
+    }
+    out
+}
+
+/// The `(system, code)` tokens of the `code` parameter of a served query, as a FHIR server reads
+/// them: percent-decoded, split on unescaped `,` and the first unescaped `|`, unescaped.
+fn code_tokens(query: &str) -> Vec<(Option<String>, String)> {
+    let url = reqwest::Url::parse(&format!("https://ehr.example.org/fhir/{query}"))
+        .unwrap_or_else(|e| panic!("{query}: {e}"));
+    let values: Vec<String> = url
+        .query_pairs()
+        .filter(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert_eq!(values.len(), 1, "one `code` parameter in {query}");
+    let mut tokens = Vec::new();
+    let (mut system, mut current) = (None, String::new());
+    let mut chars = values[0].chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' => current.extend(chars.next()),
+            '|' if system.is_none() => system = Some(std::mem::take(&mut current)),
+            ',' => tokens.push((system.take(), std::mem::take(&mut current))),
+            other => current.push(other),
+        }
+    }
+    tokens.push((system, current));
+    tokens
+}
+
+#[tokio::test]
+async fn discovery_asks_for_every_observation_code_the_facts_read() {
+    let app = spawn_app().await;
+    let res = app.get("/cds-services").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let from_files = observation_value_set_codes();
+    let required: Vec<(String, String, String)> = OBSERVATION_CODES_IN_THE_RULES
+        .iter()
+        .map(|(s, c)| ("rules.md".to_owned(), (*s).to_owned(), (*c).to_owned()))
+        .chain(from_files)
+        .collect();
+    let mut services = 0;
+    for s in body["services"].as_array().unwrap() {
+        let Some(query) = s["prefetch"]["observations"].as_str() else {
+            continue;
+        };
+        services += 1;
+        let id = s["id"].as_str().unwrap();
+        assert!(
+            query.starts_with("Observation?patient={{context.patientId}}&code="),
+            "{id}: {query}"
+        );
+        // A valid URL query as served: RFC 3986 characters only (a raw `|` is refused by
+        // strict HTTP servers), no marker left over.
+        let rest = query.replace("{{context.patientId}}", "");
+        assert!(
+            rest.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~:/?&=,%".contains(&b)),
+            "{id}: {query}"
+        );
+        let tokens = code_tokens(query);
+        for (file, system, code) in &required {
+            assert!(
+                tokens
+                    .iter()
+                    .any(|(s, c)| c == code && s.as_deref() == Some(system.as_str())),
+                "{id}: the observations prefetch does not ask for {system}|{code} ({file})"
+            );
+        }
+        for (system, code) in &tokens {
+            assert!(
+                system.is_some() && !code.is_empty(),
+                "{id}: a token without system or code: {system:?}|{code}"
+            );
+        }
+    }
+    assert_eq!(services, 3, "every service has an observations prefetch");
+}
+
 #[tokio::test]
 async fn cors_preflight_allows_authorization_and_content_type_on_every_endpoint() {
     let app = spawn_app().await;

@@ -9,14 +9,29 @@
 //!
 //! Cards carry no standard pointer to the order they are about, so card checks are made on
 //! the multiset of cards (one per IORT order, indicators matching the expected outcomes).
+//!
+//! The table runs twice, as an EHR may call in two ways:
+//! - prefetch mode: the request as written, the record in `prefetch`;
+//! - fetch mode: the same request without `prefetch`, with `fhirServer` (and a bearer token in
+//!   `fhirAuthorization`) pointing at a real FHIR server on loopback (`tests/fhir-server`) into
+//!   which the case's prefetch resources were loaded, so the service fetches the record with
+//!   its discovery queries. Every contract check is the same; a failure also says whether the
+//!   prefetch answer differs (a fetching bug) or not (a decision bug).
+//!
+//! A case runs in both modes unless it says otherwise with `"modes": ["prefetch"]` (or
+//! `["fetch"]`); its description must then say why (for example, the case is about what a
+//! prefetch Bundle carries besides the record, which a FHIR server never answers).
 
 mod common;
+#[path = "support/fhir_server.rs"]
+mod fhir_server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use fhir_server::FhirServer;
+use serde_json::{Map, Value, json};
 
 const SERVICE: &str = "/cds-services/iort-coverage";
 const COVERAGE_INFO: &str =
@@ -25,8 +40,25 @@ const COVERED_CODES: [&str; 4] = ["covered", "not-covered", "conditional", "inde
 /// Generous: the service must answer well within CRD's 5-10 s budget; this only stops a hang.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The bearer token of the loopback FHIR server in fetch mode.
+const FHIR_TOKEN: &str = "cases-token-4e1b93";
+/// Fetch mode, per case: the service's default deadline for all fetching in one call (3 s) and
+/// time to decide and answer on a loaded 2-core machine.
+const FETCH_CASE_BUDGET: Duration = Duration::from_secs(5);
+
+/// How a case is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The record in `prefetch`, as written.
+    Prefetch,
+    /// No `prefetch`; the record on a FHIR server the request names.
+    Fetch,
+}
+
 /// One case file, as loaded.
 struct Case {
+    name: String,
+    modes: Vec<Mode>,
     request: Value,
     /// `Type/id` -> expected `covered` code.
     orders: BTreeMap<String, String>,
@@ -83,11 +115,61 @@ fn load_case(path: &Path) -> Result<Case, String> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("`expect.notIort` is not an array".to_owned()),
     };
+    let modes = match doc.get("modes") {
+        None => vec![Mode::Prefetch, Mode::Fetch],
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|m| match m.as_str() {
+                Some("prefetch") => Ok(Mode::Prefetch),
+                Some("fetch") => Ok(Mode::Fetch),
+                _ => Err("`modes` holds something other than \"prefetch\" / \"fetch\""),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("`modes` must be a non-empty array".to_owned()),
+    };
+    let description = doc
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if modes.len() < 2 && !description.contains("fetch mode") {
+        return Err(
+            "a case limited to one mode must say why in its description (\"fetch mode\")"
+                .to_owned(),
+        );
+    }
     Ok(Case {
+        name: path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        modes,
         request,
         orders,
         not_iort,
     })
+}
+
+/// Every case file, sorted; each loaded or with the reason it could not be.
+fn all_cases() -> Vec<(String, Result<Case, String>)> {
+    let dir = cases_dir();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no case files in {}", dir.display());
+    paths
+        .iter()
+        .map(|path| {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, load_case(path))
+        })
+        .collect()
 }
 
 /// `Type/id` of a resource, when it has both.
@@ -453,65 +535,56 @@ fn check_response(case: &Case, body: &Value, f: &mut Failures) {
     }
 }
 
-async fn run_case(app: &common::TestApp, case: &Case) -> Failures {
-    let mut f = Failures::default();
-    let sent = app
+/// POST a request; the response body, or why there is none to check.
+async fn send(app: &common::TestApp, request: &Value) -> Result<Value, String> {
+    let res = app
         .client
         .post(format!("{}{}", app.address, SERVICE))
         .header("Content-Type", "application/json")
         .timeout(REQUEST_TIMEOUT)
-        .body(case.request.to_string())
+        .body(request.to_string())
         .send()
-        .await;
-    let res = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            f.add(format!("request failed: {e}"));
-            return f;
-        }
-    };
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
     let status = res.status();
-    let text = match res.text().await {
-        Ok(t) => t,
-        Err(e) => {
-            f.add(format!("cannot read the response body: {e}"));
-            return f;
-        }
-    };
+    let text = res
+        .text()
+        .await
+        .map_err(|e| format!("cannot read the response body: {e}"))?;
     if status != reqwest::StatusCode::OK {
         let head: String = text.chars().take(300).collect();
-        f.add(format!("HTTP {status}, expected 200: {head}"));
-        return f;
+        return Err(format!("HTTP {status}, expected 200: {head}"));
     }
-    match serde_json::from_str::<Value>(&text) {
+    serde_json::from_str(&text).map_err(|e| format!("response is not JSON: {e}"))
+}
+
+/// Send `request` (the case's own, or its fetch-mode form) and check the answer against the case.
+async fn run_case(app: &common::TestApp, case: &Case, request: &Value) -> Failures {
+    let mut f = Failures::default();
+    match send(app, request).await {
         Ok(body) => check_response(case, &body, &mut f),
-        Err(e) => f.add(format!("response is not JSON: {e}")),
+        Err(e) => f.add(e),
     }
     f
 }
 
-#[tokio::test]
-async fn every_case_in_the_table_gets_the_expected_determination() {
-    let dir = cases_dir();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no case files in {}", dir.display());
-
-    let app = common::spawn_app().await;
+/// Run every case of the table that runs in `mode`; fail with every failure of every case.
+async fn run_table<F, Fut>(mode: Mode, mut run: F)
+where
+    F: FnMut(Case) -> Fut,
+    Fut: std::future::Future<Output = Failures>,
+{
+    let cases = all_cases();
+    let total = cases.len();
     let mut report: Vec<String> = Vec::new();
-    let mut failed = 0usize;
-    for path in &paths {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let failures = match load_case(path) {
-            Ok(case) => run_case(&app, &case).await.0,
+    let (mut failed, mut ran) = (0usize, 0usize);
+    for (name, case) in cases {
+        let failures = match case {
+            Ok(case) if !case.modes.contains(&mode) => continue,
+            Ok(case) => {
+                ran += 1;
+                run(case).await.0
+            }
             Err(e) => vec![format!("bad case file: {e}")],
         };
         if !failures.is_empty() {
@@ -521,8 +594,250 @@ async fn every_case_in_the_table_gets_the_expected_determination() {
     }
     assert!(
         report.is_empty(),
-        "{failed} of {} case(s) failed:\n  {}",
-        paths.len(),
+        "{mode:?} mode: {failed} of {ran} case(s) failed:\n  {}",
         report.join("\n  ")
     );
+    // A skip list that grew to most of the table would make this test say little.
+    assert!(
+        ran * 10 >= total * 9,
+        "{mode:?} mode runs only {ran} of {total} cases"
+    );
+}
+
+#[tokio::test]
+async fn every_case_in_the_table_gets_the_expected_determination() {
+    let app = common::spawn_app().await;
+    run_table(Mode::Prefetch, |case| {
+        let app = &app;
+        async move { run_case(app, &case, &case.request).await }
+    })
+    .await;
+}
+
+/// The resources a case's prefetch carries: each value's resource, or the resources of its
+/// Bundle's entries, without the OperationOutcomes a search Bundle may add (`search.mode`
+/// `outcome`): those describe the search, they are not record resources a server holds.
+fn record_resources(request: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for value in request["prefetch"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        match value["resourceType"].as_str() {
+            Some("Bundle") => out.extend(
+                value["entry"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["search"]["mode"] != "outcome")
+                    .filter_map(|e| e.get("resource"))
+                    .filter(|r| r["resourceType"] != "OperationOutcome")
+                    .cloned(),
+            ),
+            Some(_) => out.push(value.clone()),
+            None => {} // `null`: nothing found
+        }
+    }
+    out
+}
+
+/// Load resources into a FHIR base with one batch of PUTs (ids kept, so references hold).
+async fn load_batch(base: &fhir_server::FhirBase, resources: &[Value]) -> Result<(), String> {
+    if resources.is_empty() {
+        return Ok(());
+    }
+    let mut entries = Vec::with_capacity(resources.len());
+    for r in resources {
+        let (Some(rt), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) else {
+            return Err("a prefetch resource without resourceType and id cannot be loaded".into());
+        };
+        entries.push(
+            json!({"resource": r, "request": {"method": "PUT", "url": format!("{rt}/{id}")}}),
+        );
+    }
+    let (status, response) = base
+        .post_bundle(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries}))
+        .await;
+    if !status.is_success() {
+        return Err(format!(
+            "loading the record: the FHIR server answered {status}"
+        ));
+    }
+    let refused: Vec<String> = response["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(resources)
+        .filter(|(e, _)| {
+            !e["response"]["status"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("200") || s.starts_with("201"))
+        })
+        .map(|(e, r)| {
+            format!(
+                "{}/{} ({})",
+                r["resourceType"], r["id"], e["response"]["status"]
+            )
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("the FHIR server refused {refused:?}"))
+    }
+}
+
+/// The case's request in fetch mode: no `prefetch`; `fhirServer` and a bearer token instead.
+fn fetch_mode_request(request: &Value, fhir_base: &str) -> Value {
+    let mut r = request.clone();
+    if let Some(obj) = r.as_object_mut() {
+        obj.remove("prefetch");
+        obj.insert("fhirServer".into(), json!(fhir_base));
+        obj.insert(
+            "fhirAuthorization".into(),
+            json!({
+                "access_token": FHIR_TOKEN,
+                "token_type": "Bearer",
+                "expires_in": 300,
+                "scope": "patient/Patient.read patient/Coverage.read patient/Condition.read patient/Procedure.read patient/Observation.read",
+                "subject": "iort-cds"
+            }),
+        );
+    }
+    r
+}
+
+/// `Type/id` -> the `covered` codes of the coverage-information extensions on that order's
+/// update actions (for telling a fetching failure from a decision failure).
+fn covered_codes(body: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for action in body["systemActions"].as_array().into_iter().flatten() {
+        let Some(order) = reference_of(&action["resource"]) else {
+            continue;
+        };
+        for ext in action["resource"]["extension"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if ext["url"] == COVERAGE_INFO {
+                let covered = ext["extension"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["url"] == "covered")
+                    .and_then(|e| e["valueCode"].as_str())
+                    .unwrap_or("(none)");
+                out.entry(order.clone())
+                    .or_default()
+                    .push(covered.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The same table, each case's record loaded into its own partition (an independent store:
+/// ids repeat between cases) of one token-protected FHIR server on loopback, the request sent
+/// without `prefetch`. The service must fetch the record with its discovery queries and answer
+/// exactly as the case expects.
+#[tokio::test]
+async fn every_case_in_the_table_gets_the_expected_determination_when_the_record_is_fetched() {
+    let server = FhirServer::start(Some(FHIR_TOKEN)).await;
+    let app = common::spawn_app().await;
+    let started = Instant::now();
+    run_table(Mode::Fetch, |case| {
+        let (app, server) = (&app, &server);
+        async move {
+            let mut f = Failures::default();
+            // Partition names: a letter or digit, then up to 63 of [A-Za-z0-9_-].
+            let partition = server.partition(&case.name.chars().take(64).collect::<String>());
+            if let Err(e) = load_batch(&partition, &record_resources(&case.request)).await {
+                f.add(e);
+                return f;
+            }
+            let request = fetch_mode_request(&case.request, partition.base_url());
+            let sent = Instant::now();
+            let answer = send(app, &request).await;
+            let elapsed = sent.elapsed();
+            match &answer {
+                Ok(body) => check_response(&case, body, &mut f),
+                Err(e) => f.add(e.clone()),
+            }
+            if elapsed > FETCH_CASE_BUDGET {
+                f.add(format!("answered after {elapsed:?}"));
+            }
+            if !f.0.is_empty() {
+                // Tell a fetching failure from a decision failure.
+                let fetched = answer.map(|b| covered_codes(&b)).unwrap_or_default();
+                let prefetched = send(app, &case.request)
+                    .await
+                    .map(|b| covered_codes(&b))
+                    .unwrap_or_default();
+                f.add(if fetched == prefetched {
+                    format!("(the prefetch answer is the same: {prefetched:?})")
+                } else {
+                    format!("(fetched {fetched:?}, but with prefetch {prefetched:?})")
+                });
+            }
+            f
+        }
+    })
+    .await;
+    eprintln!("fetch mode: the table ran in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_case_may_run_in_one_mode_only_when_it_says_why() {
+    let dir = std::env::temp_dir().join(format!("iort-cases-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, description: &str, modes: Value| {
+        let path = dir.join(name);
+        let case = json!({"description": description, "modes": modes,
+            "request": {"hook": "order-sign"}, "expect": {"orders": {}}});
+        std::fs::write(&path, case.to_string()).unwrap();
+        load_case(&path)
+    };
+    let only_prefetch = write(
+        "a.json",
+        "Another patient's data in a Bundle; not in fetch mode: a server never returns it.",
+        json!(["prefetch"]),
+    )
+    .unwrap();
+    assert_eq!(only_prefetch.modes, [Mode::Prefetch]);
+    assert_eq!(only_prefetch.name, "a");
+    assert!(write("b.json", "no reason given", json!(["prefetch"])).is_err());
+    assert!(write("c.json", "fetch mode", json!(["prefetch", "sometimes"])).is_err());
+    assert!(write("d.json", "fetch mode", json!([])).is_err());
+    let both = write("e.json", "x", json!(["fetch", "prefetch"])).unwrap();
+    assert_eq!(both.modes, [Mode::Fetch, Mode::Prefetch]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fetch_mode_loads_the_record_without_search_outcomes_and_sends_no_prefetch() {
+    let request = json!({"hook": "order-sign", "prefetch": {
+        "patient": {"resourceType": "Patient", "id": "p"},
+        "coverage": null,
+        "observations": {"resourceType": "Bundle", "type": "searchset", "entry": [
+            {"resource": {"resourceType": "Observation", "id": "o"}, "search": {"mode": "match"}},
+            {"resource": {"resourceType": "OperationOutcome", "id": "w"}, "search": {"mode": "outcome"}},
+            {"resource": {"resourceType": "OperationOutcome", "id": "x"}}]}}});
+    let mut loaded: Vec<Option<String>> = record_resources(&request)
+        .iter()
+        .map(reference_of)
+        .collect();
+    loaded.sort();
+    assert_eq!(
+        loaded,
+        [
+            Some("Observation/o".to_owned()),
+            Some("Patient/p".to_owned())
+        ]
+    );
+    let sent = fetch_mode_request(&request, "http://127.0.0.1:1/fhir/R4");
+    assert!(sent.get("prefetch").is_none());
+    assert_eq!(sent["fhirServer"], "http://127.0.0.1:1/fhir/R4");
+    assert_eq!(sent["fhirAuthorization"]["access_token"], FHIR_TOKEN);
 }

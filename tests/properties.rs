@@ -10,6 +10,12 @@
 //!    table's own (tempting: T4, involved margins, recurrence) resources.
 //! 4. An order is `covered` only when all three criteria are met, each by evidence that is
 //!    present in the input, and whenever they are (the decision is exactly the policy's AND).
+//! 5. The determination does not depend on how a link is written: the order's
+//!    `reasonReference` and the Observations' `focus` / `partOf` / `derivedFrom` relative
+//!    (`Condition/x`), absolute (`https://ehr.example.org/fhir/R4/Condition/x`), versioned
+//!    (`Condition/x/_history/3`, absolute or not), or, for the order's reason, a Condition in
+//!    the order's own `contained` (`#x`), nor on unrelated resources added to the record
+//!    (vital signs, laboratory results, other patients' data, non-cancer Conditions).
 //!
 //! Inputs are built from the acceptance cases in `tests/cases/`. Case counts are bounded so the
 //! suite stays fast (`PROPTEST_CASES` raises them for a longer local run). Properties 2-4 run
@@ -538,5 +544,300 @@ proptest! {
                 prop_assert_eq!(d.covered, Covered::Covered);
             }
         }
+    }
+}
+
+// ---- 5. reference forms and unrelated records change no determination ----
+
+/// The cases property 5 starts from (file-name prefixes): covered, not-covered by margins,
+/// conditional, not-covered because the order names another cancer than the patient's rectal
+/// one, not-covered because the T4 is focused on another cancer. Links decide all of them, so
+/// a reference form the facts fail to resolve changes an outcome.
+const LINKED_CASES: [(&str, &str); 5] = [
+    ("001-", "covered"),
+    ("013-", "not-covered"),
+    ("018-", "conditional"),
+    ("036-", "not-covered"),
+    ("039-", "not-covered"),
+];
+
+/// The requests of [`LINKED_CASES`], each with its expected outcome.
+static LINKED: LazyLock<Vec<(String, Value, &'static str)>> = LazyLock::new(|| {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cases");
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .expect("tests/cases exists")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    LINKED_CASES
+        .iter()
+        .map(|(prefix, expected)| {
+            let name = names
+                .iter()
+                .find(|n| n.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no case {prefix}*"));
+            let text = std::fs::read_to_string(format!("{dir}/{name}")).expect("readable");
+            let doc: Value = serde_json::from_str(&text).expect("JSON");
+            (name.clone(), doc["request"].clone(), *expected)
+        })
+        .collect()
+});
+
+/// How a reference to `Type/id` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Relative,
+    Absolute,
+    Versioned,
+    AbsoluteVersioned,
+    /// `#id`, the resource copied into the referring resource's `contained` (the order's reason
+    /// only).
+    Contained,
+}
+
+const EHR_BASE: &str = "https://ehr.example.org/fhir/R4";
+
+fn form() -> impl Strategy<Value = Form> {
+    prop_oneof![
+        Just(Form::Relative),
+        Just(Form::Absolute),
+        Just(Form::Versioned),
+        Just(Form::AbsoluteVersioned),
+    ]
+}
+
+fn reason_form() -> impl Strategy<Value = Form> {
+    prop_oneof![form(), Just(Form::Contained)]
+}
+
+/// `Type/id` written in `form` (not `Contained`, which needs the resource).
+fn written(relative: &str, form: Form) -> String {
+    match form {
+        Form::Relative | Form::Contained => relative.to_owned(),
+        Form::Absolute => format!("{EHR_BASE}/{relative}"),
+        Form::Versioned => format!("{relative}/_history/3"),
+        Form::AbsoluteVersioned => format!("{EHR_BASE}/{relative}/_history/3"),
+    }
+}
+
+/// The resource `Type/id` among the request's prefetch resources.
+fn find_resource(request: &Value, relative: &str) -> Option<Value> {
+    let (rtype, id) = relative.split_once('/')?;
+    bundle_resources(request)
+        .into_iter()
+        .find(|r| r["resourceType"] == rtype && r["id"] == id)
+}
+
+/// Rewrite every order's `reasonReference` (form per order) and every Observation's `focus`,
+/// `partOf` and `derivedFrom` (form per Observation, from `forms` cyclically). The case files
+/// write all of them relative.
+fn rewrite_links(request: &mut Value, reason_forms: &[Form], forms: &[Form]) {
+    // `get_mut` throughout: indexing a JSON object mutably inserts `null` for a missing key,
+    // which would make the resource invalid FHIR.
+    let original = request.clone();
+    let orders = request
+        .pointer_mut("/context/draftOrders/entry")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get_mut("resource"));
+    for (i, order) in orders.enumerate() {
+        let form = reason_forms[i % reason_forms.len()];
+        let mut contained = Vec::new();
+        let reasons = order
+            .get_mut("reasonReference")
+            .and_then(Value::as_array_mut);
+        for r in reasons.into_iter().flatten() {
+            let Some(relative) = r["reference"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            match (form, find_resource(&original, &relative)) {
+                (Form::Contained, Some(mut resource)) => {
+                    if let Some(o) = resource.as_object_mut() {
+                        o.remove("meta");
+                    }
+                    r["reference"] = json!(format!("#{}", resource["id"].as_str().unwrap_or("")));
+                    contained.push(resource);
+                }
+                (form, _) => r["reference"] = json!(written(&relative, form)),
+            }
+        }
+        if !contained.is_empty() {
+            order["contained"] = json!(contained);
+        }
+    }
+    let observations = request
+        .pointer_mut("/prefetch/observations/entry")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get_mut("resource"));
+    for (n, o) in observations.enumerate() {
+        let form = forms[n % forms.len()];
+        for field in ["focus", "partOf", "derivedFrom"] {
+            let links = o.get_mut(field).and_then(Value::as_array_mut);
+            for r in links.into_iter().flatten() {
+                if let Some(relative) = r["reference"].as_str().map(str::to_owned) {
+                    r["reference"] = json!(written(&relative, form));
+                }
+            }
+        }
+    }
+}
+
+/// Unrelated data property 5 adds.
+#[derive(Debug, Clone, Copy)]
+enum Noise {
+    /// A vital-signs Observation of this patient.
+    Vital,
+    /// A laboratory Observation of this patient.
+    Lab,
+    /// A pool resource about another patient.
+    OtherPatient,
+    /// A non-cancer Condition of this patient.
+    NonCancer,
+}
+
+const VITALS: [(&str, &str, &str); 5] = [
+    ("8480-6", "Systolic blood pressure", "mm[Hg]"),
+    ("8462-4", "Diastolic blood pressure", "mm[Hg]"),
+    ("8867-4", "Heart rate", "/min"),
+    ("29463-7", "Body weight", "kg"),
+    ("8310-5", "Body temperature", "Cel"),
+];
+
+const LABS: [(&str, &str, &str); 4] = [
+    ("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL"),
+    (
+        "2160-0",
+        "Creatinine [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+    ),
+    (
+        "2039-6",
+        "Carcinoembryonic Ag [Mass/volume] in Serum or Plasma",
+        "ng/mL",
+    ),
+    ("6690-2", "Leukocytes [#/volume] in Blood", "10*3/uL"),
+];
+
+fn noise(kind: Noise, pick: usize, n: usize, patient: &str) -> Value {
+    let measured = |(code, display, unit): (&str, &str, &str), category: &str| {
+        json!({"resourceType": "Observation", "id": format!("zz-noise-{n}"), "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                "code": category}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}]},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "effectiveDateTime": format!("2025-0{}-1{}", 1 + pick % 9, pick % 10),
+            "valueQuantity": {"value": 1 + pick % 200, "unit": unit,
+                "system": "http://unitsofmeasure.org", "code": unit}})
+    };
+    match kind {
+        Noise::Vital => measured(VITALS[pick % VITALS.len()], "vital-signs"),
+        Noise::Lab => measured(LABS[pick % LABS.len()], "laboratory"),
+        Noise::OtherPatient => unrelated(Unrelated::OtherPatient, pick, 100 + n, patient),
+        Noise::NonCancer => unrelated(Unrelated::NonCancer, pick, 100 + n, patient),
+    }
+}
+
+/// Per order: the covered code and each criterion's value, without the evidence (a contained
+/// reason is cited by another reference).
+fn verdicts(o: &Outcomes) -> BTreeMap<String, (String, Vec<(String, String)>)> {
+    o.iter()
+        .map(|(order, (covered, criteria))| {
+            let values = criteria
+                .iter()
+                .map(|(c, v, _)| (c.clone(), v.clone()))
+                .collect();
+            (order.clone(), (covered.clone(), values))
+        })
+        .collect()
+}
+
+fn noise_list() -> impl Strategy<Value = Vec<(Noise, usize, usize)>> {
+    prop::collection::vec(
+        (
+            prop_oneof![
+                Just(Noise::Vital),
+                Just(Noise::Lab),
+                Just(Noise::OtherPatient),
+                Just(Noise::NonCancer),
+            ],
+            any::<usize>(),
+            any::<usize>(),
+        ),
+        0..10,
+    )
+}
+
+/// Property 5 for one generated input: the case rewritten and added to decides as the case.
+fn same_determination(
+    case: usize,
+    reason_forms: &[Form],
+    forms: &[Form],
+    additions: &[(Noise, usize, usize)],
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let (name, request, expected_code) = &LINKED[case];
+    let expected = outcomes(&determine(request).map_err(TestCaseError::fail)?);
+    // The base case decides as its file says, so a change below is a real change.
+    prop_assert!(
+        expected
+            .values()
+            .all(|(covered, _)| covered == expected_code),
+        "{}: {:?}",
+        name,
+        expected
+    );
+    let patient = request["context"]["patientId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut changed = request.clone();
+    rewrite_links(&mut changed, reason_forms, forms);
+    for (n, (kind, pick, at)) in additions.iter().enumerate() {
+        let r = noise(*kind, *pick, n, &patient);
+        let key = key_for(r["resourceType"].as_str().unwrap_or_default());
+        add_entry(&mut changed, key, r, *at);
+    }
+    shuffle_bundles(&mut changed, &mut Mix(seed));
+    let got = outcomes(&determine(&changed).map_err(TestCaseError::fail)?);
+    let what =
+        format!("{name} with reasons {reason_forms:?}, links {forms:?}, added {additions:?}");
+    if reason_forms.contains(&Form::Contained) {
+        prop_assert_eq!(verdicts(&expected), verdicts(&got), "{}", what);
+    } else {
+        prop_assert_eq!(expected, got, "{}", what);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(96))]
+
+    #[test]
+    fn reference_forms_and_unrelated_records_change_no_determination(
+        case in 0..LINKED_CASES.len(),
+        reason_forms in prop::collection::vec(form(), 1..4),
+        forms in prop::collection::vec(form(), 1..6),
+        additions in noise_list(),
+        seed in any::<u64>(),
+    ) {
+        same_determination(case, &reason_forms, &forms, &additions, seed)?;
+    }
+
+    /// The same with the order's reason a contained Condition (`#x`, rules.md 1a). Fails before
+    /// the facts resolve contained reasons: case 036's order names a contained breast cancer and
+    /// the patient's rectal cancer is then used instead.
+    #[test]
+    #[ignore = "contained reasonReference: un-ignore when the facts rewrite of issue 12 resolves `#x`"]
+    fn a_contained_reason_decides_as_a_referenced_one(
+        case in 0..LINKED_CASES.len(),
+        reason_forms in prop::collection::vec(reason_form(), 1..4)
+            .prop_map(|mut f| { f[0] = Form::Contained; f }),
+        forms in prop::collection::vec(form(), 1..6),
+        additions in noise_list(),
+        seed in any::<u64>(),
+    ) {
+        same_determination(case, &reason_forms, &forms, &additions, seed)?;
     }
 }

@@ -421,7 +421,9 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../examples/order-sign-iort.json");
 
     fn service() -> ServiceDefinition {
-        Discovery::load(&Assets::embedded())
+        let assets = Assets::embedded();
+        let terminology = crate::terminology::Terminology::load(&assets).unwrap();
+        Discovery::load(&assets, &terminology)
             .unwrap()
             .service("iort-coverage")
             .unwrap()
