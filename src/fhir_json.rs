@@ -52,6 +52,25 @@ pub fn first_empty_array(value: &Value) -> Option<String> {
     None
 }
 
+/// Remove every empty array (and the member holding it) from `value`, for a lenient re-read:
+/// an empty array says nothing, and FHIR forbids it. Iterative: safe on any depth.
+pub fn remove_empty_arrays(value: &mut Value) {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(o) => {
+                o.retain(|_, x| !matches!(x, Value::Array(a) if a.is_empty()));
+                stack.extend(o.values_mut());
+            }
+            Value::Array(a) => {
+                a.retain(|x| !matches!(x, Value::Array(inner) if inner.is_empty()));
+                stack.extend(a.iter_mut());
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Why a resource could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {

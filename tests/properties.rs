@@ -829,7 +829,6 @@ proptest! {
     /// the facts resolve contained reasons: case 036's order names a contained breast cancer and
     /// the patient's rectal cancer is then used instead.
     #[test]
-    #[ignore = "contained reasonReference: un-ignore when the facts rewrite of issue 12 resolves `#x`"]
     fn a_contained_reason_decides_as_a_referenced_one(
         case in 0..LINKED_CASES.len(),
         reason_forms in prop::collection::vec(reason_form(), 1..4)

@@ -93,9 +93,7 @@ pub async fn require_jwt<B: MessageBody + 'static>(
         Err(rejection) => {
             // A flood of bad tokens must not become a flood of log lines: one a second, with
             // the count of those held back.
-            static REFUSALS: crate::telemetry::Sampler =
-                crate::telemetry::Sampler::new(std::time::Duration::from_secs(1));
-            if let Some(held_back) = REFUSALS.admit() {
+            if let Some(held_back) = auth.admit_refusal_log() {
                 tracing::warn!(
                     reason = %rejection.reason,
                     iss = ?rejection.iss,

@@ -197,6 +197,9 @@ struct Inner {
     max_token_lifetime_secs: u64,
     /// Without the trailing `/`.
     public_base_url: Option<String>,
+    /// Refused tokens are logged one line a second (a flood must not become a flood of log
+    /// lines), with the count held back.
+    refusals: crate::telemetry::Sampler,
 }
 
 /// Verifies CDS client JWTs. Cheap to clone (one `Arc`); register one instance as
@@ -290,6 +293,7 @@ impl Authenticator {
                 clock_skew_secs: settings.clock_skew_secs,
                 max_token_lifetime_secs: settings.max_token_lifetime_secs,
                 public_base_url,
+                refusals: crate::telemetry::Sampler::new(std::time::Duration::from_secs(1)),
             }),
         })
     }
@@ -305,8 +309,15 @@ impl Authenticator {
                 clock_skew_secs: 0,
                 max_token_lifetime_secs: 0,
                 public_base_url: None,
+                refusals: crate::telemetry::Sampler::new(std::time::Duration::from_secs(1)),
             }),
         }
+    }
+
+    /// Whether a refusal may be logged now: `Some(n)` with the number held back since the
+    /// last line written, `None` to hold this one back.
+    pub fn admit_refusal_log(&self) -> Option<u64> {
+        self.inner.refusals.admit()
     }
 
     /// [`AuthMode::Enforced`] or [`AuthMode::Disabled`], as built.

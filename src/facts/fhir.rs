@@ -52,6 +52,8 @@ const MAX_REPAIRS: usize = 32;
 /// from the objects it is unknown in; a missing required element of the resource itself is
 /// added empty (`_name: {}` for a primitive, `name: {}` for a complex type).
 fn lenient<T: DeserializeResourceOwned>(mut json: Value) -> Result<T, String> {
+    // Empty arrays say nothing and the strict reader refuses them: drop them first.
+    crate::fhir_json::remove_empty_arrays(&mut json);
     let mut padded: Vec<String> = Vec::new();
     let mut last = String::from("not repaired");
     for _ in 0..MAX_REPAIRS {

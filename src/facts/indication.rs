@@ -436,10 +436,19 @@ pub(crate) fn find<'a>(
             }
         }
         for what in &missing {
+            // The gather stage may already have said why it could not fetch it.
+            if issues
+                .iter()
+                .any(|i| i.resource.as_deref() == Some(what.as_str()))
+            {
+                continue;
+            }
             issues.push(RecordIssue {
                 source: "draftOrders".to_owned(),
-                resource: Some(order_ref.to_owned()),
-                problem: format!("reasonReference {what} is not in the patient record"),
+                resource: Some(what.clone()),
+                problem: format!(
+                    "{what}, the reasonReference of {order_ref}, is not in the patient record"
+                ),
             });
         }
         let classified: Vec<Cancer<'a>> = found.iter().filter_map(|c| classify(c, t)).collect();

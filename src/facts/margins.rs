@@ -40,8 +40,8 @@ use std::cmp::Ordering;
 
 use crate::facts::dates::{ClinicalTime, compare_optional, is_later};
 use crate::facts::fhir::{
-    concept_label, observation_evidence, observation_issued, observation_time, observation_usable,
-    procedure_evidence, procedure_time, text, time_of,
+    TimeSource, concept_label, observation_evidence, observation_issued, observation_time,
+    observation_usable, procedure_evidence, procedure_time, text, time_of,
 };
 use crate::facts::indication::{Link, Scope};
 use crate::facts::{Evidence, MarginFact, MarginStatus, MarginThresholds};
@@ -71,6 +71,9 @@ struct Assessment {
     status: MarginStatus,
     /// When it was found (see [`crate::facts::fhir::observation_time`]).
     time: Option<ClinicalTime>,
+    /// How much its time says: 2 a clinical or report time, 1 only the server's
+    /// `meta.lastUpdated`, 0 none.
+    time_class: u8,
     /// When its report was released (`Observation.issued`), to order two reports whose
     /// clinical times cannot be.
     issued: Option<ClinicalTime>,
@@ -221,6 +224,7 @@ pub(crate) fn find(
             assessments.push(Assessment {
                 status,
                 time: time_of(procedure_time(p)),
+                time_class: time_class(procedure_time(p)),
                 issued: None,
                 rank: report_rank(None),
                 evidence: procedure_evidence(p, format!("outcome: {label}")),
@@ -254,6 +258,7 @@ pub(crate) fn find(
         let assessment = Assessment {
             status,
             time: time_of(observation_time(o)),
+            time_class: time_class(observation_time(o)),
             issued: observation_issued(o),
             rank: report_rank(text(Some(&o.status))),
             evidence: observation_evidence(o, label),
@@ -280,7 +285,7 @@ pub(crate) fn find(
     // may have overturned).
     let newer: Vec<String> = ambiguous
         .iter()
-        .filter(|a| !is_later(winner.time.as_ref(), a.time.as_ref()))
+        .filter(|a| !later(winner, a))
         .map(|a| unlinked(scope, a))
         .collect();
     if !newer.is_empty() {
@@ -317,6 +322,33 @@ fn unlinked(scope: &Scope<'_>, a: &Assessment) -> String {
     )
 }
 
+/// See [`Assessment::time_class`].
+fn time_class(time: Option<(&str, TimeSource)>) -> u8 {
+    match time {
+        Some((t, source)) if ClinicalTime::parse(t).is_some() => match source {
+            TimeSource::LastUpdated => 1,
+            TimeSource::Clinical | TimeSource::Issued => 2,
+        },
+        _ => 0,
+    }
+}
+
+/// Whether `a` is known to be later than `b`. A time the server gave the resource when it
+/// was stored (`meta.lastUpdated`) orders findings that have nothing better, but never outranks
+/// a clinical time: a pathology report loaded into a new server yesterday is not yesterday's
+/// finding. So a finding dated only by it is older than any clinically dated one, like an
+/// undated one.
+fn later(a: &Assessment, b: &Assessment) -> bool {
+    a.time_class > b.time_class
+        || (a.time_class == b.time_class && is_later(a.time.as_ref(), b.time.as_ref()))
+}
+
+/// Whether `a` and `b` have the same time (parts of one report).
+fn same_time(a: &Assessment, b: &Assessment) -> bool {
+    a.time_class == b.time_class
+        && compare_optional(a.time.as_ref(), b.time.as_ref()) == Some(Ordering::Equal)
+}
+
 /// The assessment(s) that say the current margin status.
 struct Latest {
     /// Indexes of the assessments used, all with the status they say (one report's parts).
@@ -335,10 +367,7 @@ struct Latest {
 /// 4. then the worse status, and a note when findings that differ could not be ordered.
 fn latest(all: &[Assessment]) -> Option<Latest> {
     let mut candidates: Vec<usize> = (0..all.len())
-        .filter(|&i| {
-            !all.iter()
-                .any(|b| is_later(b.time.as_ref(), all[i].time.as_ref()))
-        })
+        .filter(|&i| !all.iter().any(|b| later(b, &all[i])))
         .collect();
     let first = *candidates.first()?;
     let top_rank = candidates.iter().map(|&i| all[i].rank).max().unwrap_or(0);
@@ -360,11 +389,9 @@ fn latest(all: &[Assessment]) -> Option<Latest> {
         .unwrap_or(0);
     // Findings the time could not order and that disagree: say so.
     let unordered = candidates.iter().any(|&i| {
-        candidates.iter().any(|&j| {
-            all[i].status != all[j].status
-                && compare_optional(all[i].time.as_ref(), all[j].time.as_ref())
-                    != Some(Ordering::Equal)
-        })
+        candidates
+            .iter()
+            .any(|&j| all[i].status != all[j].status && !same_time(&all[i], &all[j]))
     });
     let winners: Vec<usize> = candidates
         .into_iter()
@@ -376,9 +403,7 @@ fn latest(all: &[Assessment]) -> Option<Latest> {
             "Two or more margin assessments could not be ordered by their dates or report \
              status ({}); the worse, {}, is used. Check which report is current.",
             all.iter()
-                .filter(
-                    |a| compare_optional(a.time.as_ref(), w.time.as_ref()) != Some(Ordering::Less)
-                )
+                .filter(|a| !later(w, a))
                 .map(|a| a.evidence.reference.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -390,7 +415,7 @@ fn latest(all: &[Assessment]) -> Option<Latest> {
     let time_decided = all.iter().any(|b| {
         b.status != w.status
             && matches!((&w.time, &b.time), (Some(x), Some(y)) if x.same_local_day(y))
-            && is_later(w.time.as_ref(), b.time.as_ref())
+            && later(w, b)
     });
     Some(Latest {
         winners,
@@ -939,5 +964,28 @@ mod tests {
             m.evidence
         );
         assert_eq!(m.evidence[0].date.as_deref(), Some("2025-05-08"));
+        // ... but it never outranks a clinically dated finding, however recent the load: a
+        // report stored on a new server yesterday is not yesterday's finding.
+        let rec = record(
+            vec![rectal("rc")],
+            vec![],
+            vec![
+                timed(
+                    "loaded",
+                    json!({"meta": {"lastUpdated": "2026-11-28T03:10:00.000Z"}}),
+                    "370109009",
+                    json!({}),
+                ),
+                timed(
+                    "dated",
+                    json!({"effectiveDateTime": "2025-05-07"}),
+                    "55182004",
+                    json!({}),
+                ),
+            ],
+        );
+        let m = margins(&rec);
+        assert_eq!(m.status, MarginStatus::Clear);
+        assert!(m.notes.is_empty());
     }
 }

@@ -305,14 +305,9 @@ fn parse_draft_orders(bundle: Value) -> Result<Vec<DraftOrder>, RequestError> {
             .get("id")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        // FHIR forbids empty arrays, and they crash the FHIR parser: the request's own orders
-        // are refused with the path (400) rather than half-read.
-        if let Some(path) = crate::fhir_json::first_empty_array(&resource) {
-            return Err(RequestError::new(
-                format!("context.draftOrders.entry[{i}].resource.{path}"),
-                "an empty array (FHIR forbids empty arrays)",
-            ));
-        }
+        // Never a panic (see `fhir_json`); an order that does not parse (an empty array, an
+        // unknown element) is re-read leniently by the facts stage, as before, so the
+        // clinician still gets a card.
         let parsed =
             crate::fhir_json::read::<Resource>(resource.clone()).map_err(|e| e.to_string());
         out.push(DraftOrder {
