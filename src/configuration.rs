@@ -141,6 +141,15 @@ pub struct FhirSettings {
     /// call (those the record lacks after prefetch and fetching; see `gather::reasons`). More
     /// are noted as not read. 0 turns reading them off.
     pub max_reason_fetches: usize,
+    /// Most JSON values read from the FHIR server in one call, over all queries and pages.
+    /// Parsed, a value costs 30-80 bytes however few bytes it takes in the answer: this, not
+    /// the bytes, bounds what a call's fetched record costs (a server sending pages of small
+    /// numbers took one call past 1 GB). More: `indeterminate`, the record too large.
+    pub max_call_values: usize,
+    /// Most JSON values read from FHIR servers and held at once by all calls together
+    /// (process-wide). A call waits, within its deadline, for room; at least
+    /// `max_call_values`, so one largest call can always run.
+    pub max_inflight_values: usize,
     /// Use the proxy named by `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`. Off by default so a
     /// stray variable cannot route bearer tokens through an unexpected host.
     pub use_system_proxy: bool,
@@ -155,6 +164,9 @@ impl Default for FhirSettings {
             max_pages: 20,
             max_response_bytes: 8 * 1024 * 1024,
             max_reason_fetches: 8,
+            // A real record of 5,000 resources is about 300,000 values (~25 MB parsed).
+            max_call_values: 1_000_000,
+            max_inflight_values: 2_000_000,
             use_system_proxy: false,
         }
     }
@@ -184,6 +196,17 @@ impl FhirSettings {
             return invalid(
                 "fhir.max_response_bytes",
                 "must be at least 1024".to_owned(),
+            );
+        }
+        if self.max_call_values < 1000 {
+            return invalid("fhir.max_call_values", "must be at least 1000".to_owned());
+        }
+        if self.max_inflight_values < self.max_call_values
+            || u32::try_from(self.max_inflight_values).is_err()
+        {
+            return invalid(
+                "fhir.max_inflight_values",
+                "must be at least fhir.max_call_values and at most 4294967295".to_owned(),
             );
         }
         if self.max_reason_fetches > 100 {

@@ -10,11 +10,14 @@
 //! HTTP status, "not JSON", "too many pages") and never the URL's query, the token, or any
 //! response content.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Response, StatusCode, Url};
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::allow_list::BaseUrl;
 use crate::configuration::FhirSettings;
@@ -153,6 +156,69 @@ pub struct FhirClient {
     max_pages: usize,
     max_response_bytes: usize,
     limits: Limits,
+    max_call_values: usize,
+    /// Room for the JSON values all calls hold at once (`fhir.max_inflight_values`), shared
+    /// by every clone of the client.
+    values_room: Arc<Semaphore>,
+}
+
+/// What one call may read from FHIR servers: its own bound on JSON values
+/// (`fhir.max_call_values`) and its share of the process-wide room
+/// (`fhir.max_inflight_values`), taken page by page before a page is parsed and held until the
+/// call's record is built (given back when this is dropped). So memory follows a budget, not
+/// the peer: a server sending endless pages of small numbers costs a bounded record and an
+/// `indeterminate` answer, and never starves the other calls for more than their deadline.
+#[derive(Debug)]
+pub struct CallBudget {
+    limit: usize,
+    used: AtomicUsize,
+    room: Arc<Semaphore>,
+    held: Mutex<Vec<OwnedSemaphorePermit>>,
+}
+
+impl CallBudget {
+    /// Account for a page of `values` JSON values: refused over the call's bound, else wait
+    /// (within the caller's deadline) for room among all calls.
+    pub async fn take(&self, values: usize) -> Result<(), String> {
+        // Counted once the room is held (a wait cut short by the deadline counts nothing);
+        // pages of one call's concurrent queries may pass the check together, so the bound can
+        // be passed by at most one page per query.
+        let total = self.used.load(Ordering::Relaxed).saturating_add(values);
+        if total > self.limit {
+            self.used.store(total, Ordering::Relaxed);
+            return Err(format!(
+                "the record on the FHIR server is too large to assess: more than {} JSON \
+                 values (limit: fhir.max_call_values = {})",
+                self.limit, self.limit
+            ));
+        }
+        let units = u32::try_from(values).map_err(|_| "an answer too large to hold".to_owned())?;
+        let permit = match self.room.clone().try_acquire_many_owned(units) {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::info!(
+                    values,
+                    "waiting for room for fetched FHIR data (fhir.max_inflight_values)"
+                );
+                self.room
+                    .clone()
+                    .acquire_many_owned(units)
+                    .await
+                    .map_err(|_| "no room for fetched data".to_owned())?
+            }
+        };
+        self.used.fetch_add(values, Ordering::Relaxed);
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(permit);
+        Ok(())
+    }
+
+    /// JSON values taken so far.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
 }
 
 impl FhirClient {
@@ -181,7 +247,24 @@ impl FhirClient {
             max_pages: settings.max_pages,
             max_response_bytes: settings.max_response_bytes,
             limits: Limits::default(),
+            max_call_values: settings.max_call_values,
+            values_room: Arc::new(Semaphore::new(
+                settings
+                    .max_inflight_values
+                    .min(Semaphore::MAX_PERMITS)
+                    .max(settings.max_call_values.min(Semaphore::MAX_PERMITS)),
+            )),
         })
+    }
+
+    /// A new budget for one call's fetching (see [`CallBudget`]).
+    pub fn call_budget(&self) -> CallBudget {
+        CallBudget {
+            limit: self.max_call_values,
+            used: AtomicUsize::new(0),
+            room: self.values_room.clone(),
+            held: Mutex::new(Vec::new()),
+        }
     }
 
     /// The same client, bounding the shape of answers by `limits` instead of the defaults.
@@ -198,6 +281,7 @@ impl FhirClient {
         base: &BaseUrl,
         auth: Option<&HeaderValue>,
         query: &Query,
+        budget: &CallBudget,
     ) -> Result<Vec<Value>, Failure> {
         let mut pages = Vec::new();
         let mut url = query.url.clone();
@@ -211,7 +295,16 @@ impl FhirClient {
             }
             check_status(status)?;
             let body = self.read_body(response).await?;
+            // Count the values before parsing them, and take room for them.
+            let values = limits::check_json(&body, &self.limits).map_err(|e| {
+                Failure::new(Some(status), format!("the FHIR server's answer has {e}"))
+            })?;
+            budget
+                .take(values)
+                .await
+                .map_err(|what| Failure::new(Some(status), what))?;
             let answer = query.read_answer(status, &body, &self.limits)?;
+            drop(body);
             pages.extend(answer.value);
             match query.kind {
                 QueryKind::Read => return Ok(pages),
@@ -381,10 +474,8 @@ mod tests {
     ) -> Result<Vec<Value>, Failure> {
         let base = BaseUrl::parse(&format!("{}/fhir", server.uri())).unwrap();
         let q = Query::new("conditions", template, &base).unwrap();
-        FhirClient::new(&settings(max_pages))
-            .unwrap()
-            .fetch(&base, None, &q)
-            .await
+        let client = FhirClient::new(&settings(max_pages)).unwrap();
+        client.fetch(&base, None, &q, &client.call_budget()).await
     }
 
     #[test]
@@ -534,6 +625,60 @@ mod tests {
         }
     }
 
+    /// A hostile server: endless pages of small numbers. The call's value bound stops it and
+    /// says which setting; the room it took is given back when the budget is dropped.
+    #[tokio::test]
+    async fn endless_pages_of_small_numbers_stop_at_the_call_budget() {
+        let server = MockServer::start().await;
+        let numbers = vec![1; 3000];
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "resourceType": "Bundle", "type": "searchset", "x": numbers,
+                "link": [{"relation": "next", "url": format!("{}/fhir/Condition?page=n", server.uri())}]})))
+            .mount(&server)
+            .await;
+        let base = BaseUrl::parse(&format!("{}/fhir", server.uri())).unwrap();
+        let q = Query::new("conditions", "Condition?patient=p1", &base).unwrap();
+        let mut s = settings(1000);
+        s.max_response_bytes = 1024 * 1024;
+        s.max_call_values = 10_000;
+        s.max_inflight_values = 10_000;
+        let client = FhirClient::new(&s).unwrap();
+        let budget = client.call_budget();
+        let f = client.fetch(&base, None, &q, &budget).await.unwrap_err();
+        assert!(
+            f.what.contains("fhir.max_call_values = 10000"),
+            "{}",
+            f.what
+        );
+        assert!(budget.used() > 10_000 && budget.used() < 14_000);
+        // What the failed call held is held until it is dropped, then free for the next.
+        assert!(client.values_room.available_permits() < 10_000);
+        drop(budget);
+        assert_eq!(client.values_room.available_permits(), 10_000);
+    }
+
+    #[tokio::test]
+    async fn calls_share_the_room_for_fetched_values() {
+        let client = FhirClient::new(&FhirSettings {
+            max_call_values: 1000,
+            max_inflight_values: 1500,
+            ..FhirSettings::default()
+        })
+        .unwrap();
+        let first = client.call_budget();
+        first.take(1000).await.unwrap();
+        let second = client.call_budget();
+        // No room for the second call's page until the first call is done.
+        let waiting = tokio::time::timeout(Duration::from_millis(200), second.take(800)).await;
+        assert!(waiting.is_err(), "took room that another call holds");
+        drop(first);
+        tokio::time::timeout(Duration::from_millis(200), second.take(800))
+            .await
+            .expect("room once the first call is done")
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn an_unreachable_server_is_a_failure() {
         // bind then drop: nothing listens on that port any more
@@ -544,9 +689,9 @@ mod tests {
             .port();
         let base = BaseUrl::parse(&format!("http://127.0.0.1:{port}/fhir")).unwrap();
         let q = Query::new("conditions", "Condition?patient=p1", &base).unwrap();
-        let f = FhirClient::new(&settings(20))
-            .unwrap()
-            .fetch(&base, None, &q)
+        let client = FhirClient::new(&settings(20)).unwrap();
+        let f = client
+            .fetch(&base, None, &q, &client.call_budget())
             .await
             .unwrap_err();
         assert_eq!(f.what, "the FHIR server could not be reached");

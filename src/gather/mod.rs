@@ -271,13 +271,17 @@ impl Gatherer {
             jobs.extend(self.reason_jobs(&reason_ids, &base, &mut remaining, &mut b));
         }
         let (base, auth) = (&base, auth.as_ref());
-        self.run(&jobs, base, auth, deadline, &mut b).await;
+        // This call's share of the fetched-data budget, held until the record is built.
+        let budget = self.client.call_budget();
+        self.run(&jobs, base, auth, deadline, &budget, &mut b).await;
         if later && !b.is_unavailable() {
             reason_ids.retain(|id| !b.has("Condition", id));
             let jobs = self.reason_jobs(&reason_ids, base, &mut remaining, &mut b);
-            self.run(&jobs, base, auth, deadline, &mut b).await;
+            self.run(&jobs, base, auth, deadline, &budget, &mut b).await;
         }
-        Ok(finish(b))
+        let record = finish(b);
+        drop(budget);
+        Ok(record)
     }
 
     /// The reads for the reason Conditions, at most `remaining` of them (the rest are noted as
@@ -326,6 +330,7 @@ impl Gatherer {
         base: &BaseUrl,
         auth: Option<&HeaderValue>,
         deadline: Instant,
+        budget: &fhir_client::CallBudget,
         b: &mut RecordBuilder<'_>,
     ) {
         if jobs.is_empty() {
@@ -334,7 +339,8 @@ impl Gatherer {
         let timeout_ms = self.timeout.as_millis();
         let answers = join_all(jobs.iter().map(|job| async move {
             let started = Instant::now();
-            let answer = timeout_at(deadline, self.client.fetch(base, auth, &job.query)).await;
+            let answer =
+                timeout_at(deadline, self.client.fetch(base, auth, &job.query, budget)).await;
             (job, answer, started.elapsed())
         }))
         .await;
