@@ -192,6 +192,13 @@ pub fn extension(
     if d.covered == Covered::Conditional {
         for c in &d.missing {
             let text = policy.criterion(*c);
+            // What the record already holds but could not be used says what to do; the generic
+            // "record X" would ask for something that is there.
+            let notes = d
+                .criterion(*c)
+                .map(|r| r.notes.join(" "))
+                .filter(|n| !n.is_empty());
+            let instruction = notes.unwrap_or_else(|| text.how_to_document.clone());
             ext.push(detail(
                 "cat-limitation",
                 "instructions",
@@ -199,7 +206,7 @@ pub fn extension(
                 sub(
                     "value",
                     "valueString",
-                    Value::String(format!("{}: {}", text.label, text.how_to_document)),
+                    Value::String(format!("{}: {}", text.label, instruction)),
                 ),
                 None,
             ));

@@ -338,6 +338,45 @@ fn conditional_card_and_action() {
     assert!(first.contains("395536008"), "{first}");
 }
 
+/// A finding the record holds but that could not be attributed (issue 12): the card and the
+/// CRD instruction say what it is and how to link it, never "record a T category".
+#[test]
+fn a_present_but_unlinked_fact_is_a_note_not_a_request() {
+    let mut f = facts(I::RectalCancer, T::NotDocumented, false, M::Positive);
+    let note = "Observation/tnm-pt (pT4a) is not linked to the cancer this order treats: set its \
+                focus to Condition/rectal-1 and sign again."
+        .to_owned();
+    f.staging.notes = vec![note.clone()];
+    let d = decide(f);
+    assert_eq!(d.covered.code(), "conditional");
+    let resp = render_one(d);
+    let detail = resp.cards[0].detail.as_deref().unwrap();
+    assert!(
+        detail.contains("set its focus to Condition/rectal-1"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("384625004"),
+        "asks to record a T category the record holds: {detail}"
+    );
+    let ci = ci_of(&resp);
+    let instruction = subs(&ci, "detail")
+        .into_iter()
+        .filter(|d| {
+            subs(d, "code")[0]["valueCodeableConcept"]["coding"][0]["code"] == "instructions"
+        })
+        .map(|d| {
+            subs(d, "value")[0]["valueString"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(instruction.len(), 1);
+    assert!(instruction[0].contains("set its focus"), "{instruction:?}");
+    assert!(!instruction[0].contains("384625004"), "{instruction:?}");
+}
+
 #[test]
 fn indeterminate_card_and_action() {
     let p = policy();
