@@ -200,13 +200,11 @@ impl Gatherer {
                 }
                 // Only reasons to read: the prefetch is complete, so the call is answered; the
                 // reasons stay unread (the indication is then unknown).
-                for id in &reason_ids {
-                    reasons::not_fetched(
-                        &mut b,
-                        id,
-                        "the request's fhirServer may not be contacted",
-                    );
-                }
+                reasons::none_fetched(
+                    &mut b,
+                    &reason_ids,
+                    "the request's fhirServer may not be contacted",
+                );
                 return Ok(finish(b));
             }
         };
@@ -223,13 +221,11 @@ impl Gatherer {
                                 .to_owned(),
                         );
                     }
-                    for id in &reason_ids {
-                        reasons::not_fetched(
-                            &mut b,
-                            id,
-                            "the access token in fhirAuthorization cannot be sent",
-                        );
-                    }
+                    reasons::none_fetched(
+                        &mut b,
+                        &reason_ids,
+                        "the access token in fhirAuthorization cannot be sent",
+                    );
                     return Ok(finish(b));
                 }
             },

@@ -80,6 +80,13 @@ pub fn not_fetched(b: &mut RecordBuilder<'_>, id: &str, why: &str) {
     );
 }
 
+/// [`not_fetched`] for every id, for the same reason.
+pub fn none_fetched(b: &mut RecordBuilder<'_>, ids: &[String], why: &str) {
+    for id in ids {
+        not_fetched(b, id, why);
+    }
+}
+
 fn target(reference: &str, base: Option<&BaseUrl>) -> Target {
     let reference = reference.trim();
     if reference.starts_with('#') {
