@@ -309,21 +309,33 @@ fn unrelated(kind: Unrelated, pick: usize, n: usize, patient: &str) -> Value {
 
 /// Every `Type/id` present in the request: prefetch resources and draft orders.
 fn present_references(request: &Value) -> BTreeSet<String> {
-    let orders = request["context"]["draftOrders"]["entry"]
+    let orders: Vec<Value> = request["context"]["draftOrders"]["entry"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| e.get("resource").cloned());
+        .filter_map(|e| e.get("resource").cloned())
+        .collect();
+    let name = |r: &Value| {
+        Some(format!(
+            "{}/{}",
+            r["resourceType"].as_str()?,
+            r["id"].as_str()?
+        ))
+    };
+    // A resource contained in an order is named inside it: `ServiceRequest/x#id`.
+    let contained = orders.iter().flat_map(|o| {
+        let order = name(o);
+        o["contained"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(move |c| Some(format!("{}#{}", order.clone()?, c["id"].as_str()?)))
+    });
     bundle_resources(request)
-        .into_iter()
-        .chain(orders)
-        .filter_map(|r| {
-            Some(format!(
-                "{}/{}",
-                r["resourceType"].as_str()?,
-                r["id"].as_str()?
-            ))
-        })
+        .iter()
+        .chain(&orders)
+        .filter_map(name)
+        .chain(contained)
         .collect()
 }
 

@@ -176,6 +176,10 @@ pub(crate) struct Scope<'a> {
     /// When they may not: the other current primary cancers that could own them
     /// (`Condition/id`), for the card's note.
     pub competing: Vec<String>,
+    /// `Type/id` of the order, to name a scope Condition contained in it (`ServiceRequest/x#dx`).
+    order_ref: String,
+    /// Scope Conditions that are not record Conditions (contained in the order).
+    contained: Vec<&'a Condition>,
 }
 
 /// Where a resource's links point.
@@ -191,12 +195,19 @@ pub(crate) enum Link {
 
 impl<'a> Scope<'a> {
     fn new(
+        order_ref: &str,
         status: IndicationStatus,
         conditions: Vec<&'a Condition>,
         cancers: &[Cancer<'a>],
         record: &'a PatientRecord,
         t: &Terminology,
     ) -> Self {
+        let in_record = |c: &Condition| record.conditions.iter().any(|r| std::ptr::eq(r, c));
+        let contained: Vec<&Condition> = conditions
+            .iter()
+            .copied()
+            .filter(|c| !in_record(c))
+            .collect();
         // Ids of record Conditions only: a contained Condition's id is local to the order.
         let condition_ids: HashSet<&str> = conditions
             .iter()
@@ -244,7 +255,22 @@ impl<'a> Scope<'a> {
             condition_ids,
             unlinked_ok: competing.is_empty(),
             competing,
+            order_ref: order_ref.to_owned(),
+            contained,
         }
+    }
+
+    /// The evidence line of a scope Condition, naming a contained one inside its order.
+    pub fn condition_evidence(&self, c: &Condition, detail: String) -> Evidence {
+        let mut e = condition_evidence(c, detail);
+        if self.contained.iter().any(|x| std::ptr::eq(*x, c)) {
+            e.reference = format!(
+                "{}#{}",
+                self.order_ref,
+                condition_id(c).unwrap_or("(no id)")
+            );
+        }
+        e
     }
 
     /// Where a set of links (focus, partOf, derivedFrom, assessment ...) points.
@@ -408,15 +434,28 @@ pub(crate) fn find<'a>(
     let finish = |status: IndicationStatus,
                   chosen: Option<&'a Condition>,
                   via: IndicationSource,
-                  evidence: Vec<Evidence>,
+                  mut evidence: Vec<Evidence>,
                   notes: Vec<String>| {
         let conditions = scope_conditions(status, chosen, &cancers);
-        let scope = Scope::new(status, conditions, &cancers, record, t);
+        let scope = Scope::new(order_ref, status, conditions, &cancers, record, t);
+        let mut condition = chosen
+            .and_then(condition_id)
+            .map(|id| format!("Condition/{id}"));
+        // A Condition contained in the order is named as FHIR names it, inside the order
+        // (`ServiceRequest/x#dx`), never as a record Condition it is not.
+        let in_record = |c: &Condition| record.conditions.iter().any(|r| std::ptr::eq(r, c));
+        if let Some(id) = chosen.filter(|c| !in_record(c)).and_then(condition_id) {
+            let local = format!("{order_ref}#{id}");
+            for e in &mut evidence {
+                if condition.as_deref() == Some(e.reference.as_str()) {
+                    e.reference = local.clone();
+                }
+            }
+            condition = Some(local);
+        }
         let fact = IndicationFact {
             status,
-            condition: chosen
-                .and_then(condition_id)
-                .map(|id| format!("Condition/{id}")),
+            condition,
             via,
             evidence,
             notes,
@@ -855,7 +894,8 @@ mod tests {
         assert!(issues.is_empty());
         let (fact, _, _) = run(Some(order(contained("363351006"))), &rec);
         assert_eq!(fact.status, IndicationStatus::RectalCancer);
-        assert_eq!(fact.condition.as_deref(), Some("Condition/dx1"));
+        assert_eq!(fact.condition.as_deref(), Some("ServiceRequest/o1#dx1"));
+        assert_eq!(fact.evidence[0].reference, "ServiceRequest/o1#dx1");
         // A fragment that names nothing in `contained` is an unreadable reason.
         let sr = order(json!({"reasonReference": [{"reference": "#nope"}]}));
         let (fact, issues, _) = run(Some(sr), &rec);

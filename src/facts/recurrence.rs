@@ -7,7 +7,7 @@
 //! in the scope too.
 
 use crate::facts::RecurrenceFact;
-use crate::facts::fhir::{concept_label, condition_evidence};
+use crate::facts::fhir::concept_label;
 use crate::facts::indication::Scope;
 use crate::terminology::{Terminology, ValueSetId};
 
@@ -18,7 +18,7 @@ pub(crate) fn find(scope: &Scope<'_>, t: &Terminology) -> RecurrenceFact {
         .filter_map(|c| {
             let status = c.clinical_status.as_deref()?;
             let coding = t.matching_coding(ValueSetId::ConditionRecurrence, status)?;
-            Some(condition_evidence(
+            Some(scope.condition_evidence(
                 c,
                 format!("clinical status: {}", concept_label(status, Some(coding))),
             ))

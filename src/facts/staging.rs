@@ -28,8 +28,7 @@ use fhirbolt::model::r4::resources::{Observation, ObservationValue};
 use fhirbolt::model::r4::types::CodeableConcept;
 
 use crate::facts::fhir::{
-    concept_label, condition_evidence, observation_evidence, observation_id, observation_usable,
-    reference_id,
+    concept_label, observation_evidence, observation_id, observation_usable, reference_id,
 };
 use crate::facts::indication::{Link, Scope};
 use crate::facts::{Evidence, StagingFact, TCategory};
@@ -156,7 +155,7 @@ pub(crate) fn find(scope: &Scope<'_>, record: &PatientRecord, t: &Terminology) -
             {
                 found.add(
                     lvl,
-                    condition_evidence(condition, format!("stage summary: {label}")),
+                    scope.condition_evidence(condition, format!("stage summary: {label}")),
                 );
             }
             for assessment in &stage.assessment {
