@@ -206,7 +206,7 @@ impl Engine {
             return Err(CallError::WrongHook {
                 service: service.id.clone(),
                 expected: service.hook.as_str().to_owned(),
-                got: hook.to_owned(),
+                got: shown(hook),
             });
         }
         let (context_schema, name) = match service.hook {
@@ -451,6 +451,21 @@ fn parse_json(body: &[u8], limits: &Limits) -> Result<Value, CallError> {
     Ok(json)
 }
 
+/// A client-chosen value as echoed in an error and the log: at most 40 characters, control
+/// characters masked, so a 250 KB `hook` cannot become a 750 KB log line.
+fn shown(value: &str) -> String {
+    const MAX: usize = 40;
+    let mut out: String = value
+        .chars()
+        .take(MAX)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if value.chars().count() > MAX {
+        out.push('\u{2026}');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,5 +516,15 @@ mod tests {
             .to_string();
         assert!(err.contains("must be a ServiceRequest"), "{err}");
         std::fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn echoed_client_values_are_short_and_masked() {
+        assert_eq!(shown("order-sign"), "order-sign");
+        let long = "x".repeat(250_000);
+        let s = shown(&long);
+        assert_eq!(s.chars().count(), 41);
+        assert!(s.ends_with('\u{2026}'));
+        assert_eq!(shown("a\nb\u{1b}[31m"), "a?b?[31m");
     }
 }

@@ -794,3 +794,50 @@ async fn connections_are_bounded_and_idle_ones_closed() {
         String::from_utf8_lossy(&buf[..n])
     );
 }
+
+#[tokio::test]
+async fn wrong_methods_name_the_allowed_ones_and_head_works_on_get_routes() {
+    let app = common::spawn_app().await;
+    for (path, allow) in [
+        ("/cds-services", "GET, HEAD"),
+        ("/healthz", "GET, HEAD"),
+        (SERVICE, "POST"),
+    ] {
+        let res = app
+            .client
+            .delete(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{path}");
+        assert_eq!(
+            res.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{path}"
+        );
+    }
+    for path in ["/cds-services", "/healthz", "/readyz"] {
+        let res = app
+            .client
+            .head(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(
+            res.bytes().await.unwrap().is_empty(),
+            "{path}: HEAD has no body"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_huge_hook_value_is_not_echoed_whole() {
+    let app = common::spawn_app().await;
+    let mut body = medication_request();
+    body["hook"] = json!("h".repeat(250_000));
+    let res = app.post_json(SERVICE, &body).await;
+    assert_eq!(res.status(), 400);
+    let text = res.text().await.unwrap();
+    assert!(text.len() < 2_000, "echoed {} bytes", text.len());
+}

@@ -24,24 +24,38 @@ pub struct HttpSettings {
 }
 
 /// Register every route on an actix `ServiceConfig`.
+///
+/// GET routes answer HEAD too (RFC 9110: a server that supports GET should support HEAD; the
+/// body is left out), and a wrong method gets 405 with the `Allow` header naming the right ones.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/cds-services")
             .route(web::get().to(discovery))
-            .default_service(web::to(method_not_allowed)),
+            .route(web::head().to(discovery))
+            .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
     )
     .service(
         web::resource("/cds-services/{id}")
             .route(web::post().to(call_service))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(|| method_not_allowed("POST"))),
     )
     .service(
         web::resource("/cds-services/{id}/feedback")
             .route(web::post().to(feedback))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(|| method_not_allowed("POST"))),
     )
-    .service(web::resource("/healthz").route(web::get().to(healthz)))
-    .service(web::resource("/readyz").route(web::get().to(readyz)));
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(healthz))
+            .route(web::head().to(healthz))
+            .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(readyz))
+            .route(web::head().to(readyz))
+            .default_service(web::to(|| method_not_allowed("GET, HEAD"))),
+    );
 }
 
 fn json_ok(body: String) -> HttpResponse {
@@ -224,13 +238,14 @@ async fn readyz(engine: web::Data<Engine>) -> HttpResponse {
     )
 }
 
-async fn method_not_allowed() -> HttpResponse {
+async fn method_not_allowed(allow: &'static str) -> HttpResponse {
     let body = super::error::operation_outcome(vec![json!({
         "severity": "error", "code": "not-supported",
-        "diagnostics": "method not allowed on this endpoint"
+        "diagnostics": format!("method not allowed on this endpoint (allowed: {allow})")
     })]);
     HttpResponse::MethodNotAllowed()
         .insert_header(ContentType::json())
+        .insert_header((actix_web::http::header::ALLOW, allow))
         .body(body.to_string())
 }
 
