@@ -104,7 +104,7 @@ impl Application {
                 .wrap(from_fn(auth::require_jwt))
                 .wrap(from_fn(telemetry::access_log))
                 .wrap(cors(&origins))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<telemetry::PathOnlySpans>::new())
                 .app_data(engine.clone())
                 .app_data(http.clone())
                 .app_data(pool.clone())

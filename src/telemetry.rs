@@ -13,7 +13,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use tracing_actix_web::RequestId;
+use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 use tracing_subscriber::EnvFilter;
 
 use crate::configuration::LogFormat;
@@ -33,6 +33,37 @@ pub fn init(format: LogFormat, level: &str) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// The root span of every request: method, route pattern, path and request id, never the
+/// query string. A client may put a secret there (`?access_token=<JWT>`: refused, yet still a
+/// valid token), and the default span copied it onto every log line of the request.
+pub struct PathOnlySpans;
+
+impl RootSpanBuilder for PathOnlySpans {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.route = %request.match_pattern().unwrap_or_else(|| "(unmatched)".to_owned()),
+            http.target = %request.path(),
+            request_id = %request_id,
+            http.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
 }
 
 /// A panic (a bug: the service answers 500 for that request and goes on) is logged through
