@@ -7,6 +7,10 @@
 //! refused rather than an old entry forgotten — forgetting would silently reopen a replay
 //! window. `max_token_lifetime_secs` keeps entries short-lived, so a sensible capacity is never
 //! reached by honest traffic.
+//!
+//! The capacity is per issuer: one trusted issuer filling the memory with its own valid tokens
+//! must not lock the others out (it did, for up to an hour). Issuers are configured, so memory
+//! stays bounded by capacity times their number.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -29,6 +33,8 @@ type Key = (String, String);
 struct State {
     forget_after: HashMap<Key, u64>,
     by_expiry: BinaryHeap<Reverse<(u64, Key)>>,
+    /// Entries per issuer.
+    per_issuer: HashMap<String, usize>,
 }
 
 pub(crate) struct ReplayCache {
@@ -59,17 +65,24 @@ impl ReplayCache {
             if *when >= now {
                 break;
             }
-            if let Some(Reverse((_, key))) = state.by_expiry.pop() {
-                state.forget_after.remove(&key);
+            if let Some(Reverse((_, key))) = state.by_expiry.pop()
+                && state.forget_after.remove(&key).is_some()
+                && let Some(n) = state.per_issuer.get_mut(&key.0)
+            {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    state.per_issuer.remove(&key.0);
+                }
             }
         }
         let key = (iss.to_owned(), jti.to_owned());
         if state.forget_after.contains_key(&key) {
             return Seen::Again;
         }
-        if state.forget_after.len() >= self.capacity {
+        if state.per_issuer.get(iss).copied().unwrap_or(0) >= self.capacity {
             return Seen::Full;
         }
+        *state.per_issuer.entry(iss.to_owned()).or_insert(0) += 1;
         state.forget_after.insert(key.clone(), forget_after);
         state.by_expiry.push(Reverse((forget_after, key)));
         Seen::First
@@ -118,5 +131,18 @@ mod tests {
             "jti 1 expired"
         );
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn one_issuer_filling_its_memory_does_not_lock_out_another() {
+        let c = ReplayCache::new(2);
+        assert_eq!(c.check_and_remember("busy", "1", 100, 0), Seen::First);
+        assert_eq!(c.check_and_remember("busy", "2", 100, 0), Seen::First);
+        assert_eq!(c.check_and_remember("busy", "3", 100, 0), Seen::Full);
+        assert_eq!(c.check_and_remember("other", "1", 100, 0), Seen::First);
+        assert_eq!(c.check_and_remember("other", "2", 100, 0), Seen::First);
+        // Expiry frees each issuer's own room.
+        assert_eq!(c.check_and_remember("busy", "3", 300, 101), Seen::First);
+        assert_eq!(c.len(), 1);
     }
 }

@@ -25,8 +25,9 @@ pub struct AuthSettings {
     /// must be remembered, so the replay cache stays small and correct. CDS Hooks clients
     /// typically issue five-minute tokens.
     pub max_token_lifetime_secs: u64,
-    /// How many recently used `jti` values are remembered at most. When it is full of
-    /// unexpired entries new tokens are refused (fail closed) rather than forgetting one.
+    /// How many recently used `jti` values are remembered at most, per issuer. When an
+    /// issuer's share is full of unexpired entries its new tokens are refused (fail closed)
+    /// rather than forgetting one; other issuers are not affected.
     pub jti_cache_capacity: usize,
     /// Time limit for one JWK Set download (connect + transfer), in milliseconds.
     pub jwks_fetch_timeout_ms: u64,
