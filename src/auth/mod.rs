@@ -93,7 +93,27 @@ pub fn auth_mode(
     }
     let loopback_only =
         !listen.is_empty() && listen.iter().all(|a| a.ip().to_canonical().is_loopback());
-    if loopback_only {
+    // A public base URL on another host says a proxy forwards the network to this loopback
+    // listener: loopback is then no protection, and authentication may not be off silently.
+    let behind_proxy = settings
+        .public_base_url
+        .as_deref()
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
+        .is_some_and(|h| match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.to_canonical().is_loopback(),
+            Err(_) => !h.eq_ignore_ascii_case("localhost"),
+        });
+    if loopback_only && behind_proxy && !insecure_no_auth {
+        return Err(
+            "refusing to run without client authentication behind a proxy: \
+             auth.public_base_url names another host than this loopback listener; add a \
+             trusted issuer ([[auth.issuers]]), or pass --insecure-no-auth to run \
+             unauthenticated on purpose"
+                .to_owned(),
+        );
+    }
+    if loopback_only && !behind_proxy {
         tracing::info!(
             "client authentication disabled: no trusted issuers configured and the service listens on loopback only"
         );
@@ -561,6 +581,22 @@ mod tests {
             addr("[::1]:8080"),
             addr("[::ffff:127.0.0.1]:80"),
         ];
+        assert_eq!(auth_mode(&listen, &s, false), Ok(AuthMode::Disabled));
+    }
+
+    #[test]
+    fn loopback_behind_a_proxy_needs_an_issuer_or_the_flag() {
+        let mut s = AuthSettings {
+            public_base_url: Some("https://cds.example.org".into()),
+            ..AuthSettings::default()
+        };
+        let listen = [addr("127.0.0.1:8080")];
+        let err = auth_mode(&listen, &s, false).expect_err("must refuse");
+        assert!(err.contains("behind a proxy"), "{err}");
+        assert_eq!(auth_mode(&listen, &s, true), Ok(AuthMode::Disabled));
+        s.public_base_url = Some("http://127.0.0.1:8080".into());
+        assert_eq!(auth_mode(&listen, &s, false), Ok(AuthMode::Disabled));
+        s.public_base_url = Some("http://localhost:8080".into());
         assert_eq!(auth_mode(&listen, &s, false), Ok(AuthMode::Disabled));
     }
 
