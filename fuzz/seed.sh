@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 corpus="$here/corpus"
-mkdir -p "$corpus"/{hook_request,prefetch_facts,jwt,fhir_response}
+mkdir -p "$corpus"/{hook_request,prefetch_facts,jwt,fhir_response,fhir_shapes}
 
 # put TARGET < bytes: store stdin as one seed.
 put() {
@@ -66,9 +66,19 @@ printf '\x01{"alg":"none","kid":"k"}\n{}\n' | put jwt
 printf '\x01{"alg":"HS256","kid":"k"}\n{}\nx' | put jwt
 printf '\x02{"alg":"ES384","kid":"fuzz-es384","jku":"https://evil.example/jwks"}\n%s\nx' "$claims" | put jwt
 
+# fhir_shapes: its bytes are choices (fuzz/src/structured.rs); the first byte picks the case
+# (in file-name order), the rest mutations. One seed per case, unmutated, then a few mutated.
+n_cases=$(find "$root/tests/cases" -name '*.json' | wc -l)
+for i in $(seq 0 $((n_cases > 256 ? 255 : n_cases - 1))); do
+    printf "\\x$(printf %02x "$i")" | put fhir_shapes
+done
+for i in 0 1 2 3; do
+    printf "\\x$(printf %02x "$i")\\x07\\x80\\x10\\x00\\x85\\x20\\x00\\x82\\x30\\x01" | put fhir_shapes
+done
+
 # Regression inputs, each to the target named by its folder (tests/regressions/<target>/...).
 if [ -d "$root/tests/regressions" ]; then
-    for target in hook_request prefetch_facts jwt fhir_response; do
+    for target in hook_request prefetch_facts jwt fhir_response fhir_shapes; do
         [ -d "$root/tests/regressions/$target" ] || continue
         for f in "$root/tests/regressions/$target"/*; do
             [ -f "$f" ] && put "$target" < "$f"
@@ -76,6 +86,6 @@ if [ -d "$root/tests/regressions" ]; then
     done
 fi
 
-for t in hook_request prefetch_facts jwt fhir_response; do
+for t in hook_request prefetch_facts jwt fhir_response fhir_shapes; do
     echo "$t: $(find "$corpus/$t" -type f | wc -l) seeds"
 done

@@ -13,7 +13,8 @@ use iort_cds::pipeline::Engine;
 
 /// The engine with default settings, as the service would load it.
 pub static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
-    Engine::load(&Settings::default()).expect("the embedded assets load (a build problem, not an input)")
+    Engine::load(&Settings::default())
+        .expect("the embedded assets load (a build problem, not an input)")
 });
 
 /// Run a future that does no I/O to completion on a small runtime kept for the process.
@@ -26,3 +27,5 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
     RUNTIME.with(|rt| rt.block_on(future))
 }
+
+pub mod structured;

@@ -607,3 +607,132 @@ async fn empty_arrays_and_type_confusion_never_answer_500() {
         assert_eq!(covered_codes(&body).len(), 1, "{body}");
     }
 }
+
+/// Issue 13: a hostile FHIR server answering an Observation search with pages of small JSON
+/// numbers (tiny on the wire, 30-80 bytes each once parsed) and a `next` link back to itself,
+/// for ever. Before the fetched-data budget, each page was kept until the query ended: two such
+/// calls took the process to gigabytes, and a call ran until `fhir.max_pages` or its deadline.
+/// Now the values are counted on the bytes of each page and the call stops at
+/// `fhir.max_call_values`: 200, `indeterminate`, the card naming the setting (never content),
+/// well before the deadline, and the server keeps serving.
+#[tokio::test]
+async fn a_hostile_fhir_server_with_endless_pages_of_numbers_is_stopped_by_the_call_budget() {
+    let app = spawn_app_with(|s| {
+        // Pages and time enough that only the value budget can end the call early.
+        s.fhir.max_pages = 1000;
+        s.fhir.timeout_ms = 30_000;
+        s.fhir.max_call_values = 20_000;
+        // Two calls' worth: room a call holds is given back only when it ends, so calls that
+        // each hold part of a smaller room could wait on each other until their deadline.
+        s.fhir.max_inflight_values = 40_000;
+    })
+    .await;
+    let server = MockServer::start().await;
+    let next = format!(
+        "{}/fhir/Observation?patient=pat-001&page=next",
+        server.uri()
+    );
+    Mock::given(method("GET"))
+        .and(path("/fhir/Observation"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [],
+            "x": vec![1; 3000],
+            "link": [{"relation": "next", "url": next}],
+        })))
+        .mount(&server)
+        .await;
+    let started = std::time::Instant::now();
+    // Twice at once, sharing the process-wide room.
+    let request = fetching_request(&server).to_string().into_bytes();
+    let (first, second) = tokio::join!(
+        post(&app, SERVICE, request.clone()),
+        post(&app, SERVICE, request)
+    );
+    let elapsed = started.elapsed();
+    for (status, body) in [first, second] {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(covered_codes(&body), ["indeterminate"], "{body}");
+        let text = body.to_string();
+        assert!(
+            text.contains("too large") && text.contains("fhir.max_call_values = 20000"),
+            "the card names the budget: {body}"
+        );
+        assert!(!text.contains("[1,1"), "no content echoed: {body}");
+    }
+    // Each call read about seven pages, not a thousand, and did not wait for its deadline.
+    let pages = server.received_requests().await.map_or(0, |r| r.len());
+    assert!(pages <= 2 * 9, "{pages} pages read");
+    assert!(elapsed < std::time::Duration::from_secs(15), "{elapsed:?}");
+    assert_still_serving(&app).await;
+}
+
+// The structure-aware mutations of the `fhir_shapes` fuzz target, compiled here too so its
+// finds replay exactly (and a fixed sample runs in every `cargo test`).
+#[path = "../../fuzz/src/structured.rs"]
+mod structured;
+
+/// `fhir_shapes`: each find in `tests/regressions/fhir_shapes/`, then 200 choice strings from a
+/// fixed generator, mutated as the fuzz target mutates them (empty arrays, arrays for
+/// primitives, numbers for strings, nulls, removed elements ...), through `Engine::parse_call`
+/// and the pipeline (no `fhirServer`), and each prefetch value as a FHIR server's answer. A
+/// panic that escapes the guards fails the test (the route would have answered 500).
+#[tokio::test]
+async fn fhir_shapes_mutations_never_escape_the_guards() {
+    use iort_cds::pipeline::Engine;
+    let engine = Engine::load(&Settings::default()).expect("engine");
+    let base = BaseUrl::parse("https://ehr.example.org/fhir").expect("base");
+    let search = Query::new("observations", "Observation?patient=pat-001", &base).expect("q");
+    let limits = Limits::default();
+    let mut inputs: Vec<(String, Vec<u8>)> = inputs("fhir_shapes")
+        .into_iter()
+        .map(|f| {
+            (
+                f.display().to_string(),
+                std::fs::read(&f).expect("readable"),
+            )
+        })
+        .collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..200 {
+        let bytes: Vec<u8> = (0..32)
+            .map(|_| {
+                // xorshift64*: the same 200 inputs on every run
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect();
+        inputs.push((format!("generated #{i}"), bytes));
+    }
+    let (mut answered, mut mutated) = (0, 0);
+    for (name, data) in &inputs {
+        let doc = structured::mutate(data);
+        let seed = usize::from(data.first().copied().unwrap_or(0)) % structured::SEEDS.len();
+        mutated += usize::from(doc != structured::SEEDS[seed]);
+        let body = serde_json::to_vec(&doc).expect("serialises");
+        if let Ok((service, mut request)) = engine.parse_call("iort-coverage", &body) {
+            request.fhir_server = None;
+            request.fhir_authorization = None;
+            let _ = engine.run(service, request, None).await;
+            answered += 1;
+        }
+        if let Some(Value::Object(prefetch)) = doc.get("prefetch") {
+            let mut b = RecordBuilder::new("pat-001", &engine.terminology);
+            for value in prefetch.values() {
+                let bytes = serde_json::to_vec(value).expect("serialises");
+                if let Ok(answer) = search.read_answer(reqwest::StatusCode::OK, &bytes, &limits)
+                    && let Some(v) = answer.value
+                {
+                    b.add_value(&search.key, v);
+                }
+            }
+            assert_eq!(b.finish().patient_id, "pat-001", "{name}");
+        }
+    }
+    // The sample reaches the pipeline, mutated (not only the schema's refusals).
+    assert!(mutated > 150, "{mutated} of {} mutated", inputs.len());
+    assert!(answered > 20, "only {answered} of {} parsed", inputs.len());
+}

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# Issue 13 measurements: what hostile peers cost the release service. Loopback only; every
+# loop is bounded in count and time; every process started here is stopped here.
+#
+#   cargo build --release && scripts/load/hostile.sh
+#   HOSTILE_BIN=/path/to/iort-cds scripts/load/hostile.sh
+#
+# Prints, each with the service started fresh (so VmHWM, the peak resident set from
+# /proc/PID/status, belongs to that measurement alone):
+#   1. a hostile FHIR server (scripts/load/hostile_fhir.py: 1 MB pages of small numbers, endless
+#      `next` links): peak RSS with two concurrent calls whose observations it serves, with the
+#      default budgets, and again with the budgets raised out of the way (what issue 13 measured
+#      before them);
+#   2. peak RSS for an 8 MiB request body of small values (`[1,1,...]`: over limits.max_json_values,
+#      expected 400) and for an 8 MiB body just under that bound (8-digit numbers);
+#   3. the latency of normal calls (20, one a second) with no slow client, then while
+#      scripts/load/slow_body.py holds connections declaring an 8 MiB body and sending one byte
+#      a second (1 client, then 200).
+#
+# Needs curl, jq, python3. Takes about 3 minutes.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN="${HOSTILE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/iort-cds}"
+CASE="$ROOT/tests/cases/001-covered-pt4a-involved-margin-cpt-77425.json"
+SERVICE=/cds-services/iort-coverage
+WORK=$(mktemp -d)
+PIDS=()
+
+die() {
+  echo "hostile: $*" >&2
+  exit 1
+}
+cleanup() {
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+[ -x "$BIN" ] || die "no release binary at $BIN (cargo build --release, or set HOSTILE_BIN)"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_service CONFIG: the service on a free loopback port; sets SVC_PID and SVC_URL.
+start_service() {
+  local port
+  port=$(free_port)
+  "$BIN" --listen "127.0.0.1:$port" --config "$1" --log-level warn >>"$WORK/service.log" 2>&1 &
+  SVC_PID=$!
+  PIDS+=("$SVC_PID")
+  SVC_URL="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do
+    curl -fs -o /dev/null --max-time 1 "$SVC_URL/healthz" && return 0
+    sleep 0.1
+  done
+  die "the service did not come up (see $WORK/service.log)"
+}
+stop_service() {
+  kill "$SVC_PID" 2>/dev/null || true
+  wait "$SVC_PID" 2>/dev/null || true
+}
+mb() { awk -v k="$1" 'BEGIN { printf "%.0f MB", k / 1024 }'; }
+hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+# call BODY_FILE OUT_FILE: POST, print "status seconds".
+call() {
+  curl -s -o "$2" -w '%{http_code} %{time_total}' --max-time 60 \
+    -H 'Content-Type: application/json' --data-binary "@$1" "$SVC_URL$SERVICE"
+}
+covered() {
+  jq -r '[.systemActions[]?.resource.extension[]?
+          | select(.url | endswith("ext-coverage-information")) | .extension[]
+          | select(.url == "covered") | .valueCode] | join(",")' "$1" 2>/dev/null || echo "not JSON"
+}
+
+printf '' >"$WORK/defaults.toml"
+jq -c '.request' "$CASE" >"$WORK/valid.json"
+
+echo "== 1. hostile FHIR server: 1 MB pages of small numbers, endless next links, 2 calls at once"
+FPORT=$(free_port)
+python3 "$ROOT/scripts/load/hostile_fhir.py" --port "$FPORT" --seconds 150 >"$WORK/fhir.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 50); do
+  curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$FPORT/served" && break
+  sleep 0.1
+done
+jq -c --arg s "http://127.0.0.1:$FPORT/fhir" '.request | del(.prefetch.observations) | .fhirServer = $s' \
+  "$CASE" >"$WORK/fetch.json"
+cat >"$WORK/no-budget.toml" <<'EOF'
+[fhir]
+max_call_values = 2000000000
+max_inflight_values = 4000000000
+EOF
+for config in defaults no-budget; do
+  start_service "$WORK/$config.toml"
+  call "$WORK/valid.json" "$WORK/out" >/dev/null
+  before=$(hwm_kb "$SVC_PID")
+  pages_before=$(curl -s --max-time 2 "http://127.0.0.1:$FPORT/served")
+  started=$(date +%s.%N)
+  call "$WORK/fetch.json" "$WORK/a.json" >"$WORK/a.status" &
+  p1=$!
+  call "$WORK/fetch.json" "$WORK/b.json" >"$WORK/b.status" &
+  p2=$!
+  wait "$p1" "$p2"
+  secs=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+  peak=$(hwm_kb "$SVC_PID")
+  after=$(rss_kb "$SVC_PID")
+  pages=$(($(curl -s --max-time 2 "http://127.0.0.1:$FPORT/served") - pages_before))
+  reason=$(jq -r '[.. | strings | select(startswith("The patient record could not be read"))][0] // "-"' \
+    "$WORK/a.json" | cut -c1-170)
+  echo "  [$config] statuses $(cut -d' ' -f1 "$WORK/a.status") $(cut -d' ' -f1 "$WORK/b.status")," \
+    "covered: $(covered "$WORK/a.json") $(covered "$WORK/b.json"), both done in ${secs} s, $pages pages served"
+  echo "  [$config] VmHWM before the calls $(mb "$before"), peak $(mb "$peak"), RSS after $(mb "$after")"
+  echo "  [$config] reason: $reason"
+  stop_service
+done
+
+echo "== 2. an 8 MiB request body of small values"
+python3 - "$WORK" <<'EOF'
+import json, sys
+work = sys.argv[1]
+req = json.load(open(f"{work}/valid.json"))
+size = 8 * 1024 * 1024 - 1024
+head = json.dumps(req)[:-1] + ',"x":['
+for name, item in (("ones", "1"), ("under", "12345678")):
+    n = (size - len(head) - 2) // (len(item) + 1)
+    body = head + ",".join([item] * n) + "]}"
+    open(f"{work}/{name}.json", "w").write(body)
+    print(f"  {name}.json: {len(body)} bytes, {n} values in x")
+EOF
+for body in ones under; do
+  start_service "$WORK/defaults.toml"
+  call "$WORK/valid.json" "$WORK/out" >/dev/null
+  before=$(hwm_kb "$SVC_PID")
+  st=$(call "$WORK/$body.json" "$WORK/out")
+  peak=$(hwm_kb "$SVC_PID")
+  sleep 1
+  after=$(rss_kb "$SVC_PID")
+  diag=$(jq -r '.issue[0].diagnostics // ("covered: " + ([.systemActions[]?] | length | tostring))' "$WORK/out" 2>/dev/null | cut -c1-100)
+  echo "  [$body] status/seconds $st; VmHWM before $(mb "$before"), peak $(mb "$peak"), RSS 1 s after $(mb "$after"); $diag"
+  stop_service
+done
+
+echo "== 3. normal calls while slow clients trickle a declared 8 MiB body at 1 byte/s"
+start_service "$WORK/defaults.toml"
+port=${SVC_URL##*:}
+latencies() { # latencies LABEL: 20 normal calls, one a second; p50 and max
+  local t=()
+  for _ in $(seq 1 20); do
+    t+=("$(call "$WORK/valid.json" "$WORK/out")")
+    sleep 1
+  done
+  printf '%s\n' "${t[@]}" | sort -k2,2g | awk -v l="$1" '
+    { s[NR] = $2; c[$1]++ }
+    END { codes = ""; for (k in c) codes = codes k ":" c[k] " ";
+          printf "  [%s] 20 calls, statuses %sp50 %.1f ms, max %.1f ms\n", l, codes, s[int((NR + 1) / 2)] * 1000, s[NR] * 1000 }'
+}
+latencies "no slow client"
+for conns in 1 200; do
+  python3 "$ROOT/scripts/load/slow_body.py" --port "$port" --conns "$conns" --seconds 25 >"$WORK/slow.out" 2>&1 &
+  slow=$!
+  PIDS+=("$slow")
+  sleep 2
+  latencies "$conns slow client(s)"
+  wait "$slow" || true
+  echo "  $(cat "$WORK/slow.out")"
+done
+echo "  service VmHWM over part 3: $(mb "$(hwm_kb "$SVC_PID")")"
+stop_service
