@@ -160,6 +160,7 @@ pub struct FhirClient {
     /// Room for the JSON values all calls hold at once (`fhir.max_inflight_values`), shared
     /// by every clone of the client.
     values_room: Arc<Semaphore>,
+    room_size: usize,
 }
 
 /// What one call may read from FHIR servers: its own bound on JSON values
@@ -171,6 +172,8 @@ pub struct FhirClient {
 #[derive(Debug)]
 pub struct CallBudget {
     limit: usize,
+    /// `fhir.max_inflight_values`, for the message.
+    room_size: usize,
     used: AtomicUsize,
     room: Arc<Semaphore>,
     held: Mutex<Vec<OwnedSemaphorePermit>>,
@@ -195,6 +198,22 @@ impl CallBudget {
         let units = u32::try_from(values).map_err(|_| "an answer too large to hold".to_owned())?;
         let permit = match self.room.clone().try_acquire_many_owned(units) {
             Ok(p) => p,
+            // Never wait while holding room: calls that each hold part of it and wait for more
+            // would all wait out their deadlines (seen with three hostile calls), and every other
+            // call behind them. A call that holds room and finds no more is not assessed.
+            Err(_)
+                if !self
+                    .held
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty() =>
+            {
+                return Err(format!(
+                    "the FHIR data being read by all calls passed fhir.max_inflight_values ({}); \
+                     this record was not assessed",
+                    self.room_size
+                ));
+            }
             Err(_) => {
                 tracing::info!(
                     values,
@@ -248,6 +267,7 @@ impl FhirClient {
             max_response_bytes: settings.max_response_bytes,
             limits: Limits::default(),
             max_call_values: settings.max_call_values,
+            room_size: settings.max_inflight_values,
             values_room: Arc::new(Semaphore::new(
                 settings
                     .max_inflight_values
@@ -261,6 +281,7 @@ impl FhirClient {
     pub fn call_budget(&self) -> CallBudget {
         CallBudget {
             limit: self.max_call_values,
+            room_size: self.room_size,
             used: AtomicUsize::new(0),
             room: self.values_room.clone(),
             held: Mutex::new(Vec::new()),
@@ -677,6 +698,17 @@ mod tests {
             .await
             .expect("room once the first call is done")
             .unwrap();
+        // A call that holds room never waits for more (no hold-and-wait among calls): it is
+        // refused at once, naming the setting.
+        let third = client.call_budget();
+        third.take(500).await.unwrap();
+        let refused = tokio::time::timeout(Duration::from_millis(200), third.take(300))
+            .await
+            .expect("refused at once, not after a wait");
+        assert!(
+            refused.unwrap_err().contains("fhir.max_inflight_values"),
+            "names the setting"
+        );
     }
 
     #[tokio::test]
