@@ -3,8 +3,11 @@
 //! and ES384 / RS384 keys generated here. Every refusal must be a bare 401 with
 //! `WWW-Authenticate: Bearer` and an empty body.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::net::TcpListener;
-use std::sync::{Arc, LazyLock, Mutex, Once};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::middleware::from_fn;
@@ -216,42 +219,12 @@ impl Harness {
     }
 }
 
-/// Everything the service logs (all tests share one global subscriber).
-static LOGS: LazyLock<Arc<Mutex<Vec<u8>>>> = LazyLock::new(Arc::default);
-
-struct LogWriter;
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn capture_logs() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(|| LogWriter)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-    });
+    common::logs::capture();
 }
 
 fn logs() -> String {
-    String::from_utf8_lossy(
-        &LOGS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
-    .into_owned()
+    common::logs::text()
 }
 
 /// The dummy handler: shows what the middleware put into the request.

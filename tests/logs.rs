@@ -3,40 +3,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Mutex, Once};
-
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(|| LogWriter)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-    });
-}
-
 #[tokio::test]
 async fn query_string_values_are_never_logged() {
-    capture_logs();
+    common::logs::capture();
     let app = common::spawn_app().await;
     let secret = "eyJhbGciOiJFUzM4NCJ9.c2VjcmV0LXF1ZXJ5LXZhbHVl.c2lnbmF0dXJl";
     for path in [
@@ -52,7 +21,7 @@ async fn query_string_values_are_never_logged() {
             .await
             .expect("answered");
     }
-    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    let logs = common::logs::text();
     assert!(
         logs.contains("/cds-services"),
         "requests were logged: {logs}"

@@ -2,6 +2,8 @@
 //! port and talk to it over HTTP.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod logs;
+
 use std::sync::Once;
 
 use iort_cds::configuration::{LogFormat, Settings};
