@@ -131,9 +131,12 @@ impl Default for Limits {
             // parsed form: 8 MiB kept a 64-client load of 868 KB records near 90 MB of RSS,
             // 16 MiB passed 100 MB (BENCHMARKS.md). Equal to the default `max_body_bytes`.
             max_inflight_body_bytes: 8 * 1024 * 1024,
-            // A real FHIR record has one value per 15-25 bytes of JSON: an 8 MiB record is
-            // under 600,000. A million keeps any accepted body under ~10x its size parsed.
-            max_json_values: 1_000_000,
+            // Parsed, a value costs about 100 bytes at peak (BENCHMARKS.md), so this bound,
+            // not the body's size, sets what a body of many small values costs: 500,000 keep
+            // an 8 MiB body under 10x its size. A real record is far below it: 74 values per
+            // resource in the case table (at most 156), so `max_record_resources` (5,000)
+            // real resources are about 370,000 values.
+            max_json_values: 500_000,
             body_timeout_ms: 30_000,
             // A 8 MiB body at 64 KiB/s takes 2 minutes: far slower than any EHR on a network
             // that can reach this service, far faster than a trickle attack.
