@@ -75,7 +75,7 @@ impl Application {
         let mode = auth::auth_mode(&[local], &settings.auth, settings.insecure_no_auth)
             .map_err(StartupError::Other)?;
         let authenticator = web::Data::new(
-            Authenticator::new(&settings.auth, mode)
+            Authenticator::listening(&settings.auth, mode, Some(local))
                 .map_err(|e| StartupError::Other(e.to_string()))?,
         );
         let engine = web::Data::from(Arc::new(engine));

@@ -144,12 +144,23 @@ impl Harness {
         } else {
             AuthMode::Enforced
         };
-        let authenticator = Authenticator::new(&settings, mode).expect("valid settings");
-        Self::serve(authenticator, jwks).await
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let local = listener.local_addr().expect("addr");
+        let authenticator =
+            Authenticator::listening(&settings, mode, Some(local)).expect("valid settings");
+        Self::serve_on(listener, authenticator, jwks).await
     }
 
     async fn serve(authenticator: Authenticator, jwks: MockServer) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::serve_on(listener, authenticator, jwks).await
+    }
+
+    async fn serve_on(
+        listener: TcpListener,
+        authenticator: Authenticator,
+        jwks: MockServer,
+    ) -> Self {
         let port = listener.local_addr().expect("addr").port();
         capture_logs();
         let data = web::Data::new(authenticator.clone());
@@ -395,6 +406,111 @@ async fn public_base_url_defines_the_audience() {
     h.stop().await;
 }
 
+/// Issue 14, item 1: a token minted for another CDS service, replayed here with forwarding
+/// headers that make the request look addressed to that service, is refused: the audience
+/// comes from configuration (here the loopback listener), never from the request.
+#[tokio::test]
+async fn the_audience_ignores_host_and_forwarding_headers() {
+    let key = TestKey::es384("ec-1");
+    let h = Harness::start(&[&key], |_, _| {}).await;
+    let foreign = "https://other-cds.example/cds-services/iort-coverage";
+    let spoofs: [&[(&str, &str)]; 5] = [
+        &[
+            ("Host", "other-cds.example"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        &[
+            ("X-Forwarded-Host", "other-cds.example"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        &[("Forwarded", "host=other-cds.example;proto=https")],
+        &[
+            ("Host", "other-cds.example"),
+            (
+                "Forwarded",
+                "for=192.0.2.1;host=other-cds.example;proto=https",
+            ),
+            ("X-Forwarded-Host", "other-cds.example"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        &[("X-Original-Host", "other-cds.example")],
+    ];
+    for (i, headers) in spoofs.iter().enumerate() {
+        let mut claims = h.claims();
+        claims["aud"] = json!(foreign);
+        let mut req = h
+            .http
+            .post(format!("{}{SERVICE}", h.base))
+            .header("Authorization", format!("Bearer {}", key.sign(&claims)))
+            .json(&json!({}));
+        for (name, value) in *headers {
+            req = req.header(*name, *value);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status(), 401, "spoof {i} was accepted");
+    }
+    h.stop().await;
+}
+
+/// Without `public_base_url`, a loopback listener answers to the names a local client uses
+/// for it: 127.0.0.1, localhost and [::1] on its port, and nothing else.
+#[tokio::test]
+async fn a_loopback_listener_accepts_its_own_names_only() {
+    let key = TestKey::es384("ec-1");
+    let h = Harness::start(&[&key], |_, _| {}).await;
+    let port = h.base.rsplit(':').next().unwrap().to_owned();
+    for base in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("http://[::1]:{port}"),
+    ] {
+        let mut claims = h.claims();
+        claims["aud"] = json!(format!("{base}{SERVICE}"));
+        assert_ok(h.call_with(&key.sign(&claims)).await).await;
+    }
+    for base in [
+        format!("https://127.0.0.1:{port}"),
+        "http://127.0.0.1:1".to_owned(),
+        format!("http://localhost.example:{port}"),
+    ] {
+        let mut claims = h.claims();
+        claims["aud"] = json!(format!("{base}{SERVICE}"));
+        assert_unauthorized(h.call_with(&key.sign(&claims)).await).await;
+    }
+    h.stop().await;
+}
+
+#[test]
+fn beyond_loopback_authentication_needs_a_public_base_url() {
+    let settings = AuthSettings {
+        issuers: vec![TrustedIssuer {
+            iss: ISS.into(),
+            jwks_url: Some("https://ehr.example.org/jwks.json".into()),
+            jwks: None,
+            allowed_jku: vec![],
+            tenants: vec![],
+            fhir_servers: vec![],
+        }],
+        ..AuthSettings::default()
+    };
+    let anywhere: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    let e = auth::auth_mode(&[anywhere], &settings, false).expect_err("no audience");
+    assert!(e.contains("public_base_url"), "{e}");
+    let loopback: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    assert_eq!(
+        auth::auth_mode(&[loopback], &settings, false),
+        Ok(AuthMode::Enforced)
+    );
+    let behind = AuthSettings {
+        public_base_url: Some("https://cds.example.org".into()),
+        ..settings
+    };
+    assert_eq!(
+        auth::auth_mode(&[anywhere], &behind, false),
+        Ok(AuthMode::Enforced)
+    );
+}
+
 #[tokio::test]
 async fn unknown_issuer_is_refused_without_fetching() {
     let key = TestKey::es384("ec-1");
@@ -524,16 +640,88 @@ async fn concurrent_first_calls_share_one_download() {
     h.stop().await;
 }
 
+/// Issue 14, item 2: a `jku` off the list is never fetched; the pinned keys decide. A token
+/// signed with the attacker's key (published at that `jku`) is refused, one signed with the
+/// issuer's pinned key is accepted whatever `jku` it names.
 #[tokio::test]
-async fn jku_off_the_allow_list_is_refused_without_contacting_it() {
+async fn jku_off_the_allow_list_is_never_fetched_and_pinned_keys_decide() {
+    let key = TestKey::es384("ec-1");
+    let attacker = TestKey::es384("ec-1");
+    let evil = MockServer::start().await;
+    serve_jwks(&evil, jwk_set(&[&attacker])).await;
+    let evil_jku = format!("{}/jwks.json", evil.uri());
+    let h = Harness::start(&[&key], |_, _| {}).await;
+    h.refused(
+        &attacker.sign_with(&h.claims(), Some(&evil_jku)),
+        AuthFailure::BadSignature,
+    )
+    .await;
+    let other_kid = TestKey::es384("attacker-kid");
+    h.refused(
+        &other_kid.sign_with(&h.claims(), Some(&evil_jku)),
+        AuthFailure::UnknownKid,
+    )
+    .await;
+    assert_ok(
+        h.call_with(&key.sign_with(&h.claims(), Some(&evil_jku)))
+            .await,
+    )
+    .await;
+    assert_eq!(requests_to(&evil).await, 0, "the jku was never fetched");
+    h.stop().await;
+}
+
+/// The CDS Hooks Sandbox always sends a `jku`. An integrator without internet access pins its
+/// keys inline: the token verifies against them, and neither the `jku` (allow-listed or not)
+/// nor anything else is fetched.
+#[tokio::test]
+async fn inline_pinned_keys_accept_a_token_with_a_jku() {
+    let key = TestKey::es384("sandbox-key");
+    let sandbox = MockServer::start().await;
+    serve_jwks(&sandbox, jwk_set(&[&key])).await;
+    let jku = format!("{}/.well-known/jwks.json", sandbox.uri());
+    for listed in [false, true] {
+        let (set, jku_setting) = (jwk_set(&[&key]), jku.clone());
+        let h = Harness::start(&[&key], move |s, _| {
+            s.issuers[0].jwks_url = None;
+            s.issuers[0].jwks = Some(set);
+            if listed {
+                s.issuers[0].allowed_jku = vec![jku_setting];
+            }
+        })
+        .await;
+        assert_ok(h.call_with(&key.sign_with(&h.claims(), Some(&jku))).await).await;
+        let stranger = TestKey::es384("sandbox-key");
+        h.refused(
+            &stranger.sign_with(&h.claims(), Some(&jku)),
+            AuthFailure::BadSignature,
+        )
+        .await;
+        h.stop().await;
+    }
+    assert_eq!(
+        requests_to(&sandbox).await,
+        0,
+        "pinned keys: nothing fetched"
+    );
+}
+
+/// An issuer known only by `allowed_jku` (no pinned keys): a token must name one of them.
+#[tokio::test]
+async fn an_issuer_with_only_allowed_jku_needs_a_listed_jku() {
     let key = TestKey::es384("ec-1");
     let evil = MockServer::start().await;
     serve_jwks(&evil, jwk_set(&[&key])).await;
-    let h = Harness::start(&[&key], |_, _| {}).await;
+    let h = Harness::start(&[&key], |s, jwks_url| {
+        s.issuers[0].allowed_jku = vec![jwks_url.to_owned()];
+        s.issuers[0].jwks_url = None;
+    })
+    .await;
     let token = key.sign_with(&h.claims(), Some(&format!("{}/jwks.json", evil.uri())));
     h.refused(&token, AuthFailure::JkuNotAllowed).await;
+    h.refused(&key.sign(&h.claims()), AuthFailure::NoKeySource)
+        .await;
     assert_eq!(requests_to(&evil).await, 0, "the jku was never fetched");
-    assert_eq!(requests_to(&h.jwks).await, 0);
     h.stop().await;
 }
 
@@ -741,4 +929,51 @@ async fn logs_give_the_reason_but_never_the_token() {
             assert!(!logs.contains(part), "a token part was logged");
         }
     }
+}
+
+/// The README's "trusting the CDS Hooks Sandbox offline" block is a working configuration: it
+/// loads, its key is the Sandbox's ES384 key, and with it a token shaped like the Sandbox's
+/// (`alg` ES384, its `kid`, its `jku`) is checked against the pinned key without fetching the
+/// `jku` (the signature is not the Sandbox's, so it is refused as a bad signature, not for
+/// its `jku`).
+#[tokio::test]
+async fn the_readme_sandbox_offline_configuration_pins_its_key() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("# The CDS Hooks Sandbox, its keys pinned")
+        .expect("the README block");
+    let block = &readme[start..];
+    let block = &block[..block.find("```").expect("block end")];
+    let path = std::env::temp_dir().join(format!("iort-sandbox-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, block).expect("written");
+    let settings = iort_cds::configuration::Settings::load(
+        Some(&path),
+        iort_cds::configuration::Overrides::default(),
+    )
+    .expect("the README configuration loads");
+    std::fs::remove_file(&path).ok();
+    let issuer = &settings.auth.issuers[0];
+    assert_eq!(issuer.iss, "https://sandbox.cds-hooks.org");
+    let jwks = issuer.jwks.as_ref().expect("inline keys");
+    assert_eq!(
+        jwks["keys"][0]["kid"],
+        "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
+    );
+    assert_eq!(jwks["keys"][0]["crv"], "P-384");
+
+    let impostor = TestKey::es384("44823f3d-0b01-4a6c-a80e-b9d3e8a7226f");
+    let pinned = settings.auth.clone();
+    let h = Harness::start(&[&impostor], move |s, _| {
+        s.issuers = pinned.issuers;
+    })
+    .await;
+    let mut claims = h.claims();
+    claims["iss"] = json!("https://sandbox.cds-hooks.org");
+    let token = impostor.sign_with(
+        &claims,
+        Some("https://sandbox.cds-hooks.org/.well-known/jwks.json"),
+    );
+    h.refused(&token, AuthFailure::BadSignature).await;
+    assert_eq!(requests_to(&h.jwks).await, 0);
+    h.stop().await;
 }

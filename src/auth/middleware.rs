@@ -77,9 +77,10 @@ pub async fn require_jwt<B: MessageBody + 'static>(
             .await
             .map(ServiceResponse::map_into_left_body);
     }
-    let audience = auth.audience_for(req.request());
+    let audiences = auth.audiences_for(req.path());
+    let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
     let verdict = match authorization(&req) {
-        Ok(value) => auth.verify(value, &audience).await,
+        Ok(value) => auth.verify_any(value, &audiences).await,
         Err(reason) => Err(Rejection::from(reason)),
     };
     match verdict {

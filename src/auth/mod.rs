@@ -11,11 +11,15 @@
 //!
 //! 1. header: `Authorization: Bearer`, three base64url parts, `alg` ES384/RS384/ES256/RS256
 //!    (`none` and HMAC always refused), `kid` present, `typ` JWT if present, no `crit`;
-//! 2. `iss` on the allow-list ([`TrustedIssuer`]), and a `jku` header only if on that issuer's
-//!    `allowed_jku` (or equal to its `jwks_url`) — before anything is fetched;
+//! 2. `iss` on the allow-list ([`TrustedIssuer`]), and where its key comes from, before
+//!    anything is fetched: pinned keys when they hold the `kid`, a `jku` header only if on
+//!    that issuer's `allowed_jku` (or equal to its `jwks_url`); a `jku` not listed is never
+//!    fetched, and pinned keys still decide;
 //! 3. `exp` not passed and `iat`/`nbf` not in the future (± `clock_skew_secs`), `exp` within
-//!    `max_token_lifetime_secs`, `aud` naming the exact URL called, `jti` present, `tenant`
-//!    allowed where the issuer lists tenants;
+//!    `max_token_lifetime_secs`, `aud` naming the exact URL called as configured
+//!    (`public_base_url`, else the loopback listener's own URLs; never the request's `Host`
+//!    or `Forwarded` headers, which the client writes), `jti` present, `tenant` allowed where
+//!    the issuer lists tenants;
 //! 4. the signature, against the key with that `kid` from the issuer's JWK Set (inline or
 //!    downloaded, cached, refreshed on an unknown `kid` under a rate limit: [`jwks`]);
 //! 5. `jti` not used before within the token's lifetime ([`replay`]).
@@ -32,7 +36,8 @@
 //!
 //! let settings = AuthSettings::default();
 //! let mode = auth::auth_mode(&["127.0.0.1:8080".parse().unwrap()], &settings, false).unwrap();
-//! let authenticator = Authenticator::new(&settings, mode).unwrap();
+//! let authenticator =
+//!     Authenticator::listening(&settings, mode, Some("127.0.0.1:8080".parse().unwrap())).unwrap();
 //! let app = App::new()
 //!     .app_data(web::Data::new(authenticator))
 //!     .wrap(from_fn(auth::require_jwt));
@@ -83,16 +88,24 @@ pub fn auth_mode(
     settings: &AuthSettings,
     insecure_no_auth: bool,
 ) -> Result<AuthMode, String> {
+    let loopback_only =
+        !listen.is_empty() && listen.iter().all(|a| a.ip().to_canonical().is_loopback());
     if !settings.issuers.is_empty() {
         if insecure_no_auth {
             tracing::warn!(
                 "--insecure-no-auth ignored: trusted issuers are configured, so client JWTs are enforced"
             );
         }
+        if !loopback_only && settings.public_base_url.is_none() {
+            return Err(
+                "refusing to start: public_base_url is required when client authentication is on \
+                 and the service listens beyond loopback: a token's aud must name this URL, which \
+                 is never taken from the request's Host or Forwarded headers (clients set them)"
+                    .to_owned(),
+            );
+        }
         return Ok(AuthMode::Enforced);
     }
-    let loopback_only =
-        !listen.is_empty() && listen.iter().all(|a| a.ip().to_canonical().is_loopback());
     // A public base URL on another host says a proxy forwards the network to this loopback
     // listener: loopback is then no protection, and authentication may not be off silently.
     let behind_proxy = settings
@@ -215,8 +228,9 @@ struct Inner {
     replay: ReplayCache,
     clock_skew_secs: u64,
     max_token_lifetime_secs: u64,
-    /// Without the trailing `/`.
-    public_base_url: Option<String>,
+    /// What a token's `aud` may name, before the path: from configuration only (see
+    /// [`Audience`]), never from the request's headers.
+    audience: Audience,
     /// Refused tokens are logged one line a second (a flood must not become a flood of log
     /// lines), with the count held back.
     refusals: crate::telemetry::Sampler,
@@ -255,6 +269,19 @@ impl Authenticator {
     /// yet, see [`Authenticator::warm_up`]) and the replay cache. With
     /// [`AuthMode::Disabled`] the issuers are still validated but every request passes.
     pub fn new(settings: &AuthSettings, mode: AuthMode) -> Result<Self, SettingsError> {
+        Self::listening(settings, mode, None)
+    }
+
+    /// [`Authenticator::new`] for a service bound to `listener`: without `public_base_url`, a
+    /// loopback listener's own URLs (`http://127.0.0.1:PORT`, `http://localhost:PORT`,
+    /// `http://[::1]:PORT`) are the audience. Beyond loopback (or with no listener) there is
+    /// no audience without `public_base_url`, and every token is refused ([`auth_mode`]
+    /// refuses to start like that): the audience is never read from the request.
+    pub fn listening(
+        settings: &AuthSettings,
+        mode: AuthMode,
+        listener: Option<std::net::SocketAddr>,
+    ) -> Result<Self, SettingsError> {
         settings.validate()?;
         let mut issuers = HashMap::new();
         let mut urls = HashSet::new();
@@ -294,16 +321,7 @@ impl Authenticator {
             field: "auth".to_owned(),
             message,
         })?;
-        let public_base_url = settings
-            .public_base_url
-            .as_ref()
-            .map(|u| u.trim_end_matches('/').to_owned());
-        if mode == AuthMode::Enforced && public_base_url.is_none() {
-            tracing::warn!(
-                "auth.public_base_url is not set: the expected JWT aud is built from the request's \
-                 Host/Forwarded headers, which clients control; set it in production"
-            );
-        }
+        let audience = Audience::new(settings.public_base_url.as_deref(), listener);
         Ok(Self {
             inner: Arc::new(Inner {
                 mode,
@@ -312,7 +330,7 @@ impl Authenticator {
                 replay: ReplayCache::new(settings.jti_cache_capacity),
                 clock_skew_secs: settings.clock_skew_secs,
                 max_token_lifetime_secs: settings.max_token_lifetime_secs,
-                public_base_url,
+                audience,
                 refusals: crate::telemetry::Sampler::new(std::time::Duration::from_secs(1)),
             }),
         })
@@ -328,7 +346,7 @@ impl Authenticator {
                 replay: ReplayCache::new(1),
                 clock_skew_secs: 0,
                 max_token_lifetime_secs: 0,
-                public_base_url: None,
+                audience: Audience::default(),
                 refusals: crate::telemetry::Sampler::new(std::time::Duration::from_secs(1)),
             }),
         }
@@ -369,18 +387,17 @@ impl Authenticator {
         }
     }
 
-    /// The `aud` a token must carry to call the endpoint `req` addresses:
-    /// `public_base_url` + the request path when configured, else scheme and host of the
-    /// request (honouring `Forwarded`/`X-Forwarded-*`) + the path. Never the query string.
-    pub fn audience_for(&self, req: &actix_web::HttpRequest) -> String {
-        let path = req.uri().path();
-        match &self.inner.public_base_url {
-            Some(base) => format!("{base}{path}"),
-            None => {
-                let info = req.connection_info();
-                format!("{}://{}{}", info.scheme(), info.host(), path)
-            }
-        }
+    /// The `aud` values a token may carry to call the endpoint at `path` (the request's path,
+    /// never its query): each configured base + `path`. Nothing of the request but its path
+    /// is read: `Host`, `Forwarded` and `X-Forwarded-*` are set by whoever sends the request,
+    /// so an audience built from them would accept a token minted for another service.
+    pub fn audiences_for(&self, path: &str) -> Vec<String> {
+        self.inner
+            .audience
+            .bases
+            .iter()
+            .map(|base| format!("{base}{path}"))
+            .collect()
     }
 
     /// Requests that pass without a token: the [`PUBLIC_PATHS`] and CORS preflights
@@ -402,10 +419,21 @@ impl Authenticator {
         authorization: Option<&str>,
         audience: &str,
     ) -> Result<VerifiedClient, Rejection> {
+        self.verify_any(authorization, std::slice::from_ref(&audience))
+            .await
+    }
+
+    /// [`Authenticator::verify`] for a token whose `aud` must name one of `audiences` (see
+    /// [`Authenticator::audiences_for`]).
+    pub async fn verify_any(
+        &self,
+        authorization: Option<&str>,
+        audiences: &[&str],
+    ) -> Result<VerifiedClient, Rejection> {
         let raw = token::bearer_token(authorization.ok_or(AuthFailure::MissingToken)?)?;
         let jwt = token::parse(raw)?;
         // Claimed (not yet trusted) values, shortened: they only serve the log.
-        self.check(&jwt, audience)
+        self.check(&jwt, audiences)
             .await
             .map_err(|reason| Rejection {
                 reason,
@@ -417,7 +445,7 @@ impl Authenticator {
     async fn check(
         &self,
         jwt: &token::UnverifiedJwt<'_>,
-        audience: &str,
+        audiences: &[&str],
     ) -> Result<VerifiedClient, AuthFailure> {
         let inner = &self.inner;
         let (header, claims) = (&jwt.header, &jwt.claims);
@@ -425,17 +453,7 @@ impl Authenticator {
             .issuers
             .get(&claims.iss)
             .ok_or(AuthFailure::UnknownIssuer)?;
-        let source = match (&header.jku, &issuer.inline, &issuer.jwks_url) {
-            (Some(jku), _, configured)
-                if issuer.allowed_jku.contains(jku) || configured.as_deref() == Some(jku) =>
-            {
-                KeySource::Remote(jku)
-            }
-            (Some(_), _, _) => return Err(AuthFailure::JkuNotAllowed),
-            (None, Some(set), _) => KeySource::Inline(set),
-            (None, None, Some(url)) => KeySource::Remote(url),
-            (None, None, None) => return Err(AuthFailure::NoKeySource),
-        };
+        let source = key_source(issuer, header.jku.as_deref(), &header.kid)?;
 
         let now = unix_now();
         let skew = inner.clock_skew_secs;
@@ -455,7 +473,7 @@ impl Authenticator {
         {
             return Err(AuthFailure::LifetimeTooLong);
         }
-        if !claims.aud.iter().any(|a| a == audience) {
+        if !claims.aud.iter().any(|a| audiences.contains(&a.as_str())) {
             return Err(AuthFailure::WrongAudience);
         }
         if !issuer.tenants.is_empty()
@@ -521,6 +539,74 @@ impl Authenticator {
             expires_at: claims.exp,
             fhir_servers: issuer.fhir_servers.clone(),
         })
+    }
+}
+
+/// Where the token's key comes from, decided before anything is fetched:
+///
+/// 1. pinned inline keys (`jwks`) that hold the token's `kid`: always, whatever its `jku`
+///    says (an offline service can trust the CDS Hooks Sandbox, which always sends one);
+/// 2. a `jku` on the issuer's `allowed_jku`, or equal to its `jwks_url`: that URL;
+/// 3. otherwise the pinned keys, inline or at `jwks_url`; a `jku` that is not listed is
+///    ignored, never fetched (the token must still verify against a pinned key);
+/// 4. an issuer known only by `allowed_jku`: the token must name one of them.
+fn key_source<'a>(
+    issuer: &'a Issuer,
+    jku: Option<&'a str>,
+    kid: &str,
+) -> Result<KeySource<'a>, AuthFailure> {
+    if let Some(set) = &issuer.inline
+        && set.has_kid(kid)
+    {
+        return Ok(KeySource::Inline(set));
+    }
+    if let Some(jku) = jku
+        && (issuer.allowed_jku.contains(jku) || issuer.jwks_url.as_deref() == Some(jku))
+    {
+        return Ok(KeySource::Remote(jku));
+    }
+    match (&issuer.inline, &issuer.jwks_url, jku) {
+        (Some(set), _, _) => Ok(KeySource::Inline(set)),
+        (None, Some(url), _) => Ok(KeySource::Remote(url)),
+        (None, None, Some(_)) => Err(AuthFailure::JkuNotAllowed),
+        (None, None, None) => Err(AuthFailure::NoKeySource),
+    }
+}
+
+/// The URLs a token's `aud` may name, less the path, from configuration alone.
+#[derive(Debug, Default, Clone)]
+struct Audience {
+    /// Without trailing `/`. Empty: no audience is known and every token is refused (the
+    /// startup check refuses to run like that with authentication enforced).
+    bases: Vec<String>,
+}
+
+impl Audience {
+    fn new(public_base_url: Option<&str>, listener: Option<std::net::SocketAddr>) -> Self {
+        if let Some(base) = public_base_url {
+            return Self {
+                bases: vec![base.trim_end_matches('/').to_owned()],
+            };
+        }
+        let Some(addr) = listener.filter(|a| a.ip().to_canonical().is_loopback()) else {
+            return Self::default();
+        };
+        // The names a client on this machine may have used for the listener. They can only
+        // reach this process (nothing else binds its port), so all of them are this service.
+        let port = addr.port();
+        let mut bases = vec![
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+            format!("http://[::1]:{port}"),
+        ];
+        let own = match addr.ip().to_canonical() {
+            std::net::IpAddr::V4(ip) => format!("http://{ip}:{port}"),
+            std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{port}"),
+        };
+        if !bases.contains(&own) {
+            bases.push(own);
+        }
+        Self { bases }
     }
 }
 

@@ -68,8 +68,8 @@ impl Default for AuthSettings {
 pub struct TrustedIssuer {
     /// The exact `iss` claim value, e.g. `https://sandbox.cds-hooks.org`.
     pub iss: String,
-    /// Where the issuer publishes its JWK Set. Used for tokens without a `jku` header, and a
-    /// token whose `jku` equals this URL is accepted too.
+    /// Where the issuer publishes its JWK Set: its pinned keys (with `jwks`, the inline ones
+    /// are). Used for every token whose `jku` is absent or not listed in `allowed_jku`.
     #[serde(default)]
     pub jwks_url: Option<String>,
     /// The issuer's JWK Set given inline (a TOML table or a string holding the JSON), for
@@ -77,7 +77,8 @@ pub struct TrustedIssuer {
     #[serde(default, deserialize_with = "inline_jwks")]
     pub jwks: Option<serde_json::Value>,
     /// Other JWK Set URLs a token's `jku` header may point to. A `jku` not listed here (and
-    /// not equal to `jwks_url`) is refused before anything is fetched.
+    /// not equal to `jwks_url`) is never fetched: the pinned keys (`jwks`, `jwks_url`) decide,
+    /// and an issuer without pinned keys refuses the token.
     #[serde(default)]
     pub allowed_jku: Vec<String>,
     /// Accepted `tenant` claim values. Empty: the claim is not checked; otherwise it is
