@@ -69,7 +69,8 @@ struct ServeArgs {
     /// Largest accepted request body in bytes (default 8 MiB).
     #[arg(long, env = "IORT_CDS_MAX_BODY_BYTES", value_name = "BYTES")]
     max_body_bytes: Option<usize>,
-    /// Allowed CORS origins, comma-separated; `*` allows any (default `*`).
+    /// Allowed CORS origins, comma-separated; `*` allows any (never `null`), `""` none.
+    /// Default: any on a loopback listener, none beyond.
     #[arg(
         long,
         env = "IORT_CDS_CORS_ORIGINS",

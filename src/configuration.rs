@@ -68,8 +68,10 @@ pub struct Settings {
     pub log_level: String,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
-    /// Origins allowed by CORS; `["*"]` allows any origin.
-    pub cors_allowed_origins: Vec<String>,
+    /// Browser origins allowed by CORS: `["*"]` any origin (never `null`), `[]` none. Unset:
+    /// any origin when the service is reachable from this machine only, none beyond (see
+    /// `startup::CorsPolicy`).
+    pub cors_allowed_origins: Option<Vec<String>>,
     /// Folder whose files override the embedded `fhir-profiles/`.
     pub profiles_dir: Option<PathBuf>,
     /// Folder whose files override the embedded `cards/`.
@@ -104,7 +106,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             max_body_bytes: 8 * 1024 * 1024,
-            cors_allowed_origins: vec!["*".to_owned()],
+            cors_allowed_origins: None,
             profiles_dir: None,
             cards_dir: None,
             public_base_url: None,
@@ -264,13 +266,16 @@ impl Settings {
         macro_rules! lay {
             ($($field:ident),*) => { $( if let Some(v) = o.$field { s.$field = v; } )* };
         }
-        lay!(
-            listen,
-            log_format,
-            log_level,
-            max_body_bytes,
-            cors_allowed_origins
-        );
+        lay!(listen, log_format, log_level, max_body_bytes);
+        if let Some(origins) = o.cors_allowed_origins {
+            // `--cors-origins ""` (or the variable set empty) means no origin.
+            s.cors_allowed_origins = Some(
+                origins
+                    .into_iter()
+                    .filter(|o| !o.trim().is_empty())
+                    .collect(),
+            );
+        }
         if o.workers.is_some() {
             s.workers = o.workers;
         }
@@ -317,11 +322,10 @@ impl Settings {
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
         }
-        if self.cors_allowed_origins.is_empty() {
-            return invalid(
-                "cors_allowed_origins",
-                "must list at least one origin, or \"*\"",
-            );
+        for origin in self.cors_allowed_origins.iter().flatten() {
+            if let Err(why) = crate::startup::check_origin(origin) {
+                return invalid("cors_allowed_origins", &why);
+            }
         }
         let p = &self.policy;
         if !(p.positive_margin_mm.is_finite() && p.positive_margin_mm >= 0.0) {

@@ -34,7 +34,70 @@ pub struct Application {
 
 /// CORS for browser clients such as the CDS Hooks Sandbox: preflights allow `Authorization` and
 /// `Content-Type`; origins from the settings (`*`: any).
-fn cors(origins: &[String]) -> Cors {
+/// Which browser pages may call the service (CORS). A browser attaches the page's origin; a
+/// CDS client that is not a browser (an EHR's back end) sends none and is unaffected.
+///
+/// The permissive default serves local testing: the CDS Hooks Sandbox is a web page on another
+/// origin, and on a loopback listener only this machine's browser can reach the service
+/// anyway. Beyond loopback (or behind a proxy, `public_base_url` on another host) a page on
+/// any web site the user opens could call the service with the user's network position, so
+/// no origin is allowed until configured. The `null` origin (sandboxed frames, `file:` pages,
+/// some redirects) names no site at all and is never allowed, whatever the setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsPolicy {
+    /// Any origin but `null` (echoed back, with `Vary: Origin`).
+    AnyOrigin,
+    /// These origins only.
+    Origins(Vec<String>),
+    /// No browser origin: no CORS headers at all.
+    NoOrigin,
+}
+
+impl CorsPolicy {
+    /// From `cors_allowed_origins` (`None`: not configured) and whether the service is
+    /// reachable from this machine only.
+    pub fn new(configured: Option<&[String]>, loopback_only: bool) -> Self {
+        match configured {
+            None if loopback_only => Self::AnyOrigin,
+            None => Self::NoOrigin,
+            Some(list) if list.iter().any(|o| o == "*") => Self::AnyOrigin,
+            Some([]) => Self::NoOrigin,
+            Some(list) => Self::Origins(
+                list.iter()
+                    .map(|o| o.trim_end_matches('/').to_owned())
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A value of `cors_allowed_origins`: `*`, or an origin (`scheme://host[:port]`, no path).
+/// `null` is refused: it would let any sandboxed page in.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    if origin.eq_ignore_ascii_case("null") {
+        return Err(
+            "\"null\" is not an origin a service may trust (any sandboxed page or \
+                    local file sends it)"
+                .to_owned(),
+        );
+    }
+    let url = reqwest::Url::parse(origin)
+        .map_err(|_| "each origin must be \"*\" or scheme://host[:port]".to_owned())?;
+    if !matches!(url.scheme(), "https" | "http")
+        || url.host().is_none()
+        || url.path().trim_end_matches('/') != ""
+        || url.query().is_some()
+        || !url.username().is_empty()
+    {
+        return Err("each origin must be \"*\" or scheme://host[:port], without a path".to_owned());
+    }
+    Ok(())
+}
+
+fn cors(policy: &CorsPolicy) -> Cors {
     let base = Cors::default()
         .allowed_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
@@ -43,12 +106,11 @@ fn cors(origins: &[String]) -> Cors {
         // The CDS Hooks Sandbox is an https page; Chrome's Private Network Access asks the
         // service on loopback / a private address to opt in before the page may call it.
         .allow_private_network_access();
-    if origins.iter().any(|o| o == "*") {
-        base.allow_any_origin().send_wildcard()
-    } else {
-        origins
-            .iter()
-            .fold(base, |c, o| c.allowed_origin(o.trim_end_matches('/')))
+    match policy {
+        CorsPolicy::AnyOrigin => base.allowed_origin_fn(|origin, _| origin.as_bytes() != b"null"),
+        CorsPolicy::Origins(list) => list.iter().fold(base, |c, o| c.allowed_origin(o)),
+        // No origin passes: preflights are refused and responses carry no CORS header.
+        CorsPolicy::NoOrigin => base.allowed_origin_fn(|_, _| false),
     }
 }
 
@@ -64,10 +126,14 @@ impl Application {
 
     /// Serve an already loaded engine on an already bound listener.
     pub fn with_engine(
-        settings: Settings,
+        mut settings: Settings,
         engine: Engine,
         listener: TcpListener,
     ) -> Result<Self, StartupError> {
+        // One public base URL for everything (as `Settings::load` does for a loaded file).
+        if settings.auth.public_base_url.is_none() {
+            settings.auth.public_base_url = settings.public_base_url.clone();
+        }
         let local = listener
             .local_addr()
             .map_err(|e| StartupError::Other(format!("listener address: {e}")))?;
@@ -94,7 +160,11 @@ impl Application {
             ComputePool::new(threads)
                 .map_err(|e| StartupError::Other(format!("cannot start the call threads: {e}")))?,
         );
-        let origins = settings.cors_allowed_origins.clone();
+        let cors_policy = CorsPolicy::new(
+            settings.cors_allowed_origins.as_deref(),
+            auth::loopback_only(&[local], settings.auth.public_base_url.as_deref()),
+        );
+        tracing::info!(policy = ?cors_policy, "CORS");
         // actix bounds connections per worker: share the total among them.
         let workers = settings
             .workers
@@ -103,7 +173,7 @@ impl Application {
             App::new()
                 .wrap(from_fn(auth::require_jwt))
                 .wrap(from_fn(telemetry::access_log))
-                .wrap(cors(&origins))
+                .wrap(cors(&cors_policy))
                 .wrap(TracingLogger::<telemetry::PathOnlySpans>::new())
                 .app_data(engine.clone())
                 .app_data(http.clone())

@@ -311,7 +311,7 @@ async fn cors_preflight_allows_authorization_and_content_type_on_every_endpoint(
 #[tokio::test]
 async fn cors_origins_are_configurable() {
     let app = common::spawn_app_with(|s| {
-        s.cors_allowed_origins = vec!["https://sandbox.cds-hooks.org".into()]
+        s.cors_allowed_origins = Some(vec!["https://sandbox.cds-hooks.org".into()])
     })
     .await;
     let preflight = |origin: &'static str| {
@@ -335,6 +335,111 @@ async fn cors_origins_are_configurable() {
             .headers()
             .contains_key("access-control-allow-origin")
     );
+}
+
+/// Issue 14, item 8: the permissive default is for loopback only, and `null` never passes.
+#[tokio::test]
+async fn cors_default_is_loopback_only_and_never_null() {
+    async fn preflight(app: &common::TestApp, origin: &str) -> reqwest::Response {
+        app.client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}{SERVICE}", app.address),
+            )
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+            .await
+            .unwrap()
+    }
+    fn allowed(res: &reqwest::Response) -> Option<String> {
+        res.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+    // loopback, not configured: any origin, echoed, but never `null`
+    let local = spawn_app().await;
+    let sandbox = preflight(&local, "https://sandbox.cds-hooks.org").await;
+    assert_eq!(
+        allowed(&sandbox).as_deref(),
+        Some("https://sandbox.cds-hooks.org")
+    );
+    assert_eq!(allowed(&preflight(&local, "null").await), None);
+    let get = local
+        .client
+        .get(format!("{}/cds-services", local.address))
+        .header("Origin", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed(&get), None, "no CORS header for the null origin");
+    // `*` configured: the same, `null` still refused
+    let star = common::spawn_app_with(|s| s.cors_allowed_origins = Some(vec!["*".into()])).await;
+    assert_eq!(allowed(&preflight(&star, "null").await), None);
+    assert!(allowed(&preflight(&star, "https://a.example").await).is_some());
+    // every interface (reached here through loopback), not configured: no origin at all
+    let wide = common::spawn_app_with(|s| {
+        s.listen = "0.0.0.0:0".parse().unwrap();
+        s.insecure_no_auth = true;
+    })
+    .await;
+    assert_eq!(
+        allowed(&preflight(&wide, "https://sandbox.cds-hooks.org").await),
+        None
+    );
+    let get = wide
+        .client
+        .get(format!("{}/cds-services", wide.address))
+        .header("Origin", "https://sandbox.cds-hooks.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200, "non-browser callers are unaffected");
+    assert_eq!(allowed(&get), None);
+    // behind a proxy (loopback listener, public URL elsewhere): the same
+    let proxied = common::spawn_app_with(|s| {
+        s.public_base_url = Some("https://cds.example.org".into());
+        s.insecure_no_auth = true;
+    })
+    .await;
+    assert_eq!(
+        allowed(&preflight(&proxied, "https://sandbox.cds-hooks.org").await),
+        None
+    );
+    // beyond loopback, configured: exactly those
+    let listed = common::spawn_app_with(|s| {
+        s.listen = "0.0.0.0:0".parse().unwrap();
+        s.insecure_no_auth = true;
+        s.cors_allowed_origins = Some(vec!["https://sandbox.cds-hooks.org".into()]);
+    })
+    .await;
+    assert_eq!(
+        allowed(&preflight(&listed, "https://sandbox.cds-hooks.org").await).as_deref(),
+        Some("https://sandbox.cds-hooks.org")
+    );
+    assert_eq!(
+        allowed(&preflight(&listed, "https://evil.example").await),
+        None
+    );
+}
+
+#[test]
+fn a_null_or_malformed_cors_origin_is_refused_at_start_up() {
+    for (origins, why) in [
+        (vec!["null"], "null"),
+        (vec!["https://sandbox.cds-hooks.org", "NULL"], "null"),
+        (vec!["https://sandbox.cds-hooks.org/path"], "without a path"),
+        (vec!["sandbox.cds-hooks.org"], "scheme://host"),
+    ] {
+        let o = iort_cds::configuration::Overrides {
+            cors_allowed_origins: Some(origins.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        let e = iort_cds::configuration::Settings::load(None, o)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("cors_allowed_origins") && e.contains(why), "{e}");
+    }
 }
 
 #[tokio::test]
