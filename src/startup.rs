@@ -88,7 +88,7 @@ pub fn check_origin(origin: &str) -> Result<(), String> {
         .map_err(|_| "each origin must be \"*\" or scheme://host[:port]".to_owned())?;
     if !matches!(url.scheme(), "https" | "http")
         || url.host().is_none()
-        || url.path().trim_end_matches('/') != ""
+        || !url.path().trim_end_matches('/').is_empty()
         || url.query().is_some()
         || !url.username().is_empty()
     {
