@@ -977,3 +977,53 @@ async fn the_readme_sandbox_offline_configuration_pins_its_key() {
     assert_eq!(requests_to(&h.jwks).await, 0);
     h.stop().await;
 }
+
+/// Issue 13: a peer whose tokens keep failing is answered 429 without a signature check once
+/// past its budget; valid tokens are never counted; probes stay open; its budget refills.
+#[tokio::test]
+async fn a_peer_sending_bad_tokens_is_throttled_before_verification() {
+    let key = TestKey::es384("ec-1");
+    let forger = TestKey::es384("ec-1");
+    let h = Harness::start(&[&key], |s, _| {
+        s.refusals_per_peer_per_sec = 1;
+        s.refusal_burst_per_peer = 5;
+    })
+    .await;
+    // valid tokens first: many of them, none counted
+    for _ in 0..20 {
+        assert_ok(h.call_with(&key.sign(&h.claims())).await).await;
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(
+            h.call_with(&forger.sign(&h.claims()))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses[..6], [401; 6], "{statuses:?}");
+    assert_eq!(statuses[6..], [429; 4], "{statuses:?}");
+    let blocked = h.call_with(&key.sign(&h.claims())).await;
+    assert_eq!(
+        blocked.status(),
+        429,
+        "a blocked peer is not checked at all"
+    );
+    let retry: u64 = blocked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let probe = h
+        .http
+        .get(format!("{}/healthz", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_ok(h.call_with(&key.sign(&h.claims())).await).await;
+    h.stop().await;
+}

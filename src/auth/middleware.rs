@@ -77,6 +77,19 @@ pub async fn require_jwt<B: MessageBody + 'static>(
             .await
             .map(ServiceResponse::map_into_left_body);
     }
+    let peer = req.peer_addr().map(|a| a.ip());
+    if let Some(wait) = auth.peer_blocked(peer) {
+        if let Some(held_back) = auth.admit_refusal_log() {
+            tracing::warn!(
+                path = %req.path(),
+                refusals_not_logged = held_back,
+                "CDS client refused unchecked: too many refused tokens from its address"
+            );
+        }
+        return Ok(req
+            .into_response(too_many_refusals(wait))
+            .map_into_right_body());
+    }
     let audiences = auth.audiences_for(req.path());
     let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
     let verdict = match authorization(&req) {
@@ -92,6 +105,7 @@ pub async fn require_jwt<B: MessageBody + 'static>(
                 .map(ServiceResponse::map_into_left_body)
         }
         Err(rejection) => {
+            let now_blocked = auth.count_refusal(peer);
             // A flood of bad tokens must not become a flood of log lines: one a second, with
             // the count of those held back.
             if let Some(held_back) = auth.admit_refusal_log() {
@@ -102,6 +116,7 @@ pub async fn require_jwt<B: MessageBody + 'static>(
                     method = %req.method(),
                     path = %req.path(),
                     refusals_not_logged = held_back,
+                    peer_now_blocked = now_blocked,
                     "CDS client JWT refused"
                 );
             }
@@ -130,4 +145,15 @@ impl FromRequest for VerifiedClient {
                 }),
         )
     }
+}
+
+/// `429 Too Many Requests` with `Retry-After` (whole seconds, at least 1) and no body: the
+/// peer sent more refused tokens than `auth.refusals_per_peer_per_sec` allows.
+fn too_many_refusals(wait: std::time::Duration) -> HttpResponse {
+    HttpResponse::TooManyRequests()
+        .insert_header((
+            actix_web::http::header::RETRY_AFTER,
+            wait.as_secs_f64().ceil().max(1.0).to_string(),
+        ))
+        .finish()
 }

@@ -45,6 +45,7 @@
 
 mod jwks;
 pub mod middleware;
+mod refusals;
 mod replay;
 pub mod settings;
 mod token;
@@ -246,6 +247,8 @@ struct Inner {
     /// Refused tokens are logged one line a second (a flood must not become a flood of log
     /// lines), with the count held back.
     refusals: crate::telemetry::Sampler,
+    /// Peers whose tokens keep failing are answered 429 without a signature check.
+    peers: refusals::RefusalLimiter,
 }
 
 /// Verifies CDS client JWTs. Cheap to clone (one `Arc`); register one instance as
@@ -344,6 +347,10 @@ impl Authenticator {
                 max_token_lifetime_secs: settings.max_token_lifetime_secs,
                 audience,
                 refusals: crate::telemetry::Sampler::new(std::time::Duration::from_secs(1)),
+                peers: refusals::RefusalLimiter::new(
+                    settings.refusals_per_peer_per_sec,
+                    settings.refusal_burst_per_peer,
+                ),
             }),
         })
     }
@@ -360,6 +367,7 @@ impl Authenticator {
                 max_token_lifetime_secs: 0,
                 audience: Audience::default(),
                 refusals: crate::telemetry::Sampler::new(std::time::Duration::from_secs(1)),
+                peers: refusals::RefusalLimiter::new(0, 0),
             }),
         }
     }
@@ -368,6 +376,17 @@ impl Authenticator {
     /// last line written, `None` to hold this one back.
     pub fn admit_refusal_log(&self) -> Option<u64> {
         self.inner.refusals.admit()
+    }
+
+    /// `Some(wait)` when `peer` sent too many refused tokens lately: answer 429 without
+    /// checking its token (see `auth.refusals_per_peer_per_sec`).
+    pub fn peer_blocked(&self, peer: Option<std::net::IpAddr>) -> Option<Duration> {
+        self.inner.peers.blocked(peer)
+    }
+
+    /// Count a refused token from `peer`; `true` when the peer is now over its budget.
+    pub fn count_refusal(&self, peer: Option<std::net::IpAddr>) -> bool {
+        self.inner.peers.refused(peer)
     }
 
     /// [`AuthMode::Enforced`] or [`AuthMode::Disabled`], as built.
@@ -656,7 +675,10 @@ mod tests {
 
     #[test]
     fn issuers_configured_means_enforced() {
-        let s = with_issuer();
+        let mut s = with_issuer();
+        // beyond loopback the audience must be configured
+        assert!(auth_mode(&[addr("0.0.0.0:8080")], &s, false).is_err());
+        s.public_base_url = Some("https://cds.example.org".into());
         assert_eq!(
             auth_mode(&[addr("0.0.0.0:8080")], &s, false),
             Ok(AuthMode::Enforced)

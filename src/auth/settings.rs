@@ -40,10 +40,16 @@ pub struct AuthSettings {
     /// of tokens with made-up key ids cannot hammer the issuer.
     pub jwks_min_refresh_interval_ms: u64,
     /// The externally visible base URL of this service (e.g. `https://cds.example.org` or
-    /// `https://gw.example.org/iort`), used to build the expected `aud` when the service runs
-    /// behind a proxy. When absent the scheme and host of the request are used, which a client
-    /// can influence, so production deployments should set it.
+    /// `https://gw.example.org/iort`): the expected `aud` is it + the path called. Required
+    /// beyond loopback with issuers configured; on a loopback listener without it, the
+    /// listener's own URLs are the audience. Never taken from the request's headers.
     pub public_base_url: Option<String>,
+    /// Refused tokens a second, on average, one peer (an IPv4 address, an IPv6 /64) may send
+    /// before it is answered 429 without its tokens being checked; 0: no bound. Valid tokens
+    /// are never counted, so an EHR's normal traffic is never throttled.
+    pub refusals_per_peer_per_sec: u32,
+    /// Refused tokens one peer may send at once before the rate above applies.
+    pub refusal_burst_per_peer: u32,
 }
 
 impl Default for AuthSettings {
@@ -58,6 +64,8 @@ impl Default for AuthSettings {
             jwks_cache_ttl_secs: 3600,
             jwks_min_refresh_interval_ms: 30_000,
             public_base_url: None,
+            refusals_per_peer_per_sec: 10,
+            refusal_burst_per_peer: 100,
         }
     }
 }
