@@ -18,9 +18,11 @@
 #      expected 400) and for an 8 MiB body just under that bound (16-digit numbers);
 #   3. the latency of normal calls (20, one a second) with no slow client, then while
 #      scripts/load/slow_body.py holds connections declaring an 8 MiB body and sending one byte
-#      a second (1 client, then 200).
+#      a second (1 client, then 200);
+#   4. a flood of bad-signature tokens from one address (scripts/load/bad_tokens.py), with the
+#      default per-peer refusal bound and with it off: statuses, service CPU, /healthz latency.
 #
-# Needs curl, jq, python3. Takes about 3 minutes.
+# Needs curl, jq, python3 (with `cryptography` for part 4). Takes about 3.5 minutes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -175,3 +177,27 @@ for conns in 1 200; do
 done
 echo "  service VmHWM over part 3: $(mb "$(hwm_kb "$SVC_PID")")"
 stop_service
+
+echo "== 4. a flood of tokens with valid-looking claims and bad signatures, from one address"
+# A trusted issuer with a real P-384 key (kid flood-key) pinned inline; the flood's tokens
+# name it but carry random signatures, so each one that is checked costs a verification.
+python3 - "$WORK" <<'PY'
+import base64, json, sys
+from cryptography.hazmat.primitives.asymmetric import ec
+pub = ec.generate_private_key(ec.SECP384R1()).public_key().public_numbers()
+enc = lambda n: base64.urlsafe_b64encode(n.to_bytes(48, "big")).rstrip(b"=").decode()
+jwks = json.dumps({"keys": [{"kty": "EC", "crv": "P-384", "kid": "flood-key", "alg": "ES384",
+                              "x": enc(pub.x), "y": enc(pub.y)}]})
+for name, extra in (("flood-default", ""), ("flood-off", "refusals_per_peer_per_sec = 0\n")):
+    open(f"{sys.argv[1]}/{name}.toml", "w").write(
+        f"[auth]\n{extra}[[auth.issuers]]\niss = \"https://flood.example\"\njwks = '{jwks}'\n")
+PY
+for config in flood-default flood-off; do
+  start_service "$WORK/$config.toml"
+  echo "  [$config]"
+  python3 "$ROOT/scripts/load/bad_tokens.py" --url "$SVC_URL" --pid "$SVC_PID" \
+    --iss https://flood.example --kid flood-key --connections 16 --seconds 10
+  echo "  log lines written: $(wc -l <"$WORK/service.log")"
+  : >"$WORK/service.log"
+  stop_service
+done
