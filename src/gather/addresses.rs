@@ -170,17 +170,22 @@ impl AddressPolicy {
             match self.check(addr.ip()) {
                 Ok(()) => allowed.push(addr),
                 Err(r) => {
-                    tracing::warn!(host, address = %addr.ip(), category = %r, "a FHIR server name resolves to an address that is not contacted");
+                    tracing::debug!(host, address = %addr.ip(), category = %r, "an address of a FHIR server name is not contacted");
                     refused.get_or_insert(r);
                 }
             }
         }
         match refused {
+            // The caller's fetch fails; its WARN line names this error.
             Some(category) if allowed.is_empty() => Err(RefusedAddress {
                 host: host.to_owned(),
                 category,
             }),
-            _ => Ok(allowed),
+            Some(category) => {
+                tracing::warn!(host, %category, "a FHIR server name also resolves to addresses that are not contacted; only its public ones are used");
+                Ok(allowed)
+            }
+            None => Ok(allowed),
         }
     }
 }
@@ -424,12 +429,18 @@ mod tests {
             Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
             Err(e) => e,
         };
-        let refused = e.downcast_ref::<RefusedAddress>().expect("a RefusedAddress");
+        let refused = e
+            .downcast_ref::<RefusedAddress>()
+            .expect("a RefusedAddress");
         assert_eq!(refused.category, Restricted::Loopback);
         let open = GuardedResolver::new(AddressPolicy {
             allow_loopback: true,
         });
-        let addrs: Vec<_> = open.resolve("localhost".parse().unwrap()).await.unwrap().collect();
+        let addrs: Vec<_> = open
+            .resolve("localhost".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
         assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()));
     }
 }

@@ -830,7 +830,11 @@ mod tests {
         let open = FhirClient::new(&settings(20), LOCAL).unwrap();
         let base = BaseUrl::parse(&format!("http://localhost:{port}/fhir")).unwrap();
         let q = Query::new("conditions", "Condition?patient=p1", &base).unwrap();
-        assert!(open.fetch(&base, None, &q, &open.call_budget()).await.is_ok());
+        assert!(
+            open.fetch(&base, None, &q, &open.call_budget())
+                .await
+                .is_ok()
+        );
     }
 
     #[test]
