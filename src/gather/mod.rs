@@ -683,6 +683,48 @@ mod tests {
         );
     }
 
+    /// Loopback servers only for a service that listens on loopback alone: not on `0.0.0.0`
+    /// (it also listens on every other interface), not behind a proxy publishing it elsewhere.
+    #[tokio::test]
+    async fn loopback_servers_only_for_a_service_on_loopback() {
+        let server = MockServer::start().await;
+        mount_example(&server, None).await;
+        let req = request(&format!("{}/fhir", server.uri()), &["observations"], None);
+        for adjust in [
+            (|s: &mut Settings| s.listen = "0.0.0.0:8080".parse().unwrap()) as fn(&mut Settings),
+            |s| s.listen = "10.1.2.3:8080".parse().unwrap(),
+            |s| s.public_base_url = Some("https://cds.example.org".into()),
+        ] {
+            let GatherError::Refused(why) = gatherer(adjust)
+                .gather(&service(), &req, req.prefetch.clone(), &[], None)
+                .await
+                .unwrap_err();
+            assert!(
+                why.contains("loopback") && why.contains("fhir.allowed_base_urls"),
+                "{why}"
+            );
+        }
+        assert!(server.received_requests().await.unwrap().is_empty());
+        let listed = server.uri();
+        let allowed: [Box<dyn Fn(&mut Settings)>; 4] = [
+            Box::new(|_| {}),
+            Box::new(|s| s.listen = "[::1]:8080".parse().unwrap()),
+            Box::new(|s| s.public_base_url = Some("http://localhost:8080".into())),
+            // listed: reached wherever the service listens
+            Box::new(|s| {
+                s.listen = "0.0.0.0:8080".parse().unwrap();
+                s.fhir.allowed_base_urls = vec![listed.clone()];
+            }),
+        ];
+        for adjust in allowed {
+            let record = gatherer(adjust)
+                .gather(&service(), &req, req.prefetch.clone(), &[], None)
+                .await
+                .unwrap();
+            assert!(record.unavailable.is_none(), "{:?}", record.unavailable);
+        }
+    }
+
     #[tokio::test]
     async fn an_unusable_token_fetches_nothing() {
         let server = MockServer::start().await;
