@@ -706,7 +706,8 @@ mod tests {
         }
         assert!(server.received_requests().await.unwrap().is_empty());
         let listed = server.uri();
-        let allowed: [Box<dyn Fn(&mut Settings)>; 4] = [
+        type Adjust<'a> = Box<dyn Fn(&mut Settings) + 'a>;
+        let allowed: [Adjust<'_>; 4] = [
             Box::new(|_| {}),
             Box::new(|s| s.listen = "[::1]:8080".parse().unwrap()),
             Box::new(|s| s.public_base_url = Some("http://localhost:8080".into())),
