@@ -127,8 +127,10 @@ impl Default for Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct FhirSettings {
     /// FHIR base URLs a request's `fhirServer` must lie under (prefix match at a path-segment
-    /// boundary). Empty: any https server, and http only to a loopback host (a warning is logged
-    /// at start-up; set this in production so the service cannot be used as an open proxy).
+    /// boundary); listed servers are reached at whatever address they have. Empty: any https
+    /// server at a public address, http only to a loopback host, loopback only when the service
+    /// listens on loopback (see `gather::addresses`; a warning is logged at start-up; set this
+    /// in production so the service cannot be used as an open proxy).
     pub allowed_base_urls: Vec<String>,
     /// One deadline, in milliseconds, for all fetching in one call (CDS Hooks asks for answers
     /// "on the order of 500 ms"; the EHR will not wait long).
@@ -153,7 +155,9 @@ pub struct FhirSettings {
     /// `max_call_values`, so one largest call can always run.
     pub max_inflight_values: usize,
     /// Use the proxy named by `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`. Off by default so a
-    /// stray variable cannot route bearer tokens through an unexpected host.
+    /// stray variable cannot route bearer tokens through an unexpected host. Needs
+    /// `allowed_base_urls`: through a proxy the service never sees the address a server name
+    /// leads to, so it cannot keep to public addresses itself.
     pub use_system_proxy: bool,
 }
 
@@ -181,6 +185,14 @@ impl FhirSettings {
         if let Err(message) = crate::gather::allow_list::ServerPolicy::new(&self.allowed_base_urls)
         {
             return invalid("fhir.allowed_base_urls", message);
+        }
+        if self.use_system_proxy && self.allowed_base_urls.is_empty() {
+            return invalid(
+                "fhir.use_system_proxy",
+                "needs fhir.allowed_base_urls: through a proxy the service cannot see which \
+                 address a FHIR server's name leads to, so only listed servers may be named"
+                    .to_owned(),
+            );
         }
         if !(1..=60_000).contains(&self.timeout_ms) {
             return invalid("fhir.timeout_ms", "must be between 1 and 60000".to_owned());
@@ -472,6 +484,7 @@ mod tests {
                 "fhir.max_response_bytes",
             ),
             ("[fhir]\nmax_page = 3\n", "max_page"),
+            ("[fhir]\nuse_system_proxy = true\n", "fhir.use_system_proxy"),
             (
                 "[fhir]\nmax_reason_fetches = 101\n",
                 "fhir.max_reason_fetches",

@@ -2,14 +2,19 @@
 //! servers playing a well-behaved, a slow, a broken and a hostile FHIR server.
 //!
 //! Whatever the FHIR server does, the service answers a 200 CDS response within its deadline
-//! (an `indeterminate` outcome naming what failed), never sends the bearer token anywhere but
-//! the request's `fhirServer`, and never contacts a server its rules refuse.
+//! (an `indeterminate` outcome saying, in one neutral sentence, that the record could not be
+//! read; the precise cause is logged with the request id), never sends the bearer token
+//! anywhere but the request's `fhirServer`, and never contacts a server its rules refuse.
+//!
+//! These tests capture the process's log (one capture per test binary, shared by its tests):
+//! a cause is looked for on a line carrying the call's own request id.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::spawn_app_with;
+use iort_cds::gather::RECORD_UNREADABLE;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -83,11 +88,54 @@ fn base(server: &MockServer) -> String {
 
 /// POST a hook call; the status and the body as JSON, and the raw text for leak checks.
 async fn call(app: &common::TestApp, body: &Value) -> (u16, Value, String) {
+    let (status, json, text, _) = call_logged(app, body).await;
+    (status, json, text)
+}
+
+/// [`call`], with the request id the service gave the call (`x-request-id`), which its log
+/// lines carry.
+async fn call_logged(app: &common::TestApp, body: &Value) -> (u16, Value, String, String) {
+    common::logs::capture();
     let res = app.post_json(SERVICE, body).await;
     let status = res.status().as_u16();
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let text = res.text().await.unwrap();
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, json, text)
+    (status, json, text, request_id)
+}
+
+/// A WARN line of the call `request_id` names `cause`, and no log line carries the token.
+fn assert_logged(request_id: &str, cause: &str) {
+    assert!(!request_id.is_empty(), "no x-request-id");
+    let logs = common::logs::text();
+    assert!(
+        logs.lines().any(|l| l.contains("WARN")
+            && l.contains(&format!("request_id={request_id}"))
+            && l.contains(cause)),
+        "no WARN line of request {request_id} says {cause:?}:\n{}",
+        logs.lines()
+            .filter(|l| l.contains(request_id))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(!logs.contains("Sekr3t"), "the token was logged");
+    assert!(
+        !logs.contains("patient=pat-rc-001"),
+        "a query's values were logged"
+    );
+    if std::env::var_os("SHOW_CAUSES").is_some() {
+        for l in logs
+            .lines()
+            .filter(|l| l.contains(request_id) && l.contains("WARN"))
+        {
+            eprintln!("{l}");
+        }
+    }
 }
 
 /// The `covered` value of every CRD coverage-information extension in `systemActions`.
@@ -126,7 +174,7 @@ fn card_text(response: &Value) -> String {
         .collect()
 }
 
-/// An indeterminate 200 answer whose card names `what`, with no token anywhere.
+/// An indeterminate 200 answer whose card says `what`, with no token anywhere.
 fn assert_indeterminate(status: u16, body: &Value, text: &str, what: &str) {
     assert_eq!(status, 200, "{text}");
     assert_eq!(covered(body), vec!["indeterminate"], "{text}");
@@ -245,13 +293,13 @@ async fn server_errors_make_the_answer_indeterminate() {
         .mount(&server)
         .await;
     let app = spawn_app_with(|_| {}).await;
-    let (status, body, text) = call(&app, &request(&base(&server), &KEYS, true)).await;
-    assert_indeterminate(
-        status,
-        &body,
-        &text,
-        "Observation query: the FHIR server answered 500",
+    let (status, body, text, id) = call_logged(&app, &request(&base(&server), &KEYS, true)).await;
+    assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+    assert!(
+        !text.contains("500"),
+        "the status reached the caller: {text}"
     );
+    assert_logged(&id, "Observation query: the FHIR server answered 500");
 }
 
 #[tokio::test]
@@ -262,8 +310,10 @@ async fn a_401_is_named_and_not_retried_elsewhere() {
         .mount(&server)
         .await;
     let app = spawn_app_with(|_| {}).await;
-    let (status, body, text) = call(&app, &request(&base(&server), &["conditions"], true)).await;
-    assert_indeterminate(status, &body, &text, "the FHIR server refused access (401)");
+    let (status, body, text, id) =
+        call_logged(&app, &request(&base(&server), &["conditions"], true)).await;
+    assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+    assert_logged(&id, "the FHIR server refused access (401)");
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
 
@@ -282,13 +332,14 @@ async fn a_slow_server_is_cut_off_at_the_deadline() {
         .await;
     let app = spawn_app_with(|s| s.fhir.timeout_ms = 600).await;
     let started = Instant::now();
-    let (status, body, text) = call(&app, &request(&base(&server), &KEYS, true)).await;
+    let (status, body, text, id) = call_logged(&app, &request(&base(&server), &KEYS, true)).await;
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(600 + 900),
         "answered after {took:?}"
     );
-    assert_indeterminate(status, &body, &text, "did not answer within 600 ms");
+    assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+    assert_logged(&id, "did not answer within 600 ms");
 }
 
 #[tokio::test]
@@ -315,8 +366,10 @@ async fn garbage_bodies_are_failures() {
             .mount(&server)
             .await;
         let app = spawn_app_with(|_| {}).await;
-        let (status, body, text) = call(&app, &request(&base(&server), &KEYS, true)).await;
-        assert_indeterminate(status, &body, &text, what);
+        let (status, body, text, id) =
+            call_logged(&app, &request(&base(&server), &KEYS, true)).await;
+        assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+        assert_logged(&id, what);
     }
 }
 
@@ -330,8 +383,9 @@ async fn an_oversized_body_is_refused() {
         .mount(&server)
         .await;
     let app = spawn_app_with(|s| s.fhir.max_response_bytes = 16 * 1024).await;
-    let (status, body, text) = call(&app, &request(&base(&server), &KEYS, true)).await;
-    assert_indeterminate(status, &body, &text, "larger than 16384 bytes");
+    let (status, body, text, id) = call_logged(&app, &request(&base(&server), &KEYS, true)).await;
+    assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+    assert_logged(&id, "larger than 16384 bytes");
 }
 
 #[tokio::test]
@@ -351,8 +405,9 @@ async fn an_endless_next_chain_is_bounded() {
         .mount(&server)
         .await;
     let app = spawn_app_with(|s| s.fhir.max_pages = 4).await;
-    let (status, body, text) = call(&app, &request(&base(&server), &KEYS, true)).await;
-    assert_indeterminate(status, &body, &text, "more than 4 pages");
+    let (status, body, text, id) = call_logged(&app, &request(&base(&server), &KEYS, true)).await;
+    assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+    assert_logged(&id, "more than 4 pages");
     server.verify().await;
 }
 
@@ -388,12 +443,15 @@ async fn a_cross_origin_next_link_is_not_followed() {
             .await;
     }
     let app = spawn_app_with(|_| {}).await;
-    let (status, body, text) = call(&app, &request(&base(&server), &KEYS, true)).await;
-    assert_indeterminate(status, &body, &text, "leads outside the FHIR server");
-    assert!(
-        card_text(&body).contains("Condition query"),
-        "{}",
-        card_text(&body)
+    let (status, body, text, id) = call_logged(&app, &request(&base(&server), &KEYS, true)).await;
+    assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+    assert_logged(
+        &id,
+        "Observation query: a next-page link leads outside the FHIR server",
+    );
+    assert_logged(
+        &id,
+        "Condition query: a next-page link leads outside the FHIR server",
     );
     assert!(
         elsewhere.received_requests().await.unwrap().is_empty(),
@@ -417,13 +475,9 @@ async fn a_redirect_is_not_followed() {
         .mount(&server)
         .await;
     let app = spawn_app_with(|_| {}).await;
-    let (status, body, text) = call(&app, &request(&base(&server), &KEYS, true)).await;
-    assert_indeterminate(
-        status,
-        &body,
-        &text,
-        "answered 307 (redirects are not followed)",
-    );
+    let (status, body, text, id) = call_logged(&app, &request(&base(&server), &KEYS, true)).await;
+    assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+    assert_logged(&id, "answered 307 (redirects are not followed)");
     assert!(elsewhere.received_requests().await.unwrap().is_empty());
 }
 
@@ -599,4 +653,163 @@ async fn only_iort_orders_reasons_are_read() {
         seen[0].headers["authorization"],
         format!("Bearer {TOKEN}").as_str()
     );
+}
+
+/// Issue 14, item 3: with no allow-list, a `fhirServer` at a link-local, private or otherwise
+/// non-public IP address, in any spelling, is refused with a 400 naming the setting, before
+/// any connection (no connect timeout is waited for). Never sends a packet: the refusal comes
+/// from the URL alone.
+#[tokio::test]
+async fn a_non_public_address_is_refused_before_any_connection_without_an_allow_list() {
+    let app = spawn_app_with(|_| {}).await;
+    for (server, category) in [
+        ("https://169.254.169.254/fhir", "link-local"),
+        ("https://0xA9FEA9FE/fhir", "link-local"),
+        ("https://2852039166/fhir", "link-local"),
+        ("https://169.254.43518/fhir", "link-local"),
+        ("https://[::ffff:169.254.169.254]/fhir", "link-local"),
+        ("https://[64:ff9b::a9fe:a9fe]/fhir", "link-local"),
+        ("https://[fe80::1]/fhir", "link-local"),
+        ("https://10.0.0.5/fhir", "private"),
+        ("https://192.168.0.10:8443/fhir", "private"),
+        ("https://100.100.100.200/fhir", "shared"),
+        ("https://[fd00::1]/fhir", "unique-local"),
+        ("https://0.0.0.0/fhir", "unspecified"),
+    ] {
+        let started = Instant::now();
+        let (status, body, text, id) =
+            call_logged(&app, &request(server, &["conditions"], true)).await;
+        assert_eq!(status, 400, "{server}: {text}");
+        assert_eq!(body["resourceType"], "OperationOutcome", "{text}");
+        let diagnostics = body["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(
+            diagnostics.contains("fhir.allowed_base_urls") && diagnostics.contains(category),
+            "{server}: {diagnostics}"
+        );
+        assert!(!text.contains("Sekr3t"), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{server}: {:?}",
+            started.elapsed()
+        );
+        assert_logged(&id, "refused to contact the request's fhirServer");
+    }
+}
+
+/// A service published on another host (`public_base_url`) takes remote calls even on a
+/// loopback listener, so loopback is refused to it: as an IP literal with a 400, and as a name
+/// (`localhost`, resolved without any network) at connect time, by the client's resolver,
+/// with the same neutral card as any failure. The mock on loopback sees nothing. Listing the
+/// server in `fhir.allowed_base_urls` lets it through.
+#[tokio::test]
+async fn loopback_is_refused_to_a_service_published_elsewhere_unless_listed() {
+    let server = MockServer::start().await;
+    mount_example(&server).await;
+    let port = server.address().port();
+    let published = |s: &mut iort_cds::configuration::Settings| {
+        s.public_base_url = Some("https://cds.example.org".to_owned());
+        s.auth.public_base_url = s.public_base_url.clone();
+        s.insecure_no_auth = true;
+    };
+    let app = spawn_app_with(published).await;
+
+    let literal = format!("http://127.0.0.1:{port}/fhir");
+    let (status, body, text) = call(&app, &request(&literal, &KEYS, true)).await;
+    assert_eq!(status, 400, "{text}");
+    let diagnostics = body["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        diagnostics.contains("loopback") && diagnostics.contains("fhir.allowed_base_urls"),
+        "{diagnostics}"
+    );
+
+    let named = format!("http://localhost:{port}/fhir");
+    let (status, body, text, id) = call_logged(&app, &request(&named, &KEYS, true)).await;
+    assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+    assert_logged(&id, "localhost resolves to a loopback address");
+    assert!(
+        server.received_requests().await.unwrap().is_empty(),
+        "a refused address was contacted"
+    );
+
+    // Listed: reached, by name and by address.
+    let app = spawn_app_with(|s| {
+        published(s);
+        s.fhir.allowed_base_urls = vec![named.clone(), literal.clone()];
+    })
+    .await;
+    for server_url in [&named, &literal] {
+        let (status, body, text) = call(&app, &request(server_url, &KEYS, true)).await;
+        assert_eq!(status, 200, "{text}");
+        assert_ne!(covered(&body), vec!["indeterminate"], "{text}");
+    }
+    assert_eq!(server.received_requests().await.unwrap().len(), 10);
+}
+
+/// Issue 14, item 4: a closed port, a service that does not speak HTTP and an HTTP service
+/// answering 405 give the caller the same card, word for word; only the log tells them apart.
+#[tokio::test]
+async fn what_listens_where_is_not_told_to_the_caller() {
+    // A closed port: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Not HTTP: greets like an SSH server and hangs up.
+    let not_http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let not_http_port = not_http.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for stream in not_http.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+        }
+    });
+    // An HTTP service that is not a FHIR server.
+    let http = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(405))
+        .mount(&http)
+        .await;
+
+    let app = spawn_app_with(|_| {}).await;
+    let mut cards = Vec::new();
+    for (server, cause) in [
+        (
+            format!("http://127.0.0.1:{closed}/fhir"),
+            "could not be reached",
+        ),
+        (
+            format!("http://127.0.0.1:{not_http_port}/fhir"),
+            "the request to the FHIR server failed",
+        ),
+        (
+            format!("{}/fhir", http.uri()),
+            "the FHIR server answered 405",
+        ),
+    ] {
+        let (status, body, text, id) =
+            call_logged(&app, &request(&server, &["conditions"], true)).await;
+        assert_indeterminate(status, &body, &text, RECORD_UNREADABLE);
+        assert_logged(&id, cause);
+        // The coverage-information extensions, less their per-call assertion id.
+        let mut reasons = Vec::new();
+        for action in body["systemActions"].as_array().into_iter().flatten() {
+            for ext in action["resource"]["extension"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let mut ext = ext.clone();
+                if let Some(parts) = ext["extension"].as_array_mut() {
+                    parts.retain(|p| p["url"] != "coverage-assertion-id");
+                }
+                reasons.push(ext);
+            }
+        }
+        assert!(!reasons.is_empty(), "{text}");
+        cards.push((card_text(&body), reasons));
+    }
+    assert_eq!(cards[0], cards[1], "closed port vs not HTTP");
+    assert_eq!(cards[0], cards[2], "closed port vs an HTTP 405");
 }

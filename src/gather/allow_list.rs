@@ -5,7 +5,11 @@
 //! checked against the operator's allow-list (`fhir.allowed_base_urls`) and, when the caller's
 //! issuer has one, the caller's own list, before a single request is made. Without a configured
 //! list only https is accepted, plus plain http to a loopback host (local development and the
-//! CDS Hooks Sandbox against a local server).
+//! CDS Hooks Sandbox against a local server), and only public addresses are contacted
+//! ([`super::addresses`]): an IP literal in `fhirServer` is judged here, before any connection,
+//! a host name by the client's resolver when it connects. A listed base is the operator's word
+//! that the server is wanted wherever it lives, so with a list configured addresses are not
+//! judged (an EHR on `10.0.0.5` or `ehr.internal` is reached by listing it).
 //!
 //! Matching is done on parsed, normalised URLs (WHATWG parsing: lower-case scheme and host, the
 //! default port made implicit, `.`/`..` segments resolved), as a prefix at a path-segment
@@ -17,6 +21,8 @@
 use std::net::IpAddr;
 
 use reqwest::Url;
+
+use super::addresses::AddressPolicy;
 use reqwest::header::HeaderValue;
 
 /// Why a string is not usable as a FHIR base URL. Never carries the URL itself, so a URL with a
@@ -101,6 +107,11 @@ impl BaseUrl {
         }
     }
 
+    /// The host as an address, when it is an IP literal (`[::1]` as `::1`); `None` for a name.
+    pub fn ip(&self) -> Option<IpAddr> {
+        host_ip(&self.url)
+    }
+
     /// Whether `url` lies on this server: same scheme, host and port, no user info, and a path
     /// equal to this base's or below it at a segment boundary. Query and fragment are ignored.
     pub fn contains(&self, url: &Url) -> bool {
@@ -137,6 +148,17 @@ impl BaseUrl {
     }
 }
 
+/// The host of `url` as an address, when it is an IP literal (already normalised by the URL
+/// parser: `0xA9FEA9FE` is `169.254.169.254` by then).
+pub fn host_ip(url: &Url) -> Option<IpAddr> {
+    // A name never parses as an address: the parser has turned every numeric spelling into one.
+    url.host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 /// `path` equals `base` or continues it after a `/`.
 fn path_within(path: &str, base: &str) -> bool {
     match path.strip_prefix(base) {
@@ -148,8 +170,11 @@ fn path_within(path: &str, base: &str) -> bool {
 /// The operator's rule for which `fhirServer`s may be contacted.
 #[derive(Debug, Clone)]
 pub struct ServerPolicy {
-    /// `fhir.allowed_base_urls`, parsed. Empty: https anywhere, http to loopback only.
+    /// `fhir.allowed_base_urls`, parsed. Empty: https anywhere, http to loopback only, public
+    /// addresses only.
     allowed: Vec<BaseUrl>,
+    /// The addresses contacted when `allowed` is empty.
+    addresses: AddressPolicy,
 }
 
 impl ServerPolicy {
@@ -161,12 +186,30 @@ impl ServerPolicy {
             .enumerate()
             .map(|(i, u)| BaseUrl::parse(u).map_err(|p| format!("fhir.allowed_base_urls[{i}] {p}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { allowed })
+        Ok(Self {
+            allowed,
+            addresses: AddressPolicy {
+                allow_loopback: false,
+            },
+        })
+    }
+
+    /// The same policy, allowing loopback addresses without an allow-list or not (see
+    /// `Gatherer::new`: only when the service itself listens on loopback).
+    pub fn allowing_loopback(mut self, allow: bool) -> Self {
+        self.addresses.allow_loopback = allow;
+        self
     }
 
     /// True when no allow-list is configured (the https-anywhere default).
     pub fn is_open(&self) -> bool {
         self.allowed.is_empty()
+    }
+
+    /// The addresses the HTTP client may connect to: `Some` without an allow-list, `None` (any
+    /// address: every server contacted is a listed one) with one.
+    pub fn address_policy(&self) -> Option<AddressPolicy> {
+        self.is_open().then_some(self.addresses)
     }
 
     /// Check a request's `fhirServer` before anything is sent to it. `caller_allowed` is the
@@ -186,6 +229,20 @@ impl ServerPolicy {
                 return Err(format!(
                     "{} uses http, which is only allowed to a loopback host when \
                      fhir.allowed_base_urls is not configured; use https",
+                    base.origin()
+                ));
+            }
+            if let Some(ip) = base.ip()
+                && let Err(category) = self.addresses.check(ip)
+            {
+                let when = if category == super::addresses::Restricted::Loopback {
+                    " (or when the service itself listens on loopback only)"
+                } else {
+                    ""
+                };
+                return Err(format!(
+                    "{} is {category}, which is only contacted when listed in \
+                     fhir.allowed_base_urls{when}",
                     base.origin()
                 ));
             }
@@ -307,12 +364,89 @@ mod tests {
     }
 
     #[test]
-    fn without_a_list_https_anywhere_and_http_only_to_loopback() {
+    fn listed_bases_are_reached_at_any_address() {
+        let p = ServerPolicy::new(&list(&[
+            "https://10.0.0.5/fhir",
+            "https://169.254.10.1/fhir",
+            "https://ehr.internal/fhir",
+        ]))
+        .unwrap();
+        assert_eq!(p.address_policy(), None, "the resolver does not filter");
+        for ok in [
+            "https://10.0.0.5/fhir/r4",
+            "https://169.254.10.1/fhir",
+            "https://ehr.internal/fhir",
+        ] {
+            assert!(p.check(ok, None).is_ok(), "{ok}");
+        }
+        // only what is listed
+        let e = p.check("https://10.0.0.6/fhir", None).unwrap_err();
+        assert!(e.contains("fhir.allowed_base_urls"), "{e}");
+    }
+
+    /// Issue 14, item 3: without a list, an IP literal that is not a public address is refused
+    /// before any connection, whatever its spelling, naming the setting that would allow it.
+    #[test]
+    fn without_a_list_only_public_addresses_are_contacted() {
         let p = ServerPolicy::new(&[]).unwrap();
+        assert_eq!(
+            p.address_policy(),
+            Some(super::super::addresses::AddressPolicy {
+                allow_loopback: false
+            })
+        );
+        for (refused, category) in [
+            ("https://169.254.169.254/fhir", "link-local"),
+            ("https://169.254.169.254/latest/meta-data", "link-local"),
+            ("https://0xA9FEA9FE/fhir", "link-local"),
+            ("https://2852039166/fhir", "link-local"),
+            ("https://169.254.43518/fhir", "link-local"),
+            ("https://0251.0376.0251.0376/fhir", "link-local"),
+            ("https://[::ffff:169.254.169.254]/fhir", "link-local"),
+            ("https://[::ffff:a9fe:a9fe]/fhir", "link-local"),
+            ("https://[64:ff9b::a9fe:a9fe]/fhir", "link-local"),
+            ("https://[fe80::1]/fhir", "link-local"),
+            ("https://10.0.0.5/fhir", "private"),
+            ("https://172.16.0.1/fhir", "private"),
+            ("https://192.168.1.10:8443/fhir", "private"),
+            ("https://[::ffff:10.0.0.5]/fhir", "private"),
+            ("https://100.100.100.200/fhir", "shared"),
+            ("https://[fd00::5]/fhir", "unique-local"),
+            ("https://224.0.0.1/fhir", "multicast"),
+            ("https://255.255.255.255/fhir", "broadcast"),
+            ("https://0.0.0.0/fhir", "unspecified"),
+            ("https://0/fhir", "unspecified"),
+            ("https://[::]/fhir", "unspecified"),
+            ("https://127.0.0.1/fhir", "loopback"),
+            ("http://127.0.0.1:4000/fhir", "loopback"),
+            ("http://[::1]:9000/fhir", "loopback"),
+            ("http://0x7f.1/fhir", "loopback"),
+            ("https://192.0.2.1/fhir", "documentation"),
+        ] {
+            let e = p.check(refused, None).unwrap_err();
+            assert!(
+                e.contains(category) && e.contains("fhir.allowed_base_urls"),
+                "{refused}: {e}"
+            );
+        }
+        for ok in [
+            "https://ehr.example.org/fhir",
+            "https://93.184.215.14/fhir",
+            "https://[2606:4700:4700::1111]/fhir",
+            // a name is judged by the resolver, when connecting
+            "https://ehr.internal/fhir",
+            "http://localhost:8080/fhir",
+        ] {
+            assert!(p.check(ok, None).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn without_a_list_https_anywhere_and_http_only_to_loopback() {
+        let p = ServerPolicy::new(&[]).unwrap().allowing_loopback(true);
         assert!(p.is_open());
         for ok in [
             "https://ehr.example.org/fhir",
-            "https://10.0.0.5/fhir",
             "http://127.0.0.1:4000/fhir",
             "http://127.9.9.9",
             "http://localhost:8080/fhir",
@@ -330,6 +464,10 @@ mod tests {
         ] {
             let e = p.check(refused, None).unwrap_err();
             assert!(e.contains("uses http"), "{refused}: {e}");
+        }
+        // loopback allowed is loopback only
+        for refused in ["https://10.0.0.5/fhir", "https://169.254.169.254/fhir"] {
+            assert!(p.check(refused, None).is_err(), "{refused}");
         }
     }
 

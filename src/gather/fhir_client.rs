@@ -6,9 +6,15 @@
 //! sends `Accept: application/fhir+json`. The bearer token is passed in per call, as a
 //! sensitive header value, and is not kept anywhere.
 //!
-//! Each failure becomes a [`Failure`] whose text is fit for a card: it names what failed (an
-//! HTTP status, "not JSON", "too many pages") and never the URL's query, the token, or any
-//! response content.
+//! Without an allow-list the client connects only where [`super::addresses`] allows: its
+//! resolver drops the addresses a name resolves to that may not be contacted, on every
+//! connection (first page, `next` pages, reason reads), and an IP literal is checked before the
+//! request is sent.
+//!
+//! Each failure becomes a [`Failure`] whose text names the precise cause for the log (an HTTP
+//! status, "not JSON", "too many pages", the connect error) and never the URL's query, the
+//! token, or any response content. It is not shown to the caller: what went wrong where tells
+//! a caller what listens at an address (see [`super::RECORD_UNREADABLE`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +25,8 @@ use reqwest::{Response, StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::allow_list::BaseUrl;
+use super::addresses::{AddressPolicy, GuardedResolver, RefusedAddress};
+use super::allow_list::{BaseUrl, host_ip};
 use crate::configuration::FhirSettings;
 use crate::limits::{self, Limits};
 
@@ -132,7 +139,7 @@ pub struct Answer {
     pub next: Option<String>,
 }
 
-/// Why a query gave no usable answer. `what` completes "<label>: ..." in a card.
+/// Why a query gave no usable answer. `what` completes "<label>: ..." in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The HTTP status, when there was an answer.
@@ -153,6 +160,8 @@ impl Failure {
 #[derive(Debug, Clone)]
 pub struct FhirClient {
     http: reqwest::Client,
+    /// The addresses that may be contacted (`None`: any, an allow-list is configured).
+    addresses: Option<AddressPolicy>,
     max_pages: usize,
     max_response_bytes: usize,
     limits: Limits,
@@ -241,8 +250,10 @@ impl CallBudget {
 }
 
 impl FhirClient {
-    /// Build the one client (rustls, pooled, no redirects). Fails only if TLS cannot be set up.
-    pub fn new(settings: &FhirSettings) -> Result<Self, String> {
+    /// Build the one client (rustls, pooled, no redirects), connecting only to the addresses
+    /// `addresses` allows (`None`: any; see `ServerPolicy::address_policy`). Fails only if TLS
+    /// cannot be set up.
+    pub fn new(settings: &FhirSettings, addresses: Option<AddressPolicy>) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(
@@ -258,11 +269,15 @@ impl FhirClient {
         if !settings.use_system_proxy {
             builder = builder.no_proxy();
         }
+        if let Some(policy) = addresses {
+            builder = builder.dns_resolver(GuardedResolver::new(policy));
+        }
         let http = builder
             .build()
             .map_err(|e| format!("cannot build the FHIR HTTP client: {e}"))?;
         Ok(Self {
             http,
+            addresses,
             max_pages: settings.max_pages,
             max_response_bytes: settings.max_response_bytes,
             limits: Limits::default(),
@@ -358,6 +373,16 @@ impl FhirClient {
     }
 
     async fn get(&self, url: Url, auth: Option<&HeaderValue>) -> Result<Response, Failure> {
+        // A literal address never reaches the resolver: judged here (`ServerPolicy::check` has
+        // refused it already; this keeps the client safe on its own).
+        if let (Some(policy), Some(ip)) = (self.addresses, host_ip(&url))
+            && let Err(category) = policy.check(ip)
+        {
+            return Err(Failure::new(
+                None,
+                format!("the FHIR server's address is {category}: not contacted"),
+            ));
+        }
         let mut request = self
             .http
             .get(url)
@@ -365,16 +390,10 @@ impl FhirClient {
         if let Some(auth) = auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        request.send().await.map_err(|e| {
-            let what = if e.is_timeout() {
-                "the FHIR server did not answer in time"
-            } else if e.is_connect() {
-                "the FHIR server could not be reached"
-            } else {
-                "the request to the FHIR server failed"
-            };
-            Failure::new(None, what)
-        })
+        request
+            .send()
+            .await
+            .map_err(|e| Failure::new(None, send_failure(e)))
     }
 
     /// The body, read chunk by chunk and abandoned as soon as it passes the size bound (a
@@ -416,7 +435,35 @@ impl FhirClient {
     }
 }
 
-/// A 2xx passes; everything else is a failure worded for the card.
+/// The precise cause of a request that got no answer, for the log: the kind, and the chain of
+/// underlying errors (`tcp connect error: Connection refused (os error 111)`, a TLS error, a
+/// refused address). The URL is dropped first: its query may hold patient ids.
+fn send_failure(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<RefusedAddress>() {
+            return format!("not contacted: {refused}");
+        }
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let what = if e.is_timeout() {
+        "the FHIR server did not answer in time"
+    } else if e.is_connect() {
+        "the FHIR server could not be reached"
+    } else {
+        "the request to the FHIR server failed"
+    };
+    if chain.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what} ({})", chain.join(": "))
+    }
+}
+
+/// A 2xx passes; everything else is a failure, named for the log.
 fn check_status(status: StatusCode) -> Result<(), Failure> {
     let code = status.as_u16();
     let what = match code {
@@ -468,6 +515,12 @@ mod tests {
     use wiremock::matchers::{method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
+    /// The policy of a service listening on loopback, without an allow-list (the mock servers
+    /// are on loopback).
+    const LOCAL: Option<AddressPolicy> = Some(AddressPolicy {
+        allow_loopback: true,
+    });
+
     fn settings(max_pages: usize) -> FhirSettings {
         FhirSettings {
             max_pages,
@@ -495,7 +548,7 @@ mod tests {
     ) -> Result<Vec<Value>, Failure> {
         let base = BaseUrl::parse(&format!("{}/fhir", server.uri())).unwrap();
         let q = Query::new("conditions", template, &base).unwrap();
-        let client = FhirClient::new(&settings(max_pages)).unwrap();
+        let client = FhirClient::new(&settings(max_pages), LOCAL).unwrap();
         client.fetch(&base, None, &q, &client.call_budget()).await
     }
 
@@ -664,7 +717,7 @@ mod tests {
         s.max_response_bytes = 1024 * 1024;
         s.max_call_values = 10_000;
         s.max_inflight_values = 10_000;
-        let client = FhirClient::new(&s).unwrap();
+        let client = FhirClient::new(&s, LOCAL).unwrap();
         let budget = client.call_budget();
         let f = client.fetch(&base, None, &q, &budget).await.unwrap_err();
         assert!(
@@ -681,11 +734,14 @@ mod tests {
 
     #[tokio::test]
     async fn calls_share_the_room_for_fetched_values() {
-        let client = FhirClient::new(&FhirSettings {
-            max_call_values: 1000,
-            max_inflight_values: 1500,
-            ..FhirSettings::default()
-        })
+        let client = FhirClient::new(
+            &FhirSettings {
+                max_call_values: 1000,
+                max_inflight_values: 1500,
+                ..FhirSettings::default()
+            },
+            LOCAL,
+        )
         .unwrap();
         let first = client.call_budget();
         first.take(1000).await.unwrap();
@@ -721,12 +777,64 @@ mod tests {
             .port();
         let base = BaseUrl::parse(&format!("http://127.0.0.1:{port}/fhir")).unwrap();
         let q = Query::new("conditions", "Condition?patient=p1", &base).unwrap();
-        let client = FhirClient::new(&settings(20)).unwrap();
+        let client = FhirClient::new(&settings(20), LOCAL).unwrap();
         let f = client
             .fetch(&base, None, &q, &client.call_budget())
             .await
             .unwrap_err();
-        assert_eq!(f.what, "the FHIR server could not be reached");
+        assert!(
+            f.what.starts_with("the FHIR server could not be reached (")
+                && f.what.contains("onnect"),
+            "{}",
+            f.what
+        );
+        assert!(!f.what.contains("patient=p1"), "{}", f.what);
+    }
+
+    /// A name that resolves to an address the policy refuses is never connected to: here
+    /// `localhost` for a service that does not listen on loopback, against a live mock server
+    /// that must see nothing. Also for a `next` link on such a server (same client, same
+    /// resolver), and for a literal address (checked before sending).
+    #[tokio::test]
+    async fn a_name_resolving_to_a_refused_address_is_not_connected_to() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(bundle(&["c"], None)))
+            .mount(&server)
+            .await;
+        let port = server.address().port();
+        let closed = Some(AddressPolicy {
+            allow_loopback: false,
+        });
+        let client = FhirClient::new(&settings(20), closed).unwrap();
+        for base in [
+            format!("http://localhost:{port}/fhir"),
+            format!("http://127.0.0.1:{port}/fhir"),
+            format!("http://[::ffff:127.0.0.1]:{port}/fhir"),
+        ] {
+            let base = BaseUrl::parse(&base).unwrap();
+            let q = Query::new("conditions", "Condition?patient=p1", &base).unwrap();
+            let f = client
+                .fetch(&base, None, &q, &client.call_budget())
+                .await
+                .unwrap_err();
+            assert!(
+                f.what.contains("loopback") && f.what.contains("not contacted"),
+                "{}",
+                f.what
+            );
+            assert!(!f.what.contains("patient=p1"), "{}", f.what);
+        }
+        assert!(server.received_requests().await.unwrap().is_empty());
+        // The same server, allowed: reached by name.
+        let open = FhirClient::new(&settings(20), LOCAL).unwrap();
+        let base = BaseUrl::parse(&format!("http://localhost:{port}/fhir")).unwrap();
+        let q = Query::new("conditions", "Condition?patient=p1", &base).unwrap();
+        assert!(
+            open.fetch(&base, None, &q, &open.call_budget())
+                .await
+                .is_ok()
+        );
     }
 
     #[test]

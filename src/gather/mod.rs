@@ -15,17 +15,22 @@
 //! is a [`RecordIssue`], not an unavailable record: the indication is then unknown, which the
 //! card says, while the rest of the record is still assessed.
 //!
-//! Failures while fetching prefetch keys (timeout, 401, 5xx, garbage, too many pages ...) do
-//! not fail the call: they mark the record [`PatientRecord::unavailable`], so the decision
-//! answers `indeterminate` and the card says what failed, all within one deadline per call.
-//! Only a `fhirServer` that may not be contacted at all, when prefetch keys are missing, is an
-//! error ([`GatherError::Refused`]).
+//! Failures while fetching prefetch keys (timeout, refused connection, 401, 5xx, garbage, too
+//! many pages, an address that may not be contacted ...) do not fail the call: they mark the
+//! record [`PatientRecord::unavailable`], so the decision answers `indeterminate`, all within
+//! one deadline per call. The card says only [`RECORD_UNREADABLE`], whatever the cause: "could
+//! not be reached", "not HTTP" and "answered 405" would tell a caller what listens at the
+//! address it named, making the service a port scanner. The precise cause is logged at WARN,
+//! inside the request's span (so with its request id). Only a `fhirServer` that may not be
+//! contacted at all, when prefetch keys are missing, is an error ([`GatherError::Refused`]):
+//! that is decided from the URL and the settings alone, before any connection.
 //!
 //! Bundles are split with serde_json and each resource is parsed on its own with fhirbolt, so
 //! one unreadable resource is noted in [`PatientRecord::issues`] and skipped instead of sinking
 //! the whole request (and fhirbolt never sees a Bundle envelope, which it mis-reads when
 //! `search` follows `resource`).
 
+pub mod addresses;
 pub mod allow_list;
 pub mod fhir_client;
 pub mod prefetch;
@@ -48,6 +53,11 @@ use crate::configuration::Settings;
 use crate::hook::HookRequest;
 use crate::hook::discovery::ServiceDefinition;
 use crate::terminology::Terminology;
+
+/// What the caller is told (card, coverage-information) when fetching from the FHIR server
+/// failed, whatever the cause; it completes "The patient record could not be read (...)".
+pub const RECORD_UNREADABLE: &str =
+    "fetching it from the FHIR server failed; the service's log names the cause";
 
 /// Something in the record that could not be used, kept so the cards can say the record was
 /// incomplete. It names the prefetch key and the resource (`Type/id`), never clinical content.
@@ -117,19 +127,34 @@ pub struct Gatherer {
 impl Gatherer {
     /// Build the shared HTTP client and parse the allow-list. Warns (once, here) when no
     /// allow-list is configured.
+    ///
+    /// Without an allow-list, loopback FHIR servers are allowed only when the service listens
+    /// on loopback itself (`listen`) and is not published under another host (`public_base_url`
+    /// naming a non-loopback host: a proxy forwards remote callers to it). Then only local
+    /// callers reach the service, and they can reach loopback without it. The `evaluate`
+    /// command follows the same settings (by default `listen` is loopback).
     pub fn new(settings: &Settings, terminology: Arc<Terminology>) -> Result<Self, String> {
         let fhir = &settings.fhir;
         fhir.validate().map_err(|e| e.to_string())?;
-        let policy = ServerPolicy::new(&fhir.allowed_base_urls)?;
+        let published_elsewhere = settings
+            .public_base_url
+            .as_deref()
+            .or(settings.auth.public_base_url.as_deref())
+            .is_some_and(|u| BaseUrl::parse(u).map_or(true, |b| !b.is_loopback()));
+        let loopback_only =
+            addresses::restricted(settings.listen.ip()) == Some(addresses::Restricted::Loopback);
+        let policy = ServerPolicy::new(&fhir.allowed_base_urls)?
+            .allowing_loopback(loopback_only && !published_elsewhere);
         if policy.is_open() {
             tracing::warn!(
+                loopback_allowed = loopback_only && !published_elsewhere,
                 "fhir.allowed_base_urls is not set: the service will fetch from any https \
-                 fhirServer (and http only on loopback); set it in production"
+                 fhirServer at a public address (http only on loopback); set it in production"
             );
         }
         Ok(Self {
+            client: FhirClient::new(fhir, policy.address_policy())?.with_limits(settings.limits),
             policy,
-            client: FhirClient::new(fhir)?.with_limits(settings.limits),
             timeout: Duration::from_millis(fhir.timeout_ms),
             limits: settings.limits,
             max_reason_fetches: fhir.max_reason_fetches,
@@ -340,6 +365,7 @@ impl Gatherer {
             (job, answer, started.elapsed())
         }))
         .await;
+        let mut told = false;
         for (job, answer, elapsed) in answers {
             let (q, ms) = (&job.query, elapsed.as_millis());
             if let Some(id) = &job.reason {
@@ -379,18 +405,24 @@ impl Gatherer {
                     }
                 }
                 Ok(Err(f)) => {
-                    tracing::warn!(key = %q.key, status = ?f.status, ms, problem = %f.what, "FHIR fetch failed");
-                    b.unavailable(format!("{}: {}", q.label(), f.what));
+                    tracing::warn!(key = %q.key, status = ?f.status, ms, problem = %format!("{}: {}", q.label(), f.what), "FHIR fetch failed");
+                    unreadable(b, &mut told);
                 }
                 Err(_) => {
-                    tracing::warn!(key = %q.key, ms, "FHIR fetch passed the deadline");
-                    b.unavailable(format!(
-                        "{}: the FHIR server did not answer within {timeout_ms} ms",
-                        q.label()
-                    ));
+                    tracing::warn!(key = %q.key, ms, problem = %format!("{}: the FHIR server did not answer within {timeout_ms} ms", q.label()), "FHIR fetch failed");
+                    unreadable(b, &mut told);
                 }
             }
         }
+    }
+}
+
+/// Mark the record unreadable, once per run however many queries failed (the causes are in
+/// the log).
+fn unreadable(b: &mut RecordBuilder<'_>, told: &mut bool) {
+    if !*told {
+        *told = true;
+        b.unavailable(RECORD_UNREADABLE.to_owned());
     }
 }
 
@@ -587,12 +619,8 @@ mod tests {
             .unwrap();
         let took = started.elapsed();
         assert!(took < Duration::from_millis(1000), "{took:?}");
-        let why = record.unavailable.unwrap();
-        assert!(
-            why.contains("Condition query: the FHIR server did not answer within 300 ms"),
-            "{why}"
-        );
-        assert!(why.contains("Observation query"), "{why}");
+        // Two queries late, one neutral sentence (the causes are logged).
+        assert_eq!(record.unavailable.as_deref(), Some(RECORD_UNREADABLE));
     }
 
     #[tokio::test]
@@ -613,10 +641,7 @@ mod tests {
             .gather(&service(), &req, req.prefetch.clone(), &[], None)
             .await
             .unwrap();
-        assert_eq!(
-            record.unavailable.as_deref(),
-            Some("Observation query: the FHIR server answered 503")
-        );
+        assert_eq!(record.unavailable.as_deref(), Some(RECORD_UNREADABLE));
         assert_eq!(record.conditions.len(), 1);
     }
 
@@ -656,6 +681,49 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    /// Loopback servers only for a service that listens on loopback alone: not on `0.0.0.0`
+    /// (it also listens on every other interface), not behind a proxy publishing it elsewhere.
+    #[tokio::test]
+    async fn loopback_servers_only_for_a_service_on_loopback() {
+        let server = MockServer::start().await;
+        mount_example(&server, None).await;
+        let req = request(&format!("{}/fhir", server.uri()), &["observations"], None);
+        for adjust in [
+            (|s: &mut Settings| s.listen = "0.0.0.0:8080".parse().unwrap()) as fn(&mut Settings),
+            |s| s.listen = "10.1.2.3:8080".parse().unwrap(),
+            |s| s.public_base_url = Some("https://cds.example.org".into()),
+        ] {
+            let GatherError::Refused(why) = gatherer(adjust)
+                .gather(&service(), &req, req.prefetch.clone(), &[], None)
+                .await
+                .unwrap_err();
+            assert!(
+                why.contains("loopback") && why.contains("fhir.allowed_base_urls"),
+                "{why}"
+            );
+        }
+        assert!(server.received_requests().await.unwrap().is_empty());
+        let listed = server.uri();
+        type Adjust<'a> = Box<dyn Fn(&mut Settings) + 'a>;
+        let allowed: [Adjust<'_>; 4] = [
+            Box::new(|_| {}),
+            Box::new(|s| s.listen = "[::1]:8080".parse().unwrap()),
+            Box::new(|s| s.public_base_url = Some("http://localhost:8080".into())),
+            // listed: reached wherever the service listens
+            Box::new(|s| {
+                s.listen = "0.0.0.0:8080".parse().unwrap();
+                s.fhir.allowed_base_urls = vec![listed.clone()];
+            }),
+        ];
+        for adjust in allowed {
+            let record = gatherer(adjust)
+                .gather(&service(), &req, req.prefetch.clone(), &[], None)
+                .await
+                .unwrap();
+            assert!(record.unavailable.is_none(), "{:?}", record.unavailable);
+        }
     }
 
     #[tokio::test]
@@ -928,7 +996,7 @@ mod tests {
             .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
             .await
             .unwrap();
-        assert!(record.unavailable.unwrap().contains("refused access (401)"));
+        assert_eq!(record.unavailable.as_deref(), Some(RECORD_UNREADABLE));
         assert_eq!(
             server.received_requests().await.unwrap().len(),
             1,

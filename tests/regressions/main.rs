@@ -613,10 +613,12 @@ async fn empty_arrays_and_type_confusion_never_answer_500() {
 /// for ever. Before the fetched-data budget, each page was kept until the query ended: two such
 /// calls took the process to gigabytes, and a call ran until `fhir.max_pages` or its deadline.
 /// Now the values are counted on the bytes of each page and the call stops at
-/// `fhir.max_call_values`: 200, `indeterminate`, the card naming the setting (never content),
-/// well before the deadline, and the server keeps serving.
+/// `fhir.max_call_values`: 200, `indeterminate`, the log naming the setting (the card says
+/// only that the record could not be read, issue 14; never content), well before the deadline,
+/// and the server keeps serving.
 #[tokio::test]
 async fn a_hostile_fhir_server_with_endless_pages_of_numbers_is_stopped_by_the_call_budget() {
+    common::logs::capture();
     let app = spawn_app_with(|s| {
         // Pages and time enough that only the value budget can end the call early.
         s.fhir.max_pages = 1000;
@@ -656,11 +658,21 @@ async fn a_hostile_fhir_server_with_endless_pages_of_numbers_is_stopped_by_the_c
         assert_eq!(covered_codes(&body), ["indeterminate"], "{body}");
         let text = body.to_string();
         assert!(
-            text.contains("too large") && text.contains("fhir.max_call_values = 20000"),
-            "the card names the budget: {body}"
+            text.contains(iort_cds::gather::RECORD_UNREADABLE),
+            "the card says the record could not be read: {body}"
         );
         assert!(!text.contains("[1,1"), "no content echoed: {body}");
     }
+    let logs = common::logs::text();
+    assert!(
+        logs.lines()
+            .filter(|l| l.contains("FHIR fetch failed")
+                && l.contains("too large")
+                && l.contains("fhir.max_call_values = 20000"))
+            .count()
+            >= 2,
+        "the log names the budget for both calls"
+    );
     // Each call read about seven pages, not a thousand, and did not wait for its deadline.
     let pages = server.received_requests().await.map_or(0, |r| r.len());
     assert!(pages <= 2 * 9, "{pages} pages read");
