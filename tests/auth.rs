@@ -979,13 +979,15 @@ async fn the_readme_sandbox_offline_configuration_pins_its_key() {
 }
 
 /// Issue 13: a peer whose tokens keep failing is answered 429 without a signature check once
-/// past its budget; valid tokens are never counted; probes stay open; its budget refills.
+/// past its budget; valid tokens are never counted; probes stay open. (That the budget refills
+/// is `auth::refusals`' unit test.)
 #[tokio::test]
 async fn a_peer_sending_bad_tokens_is_throttled_before_verification() {
     let key = TestKey::es384("ec-1");
     let forger = TestKey::es384("ec-1");
     let h = Harness::start(&[&key], |s, _| {
-        s.refusals_per_peer_per_sec = 1;
+        // one a minute: a blocked peer stays blocked for the rest of the test
+        s.refusals_per_peer_per_minute = 1;
         s.refusal_burst_per_peer = 5;
     })
     .await;
@@ -1015,7 +1017,7 @@ async fn a_peer_sending_bad_tokens_is_throttled_before_verification() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&retry), "{retry}");
+    assert!((1..=60).contains(&retry), "{retry}");
     let probe = h
         .http
         .get(format!("{}/healthz", h.base))
@@ -1023,7 +1025,5 @@ async fn a_peer_sending_bad_tokens_is_throttled_before_verification() {
         .await
         .unwrap();
     assert_eq!(probe.status(), 200);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_ok(h.call_with(&key.sign(&h.claims())).await).await;
     h.stop().await;
 }

@@ -188,7 +188,7 @@ pub = ec.generate_private_key(ec.SECP384R1()).public_key().public_numbers()
 enc = lambda n: base64.urlsafe_b64encode(n.to_bytes(48, "big")).rstrip(b"=").decode()
 jwks = json.dumps({"keys": [{"kty": "EC", "crv": "P-384", "kid": "flood-key", "alg": "ES384",
                               "x": enc(pub.x), "y": enc(pub.y)}]})
-for name, extra in (("flood-default", ""), ("flood-off", "refusals_per_peer_per_sec = 0\n")):
+for name, extra in (("flood-default", ""), ("flood-off", "refusals_per_peer_per_minute = 0\n")):
     open(f"{sys.argv[1]}/{name}.toml", "w").write(
         f"[auth]\n{extra}[[auth.issuers]]\niss = \"https://flood.example\"\njwks = '{jwks}'\n")
 PY

@@ -148,7 +148,7 @@ impl FromRequest for VerifiedClient {
 }
 
 /// `429 Too Many Requests` with `Retry-After` (whole seconds, at least 1) and no body: the
-/// peer sent more refused tokens than `auth.refusals_per_peer_per_sec` allows.
+/// peer sent more refused tokens than `auth.refusals_per_peer_per_minute` allows.
 fn too_many_refusals(wait: std::time::Duration) -> HttpResponse {
     HttpResponse::TooManyRequests()
         .insert_header((

@@ -348,7 +348,7 @@ impl Authenticator {
                 audience,
                 refusals: crate::telemetry::Sampler::new(std::time::Duration::from_secs(1)),
                 peers: refusals::RefusalLimiter::new(
-                    settings.refusals_per_peer_per_sec,
+                    settings.refusals_per_peer_per_minute,
                     settings.refusal_burst_per_peer,
                 ),
             }),
@@ -379,7 +379,7 @@ impl Authenticator {
     }
 
     /// `Some(wait)` when `peer` sent too many refused tokens lately: answer 429 without
-    /// checking its token (see `auth.refusals_per_peer_per_sec`).
+    /// checking its token (see `auth.refusals_per_peer_per_minute`).
     pub fn peer_blocked(&self, peer: Option<std::net::IpAddr>) -> Option<Duration> {
         self.inner.peers.blocked(peer)
     }

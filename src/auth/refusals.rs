@@ -54,12 +54,12 @@ impl std::fmt::Debug for RefusalLimiter {
 }
 
 impl RefusalLimiter {
-    /// `per_sec` refusals a second on average, `burst` at once, per peer; `per_sec` 0 turns
-    /// the bound off.
-    pub fn new(per_sec: u32, burst: u32) -> Self {
-        let limiter = NonZeroU32::new(per_sec).map(|rate| {
-            let burst = NonZeroU32::new(burst.max(per_sec)).unwrap_or(rate);
-            governor::RateLimiter::dashmap(Quota::per_second(rate).allow_burst(burst))
+    /// `per_minute` refusals a minute on average, `burst` at once, per peer; `per_minute` 0
+    /// turns the bound off.
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(per_minute).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+            governor::RateLimiter::dashmap(Quota::per_minute(rate).allow_burst(burst))
         });
         Self {
             limiter,
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_peer_is_blocked_after_its_burst_and_others_are_not() {
-        let l = RefusalLimiter::new(1, 3);
+        let l = RefusalLimiter::new(60, 3);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         assert_eq!(l.blocked(Some(a)), None);
@@ -133,8 +133,21 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_refills() {
+        // 1,000 a second: a cell comes back every millisecond; a block lasts at least 100 ms.
+        let l = RefusalLimiter::new(60_000, 1);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(!l.refused(Some(a)));
+        assert!(l.refused(Some(a)));
+        assert!(l.blocked(Some(a)).is_some());
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(l.blocked(Some(a)), None);
+        assert!(!l.refused(Some(a)));
+    }
+
+    #[test]
     fn ipv6_peers_are_keyed_by_their_64() {
-        let l = RefusalLimiter::new(1, 1);
+        let l = RefusalLimiter::new(60, 1);
         let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();

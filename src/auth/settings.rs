@@ -44,10 +44,11 @@ pub struct AuthSettings {
     /// beyond loopback with issuers configured; on a loopback listener without it, the
     /// listener's own URLs are the audience. Never taken from the request's headers.
     pub public_base_url: Option<String>,
-    /// Refused tokens a second, on average, one peer (an IPv4 address, an IPv6 /64) may send
-    /// before it is answered 429 without its tokens being checked; 0: no bound. Valid tokens
-    /// are never counted, so an EHR's normal traffic is never throttled.
-    pub refusals_per_peer_per_sec: u32,
+    /// Refused tokens a minute, on average, one peer (an IPv4 address, an IPv6 /64) may send
+    /// once its burst is spent; past it the peer is answered 429 without its tokens being
+    /// checked, until its budget refills. 0: no bound. Valid tokens are never counted, so an
+    /// EHR's normal traffic is never throttled.
+    pub refusals_per_peer_per_minute: u32,
     /// Refused tokens one peer may send at once before the rate above applies.
     pub refusal_burst_per_peer: u32,
 }
@@ -64,7 +65,7 @@ impl Default for AuthSettings {
             jwks_cache_ttl_secs: 3600,
             jwks_min_refresh_interval_ms: 30_000,
             public_base_url: None,
-            refusals_per_peer_per_sec: 10,
+            refusals_per_peer_per_minute: 600,
             refusal_burst_per_peer: 100,
         }
     }

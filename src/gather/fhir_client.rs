@@ -309,9 +309,8 @@ impl FhirClient {
         self
     }
 
-    /// Run a query and return its answer as FHIR JSON values to add to the record: the resource
-    /// of a read (none when there is nothing), or every page of a search. `next` links are
-    /// followed while they stay under `base`, up to the page bound.
+    /// Run a query and collect its answer (see [`FhirClient::fetch_each`]).
+    #[cfg(test)]
     pub async fn fetch(
         &self,
         base: &BaseUrl,
@@ -320,6 +319,25 @@ impl FhirClient {
         budget: &CallBudget,
     ) -> Result<Vec<Value>, Failure> {
         let mut pages = Vec::new();
+        self.fetch_each(base, auth, query, budget, |page| pages.push(page))
+            .await?;
+        Ok(pages)
+    }
+
+    /// Run a query and hand each answer to `on_page` as it arrives: the resource of a read
+    /// (nothing when there is none), or each page of a search, whose raw bytes are dropped
+    /// before the next page is asked for, so a query holds one page at a time whatever the
+    /// number of pages. `next` links are followed while they stay under `base`, up to the page
+    /// bound. Returns the number of answers handed over.
+    pub async fn fetch_each(
+        &self,
+        base: &BaseUrl,
+        auth: Option<&HeaderValue>,
+        query: &Query,
+        budget: &CallBudget,
+        mut on_page: impl FnMut(Value),
+    ) -> Result<usize, Failure> {
+        let mut pages = 0;
         let mut url = query.url.clone();
         loop {
             let response = self.get(url.clone(), auth).await?;
@@ -341,14 +359,17 @@ impl FhirClient {
                 .map_err(|what| Failure::new(Some(status), what))?;
             let answer = query.read_answer(status, &body, &self.limits)?;
             drop(body);
-            pages.extend(answer.value);
+            if let Some(value) = answer.value {
+                pages += 1;
+                on_page(value);
+            }
             match query.kind {
                 QueryKind::Read => return Ok(pages),
                 QueryKind::Search => {
                     let Some(next) = answer.next else {
                         return Ok(pages);
                     };
-                    if pages.len() >= self.max_pages {
+                    if pages >= self.max_pages {
                         return Err(Failure::new(
                             Some(status),
                             format!(

@@ -136,18 +136,18 @@ impl Gatherer {
     pub fn new(settings: &Settings, terminology: Arc<Terminology>) -> Result<Self, String> {
         let fhir = &settings.fhir;
         fhir.validate().map_err(|e| e.to_string())?;
-        let published_elsewhere = settings
-            .public_base_url
-            .as_deref()
-            .or(settings.auth.public_base_url.as_deref())
-            .is_some_and(|u| BaseUrl::parse(u).map_or(true, |b| !b.is_loopback()));
-        let loopback_only =
-            addresses::restricted(settings.listen.ip()) == Some(addresses::Restricted::Loopback);
-        let policy = ServerPolicy::new(&fhir.allowed_base_urls)?
-            .allowing_loopback(loopback_only && !published_elsewhere);
+        // The same rule as for authentication and CORS: only this machine can call.
+        let local_only = crate::auth::loopback_only(
+            &[settings.listen],
+            settings
+                .public_base_url
+                .as_deref()
+                .or(settings.auth.public_base_url.as_deref()),
+        );
+        let policy = ServerPolicy::new(&fhir.allowed_base_urls)?.allowing_loopback(local_only);
         if policy.is_open() {
             tracing::warn!(
-                loopback_allowed = loopback_only && !published_elsewhere,
+                loopback_allowed = local_only,
                 "fhir.allowed_base_urls is not set: the service will fetch from any https \
                  fhirServer at a public address (http only on loopback); set it in production"
             );
@@ -358,25 +358,40 @@ impl Gatherer {
             return;
         }
         let timeout_ms = self.timeout.as_millis();
-        let answers = join_all(jobs.iter().map(|job| async move {
-            let started = Instant::now();
-            let answer =
-                timeout_at(deadline, self.client.fetch(base, auth, &job.query, budget)).await;
-            (job, answer, started.elapsed())
+        // Each query reads its pages into a record of its own as they arrive (the raw JSON of
+        // a page is dropped before the next is asked for); the queries' records are then
+        // merged in the order of the jobs, so the record does not depend on which server
+        // answer came first, and a query that fails adds nothing.
+        let answers = join_all(jobs.iter().map(|job| {
+            let mut part = b.part();
+            async move {
+                let started = Instant::now();
+                let source = if job.reason.is_some() {
+                    reasons::SOURCE
+                } else {
+                    job.query.key.as_str()
+                };
+                let answer = timeout_at(
+                    deadline,
+                    self.client
+                        .fetch_each(base, auth, &job.query, budget, |page| {
+                            part.add_value(source, page)
+                        }),
+                )
+                .await;
+                (job, answer, started.elapsed(), part)
+            }
         }))
         .await;
         let mut told = false;
-        for (job, answer, elapsed) in answers {
+        for (job, answer, elapsed, part) in answers {
             let (q, ms) = (&job.query, elapsed.as_millis());
             if let Some(id) = &job.reason {
                 let failed = match answer {
-                    Ok(Ok(values)) => {
-                        tracing::debug!(condition = %id, responses = values.len(), ms, "read an order's reason Condition");
-                        let found = !values.is_empty();
-                        for value in values {
-                            b.add_value(reasons::SOURCE, value);
-                        }
-                        match (found, b.has("Condition", id)) {
+                    Ok(Ok(responses)) => {
+                        tracing::debug!(condition = %id, responses, ms, "read an order's reason Condition");
+                        b.absorb(reasons::SOURCE, part);
+                        match (responses > 0, b.has("Condition", id)) {
                             (_, true) => None,
                             (false, _) => Some("the FHIR server has no such Condition".to_owned()),
                             (true, false) => Some(
@@ -398,11 +413,9 @@ impl Gatherer {
                 continue;
             }
             match answer {
-                Ok(Ok(values)) => {
-                    tracing::debug!(key = %q.key, responses = values.len(), ms, "fetched prefetch key");
-                    for value in values {
-                        b.add_value(&q.key, value);
-                    }
+                Ok(Ok(responses)) => {
+                    tracing::debug!(key = %q.key, responses, ms, "fetched prefetch key");
+                    b.absorb(&q.key, part);
                 }
                 Ok(Err(f)) => {
                     tracing::warn!(key = %q.key, status = ?f.status, ms, problem = %format!("{}: {}", q.label(), f.what), "FHIR fetch failed");

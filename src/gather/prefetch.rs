@@ -216,6 +216,80 @@ impl<'t> RecordBuilder<'t> {
         }
     }
 
+    /// An empty builder for one source of the same record (same patient, terminology and
+    /// limits), to be merged back with [`RecordBuilder::absorb`]: concurrent queries read into
+    /// parts of their own as their pages arrive.
+    pub fn part(&self) -> RecordBuilder<'t> {
+        Self::with_limits(&self.record.patient_id, self.terminology, self.limits)
+    }
+
+    /// Merge a part read from `source` into this record, as if its resources had been added
+    /// here in the order they were read: a resource already here (same type and id) is not
+    /// added again, the record's limits apply to the sum, and nothing is added once the record
+    /// is over a limit.
+    pub fn absorb(&mut self, source: &str, part: RecordBuilder<'t>) {
+        if self.over_limit {
+            return;
+        }
+        let RecordBuilder {
+            record: r,
+            seen,
+            over_limit,
+            ..
+        } = part;
+        self.record.outcome_entries += r.outcome_entries;
+        self.record.observations_dropped += r.observations_dropped;
+        self.record.issues.extend(r.issues);
+        if let Some(what) = r.unavailable {
+            self.unavailable(what);
+        }
+        self.over_limit |= over_limit;
+        let id = |id: Option<&fhirbolt::model::r4::types::Id>| id.and_then(|i| i.value.clone());
+        let keep = |this: &mut Self, rtype: &str, id: Option<String>| -> bool {
+            if let Some(id) = id
+                && !this.seen.insert((rtype.to_owned(), id))
+            {
+                return false; // the same resource from another key, read first
+            }
+            if this.over_limit {
+                return false;
+            }
+            if this.kept >= this.limits.max_record_resources {
+                let limit = LimitExceeded {
+                    setting: "limits.max_record_resources",
+                    limit: this.limits.max_record_resources,
+                    what: format!("more than {} resources", this.limits.max_record_resources),
+                };
+                this.too_large(source, limit);
+                return false;
+            }
+            this.kept += 1;
+            true
+        };
+        for c in r.conditions {
+            if keep(self, "Condition", id(c.id.as_ref())) {
+                self.record.conditions.push(c);
+            }
+        }
+        for p in r.procedures {
+            if keep(self, "Procedure", id(p.id.as_ref())) {
+                self.record.procedures.push(p);
+            }
+        }
+        for o in r.observations {
+            if keep(self, "Observation", id(o.id.as_ref())) {
+                self.record.observations.push(o);
+            }
+        }
+        for c in r.coverages {
+            if keep(self, "Coverage", id(c.id.as_ref())) {
+                self.record.coverages.push(c);
+            }
+        }
+        // Resources the part read and skipped (unparsable) count as read here too.
+        self.seen.extend(seen);
+    }
+
     /// Whether the record already holds (or has read and skipped as unparsable) the resource
     /// `rtype/id`: fetching it again would add nothing.
     pub fn has(&self, rtype: &str, id: &str) -> bool {
