@@ -19,11 +19,14 @@ use crate::telemetry;
 
 /// IORT coverage requirements: a CDS Hooks 2.0 / Da Vinci CRD service.
 #[derive(Debug, Parser)]
-#[command(name = "iort-cds", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(name = "iort-cds", version, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Options of `serve`, the default command.
+    /// Options every command reads (global: before or after the subcommand).
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Options of `serve`, the default command (also accepted before `serve`).
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -36,33 +39,37 @@ enum Command {
     Evaluate(EvaluateArgs),
 }
 
-/// Options shared by every command.
+/// Options shared by every command, accepted before or after the subcommand's name
+/// (`iort-cds --config F serve` and `iort-cds serve --config F` are the same).
 #[derive(Debug, Args, Clone)]
 struct CommonArgs {
     /// TOML configuration file (every setting; see README).
-    #[arg(long, env = "IORT_CDS_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "IORT_CDS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Log filter, e.g. `info` or `iort_cds=debug` (RUST_LOG overrides it).
-    #[arg(long, env = "IORT_CDS_LOG_LEVEL", value_name = "FILTER")]
+    #[arg(long, global = true, env = "IORT_CDS_LOG_LEVEL", value_name = "FILTER")]
     log_level: Option<String>,
     /// Log line format.
-    #[arg(long, env = "IORT_CDS_LOG_FORMAT", value_enum)]
+    #[arg(long, global = true, env = "IORT_CDS_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
     /// Folder whose files override the embedded fhir-profiles/ (value sets, schemas, policy).
-    #[arg(long, env = "IORT_CDS_PROFILES_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "IORT_CDS_PROFILES_DIR", value_name = "DIR")]
     profiles_dir: Option<PathBuf>,
     /// Folder whose files override the embedded cards/ (card templates).
-    #[arg(long, env = "IORT_CDS_CARDS_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "IORT_CDS_CARDS_DIR", value_name = "DIR")]
     cards_dir: Option<PathBuf>,
     /// Distance to the closest margin (mm) up to which a margin counts as close (default 2).
-    #[arg(long, env = "IORT_CDS_CLOSE_MARGIN_MM", value_name = "MM")]
+    #[arg(
+        long,
+        global = true,
+        env = "IORT_CDS_CLOSE_MARGIN_MM",
+        value_name = "MM"
+    )]
     close_margin_mm: Option<f64>,
 }
 
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 struct ServeArgs {
-    #[command(flatten)]
-    common: CommonArgs,
     /// Address to listen on (default 127.0.0.1:8080).
     #[arg(long, env = "IORT_CDS_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -91,8 +98,6 @@ struct ServeArgs {
 
 #[derive(Debug, Args, Clone)]
 struct EvaluateArgs {
-    #[command(flatten)]
-    common: CommonArgs,
     /// The service id to call.
     #[arg(long, default_value = "iort-coverage")]
     service: String,
@@ -116,9 +121,41 @@ fn overrides(common: &CommonArgs) -> Overrides {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Evaluate(args)) => evaluate(args),
-        Some(Command::Serve(args)) => serve(args),
-        None => serve(cli.serve),
+        Some(Command::Evaluate(args)) => {
+            if cli.serve.given() {
+                eprintln!(
+                    "iort-cds: options of `serve` (--listen, --public-base-url ...) do not apply to `evaluate`"
+                );
+                return ExitCode::from(2);
+            }
+            evaluate(&cli.common, args)
+        }
+        Some(Command::Serve(args)) => serve(&cli.common, args.or(cli.serve)),
+        None => serve(&cli.common, cli.serve),
+    }
+}
+
+impl ServeArgs {
+    /// Whether any serve option was given (flag or environment).
+    fn given(&self) -> bool {
+        self.listen.is_some()
+            || self.max_body_bytes.is_some()
+            || self.cors_origins.is_some()
+            || self.public_base_url.is_some()
+            || self.workers.is_some()
+            || self.insecure_no_auth
+    }
+
+    /// These options, each taken from `outer` (given before `serve`) where not given here.
+    fn or(self, outer: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            listen: self.listen.or(outer.listen),
+            max_body_bytes: self.max_body_bytes.or(outer.max_body_bytes),
+            cors_origins: self.cors_origins.or(outer.cors_origins),
+            public_base_url: self.public_base_url.or(outer.public_base_url),
+            workers: self.workers.or(outer.workers),
+            insecure_no_auth: self.insecure_no_auth || outer.insecure_no_auth,
+        }
     }
 }
 
@@ -131,7 +168,7 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runti
         .ok()
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+fn serve(common: &CommonArgs, args: ServeArgs) -> ExitCode {
     let o = Overrides {
         listen: args.listen,
         max_body_bytes: args.max_body_bytes,
@@ -139,9 +176,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         public_base_url: args.public_base_url.clone(),
         workers: args.workers,
         insecure_no_auth: args.insecure_no_auth,
-        ..overrides(&args.common)
+        ..overrides(common)
     };
-    let settings = match Settings::load(args.common.config.as_deref(), o) {
+    let settings = match Settings::load(common.config.as_deref(), o) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("iort-cds: {e}");
@@ -182,8 +219,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-fn evaluate(args: EvaluateArgs) -> ExitCode {
-    let settings = match Settings::load(args.common.config.as_deref(), overrides(&args.common)) {
+fn evaluate(common: &CommonArgs, args: EvaluateArgs) -> ExitCode {
+    let settings = match Settings::load(common.config.as_deref(), overrides(common)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("iort-cds: {e}");

@@ -368,13 +368,15 @@ impl Engine {
                         .and_then(|r| r.get("reason"))
                         .and_then(|c| c.get("code"))
                         .and_then(Value::as_str)
-                        .map(str::to_owned),
+                        .map(shown),
                     accepted_suggestions: f
                         .get("acceptedSuggestions")
                         .and_then(Value::as_array)
                         .map_or(0, Vec::len),
                     has_comment: reason.and_then(|r| r.get("userComment")).is_some(),
-                    outcome_timestamp: s("outcomeTimestamp"),
+                    // Only logged; the client's text, cut short (its format is not checked:
+                    // feedback is a report, see the feedback schema).
+                    outcome_timestamp: shown(&s("outcomeTimestamp")),
                 }
             })
             .collect())

@@ -144,6 +144,7 @@ impl Application {
             Authenticator::listening(&settings.auth, mode, Some(local))
                 .map_err(|e| StartupError::Other(e.to_string()))?,
         );
+        engine.gatherer.warn_if_open();
         let engine = web::Data::from(Arc::new(engine));
         let http = web::Data::new(HttpSettings {
             body_pace: body::BodyPace {

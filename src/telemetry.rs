@@ -114,8 +114,19 @@ impl Sampler {
     }
 }
 
+/// Who called, for the access line: put into the request's extensions by the authentication
+/// middleware once a client's token was accepted. The issuer and key id only (never the
+/// token, never the subject's claims), so an integrator can see at INFO whose token was
+/// accepted, with which key.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub iss: String,
+    pub kid: String,
+}
+
 /// `x-request-id` on every answer, and one access line per request (method, route pattern,
-/// status, duration: no query string, no body).
+/// status, duration, and the accepted client's issuer and key id when authentication is on:
+/// no query string, no body, no token).
 pub async fn access_log(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -134,13 +145,25 @@ pub async fn access_log(
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
     }
-    tracing::info!(
-        method = %method,
-        route = %route,
-        status = res.status().as_u16(),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    let caller = res.request().extensions().get::<Caller>().cloned();
+    match caller {
+        Some(Caller { iss, kid }) => tracing::info!(
+            method = %method,
+            route = %route,
+            status = res.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            client_iss = %iss,
+            client_kid = %kid,
+            "request"
+        ),
+        None => tracing::info!(
+            method = %method,
+            route = %route,
+            status = res.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        ),
+    }
     Ok(res)
 }
 

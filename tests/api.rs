@@ -744,6 +744,34 @@ async fn feedback_is_validated_and_accepted() {
     assert_eq!(res.status(), 200);
     // the same feedback twice is fine
     assert_eq!(app.post_json(path, &ok).await.status(), 200);
+    // Issue 15: what a client plausibly sends is a report, accepted: an accepted card that had
+    // no suggestions, a reason beside "accepted", suggestions beside "overridden", no or an
+    // odd timestamp, an unknown member.
+    let plausible = json!({"feedback": [
+        {"card": "c1", "outcome": "accepted", "acceptedSuggestions": [],
+         "outcomeTimestamp": "2026-11-26T10:00:00Z"},
+        {"card": "c1", "outcome": "accepted", "overrideReason": {"userComment": "x"},
+         "outcomeTimestamp": "2026-11-26T10:00:00.123456789+01:00"},
+        {"card": "c1", "outcome": "overridden", "acceptedSuggestions": [{"id": "s1"}]},
+        {"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2026-11-26", "extension": {}}]});
+    assert_eq!(app.post_json(path, &plausible).await.status(), 200);
+    // what cannot be feedback is refused
+    for (body, at) in [
+        (
+            json!({"feedback": [{"outcome": "accepted"}]}),
+            "feedback[0]",
+        ),
+        (
+            json!({"feedback": [{"card": "", "outcome": "accepted"}]}),
+            "feedback[0].card",
+        ),
+        (json!({"feedback": "accepted"}), "feedback"),
+        (json!({"cards": []}), ""),
+    ] {
+        let body = assert_outcome(app.post_json(path, &body).await, 400).await;
+        let expr = body["issue"][0]["expression"][0].as_str().unwrap_or("");
+        assert!(expr.starts_with(at), "{expr} for {at}");
+    }
     let bad = json!({"feedback": [{"card": "x", "outcome": "ignored", "outcomeTimestamp": "2026-11-26T10:00:00Z"}]});
     let body = assert_outcome(app.post_json(path, &bad).await, 400).await;
     assert_eq!(body["issue"][0]["expression"][0], "feedback[0].outcome");
@@ -834,6 +862,82 @@ fn evaluate_command_takes_the_same_path() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["resourceType"], "OperationOutcome");
     let _ = fixture; // shared helper, used by other test binaries
+}
+
+/// Issue 15: global options work before or after the subcommand, for every subcommand; serve
+/// options may come before `serve`; `evaluate` says nothing on stderr when all goes well.
+#[test]
+fn global_options_go_before_or_after_the_subcommand() {
+    let exe = env!("CARGO_BIN_EXE_iort-cds");
+    let dir = std::env::temp_dir().join(format!("iort-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "log_level = \"info\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/order-sign-medication.json"
+    );
+    for args in [
+        vec!["--config", config, "evaluate", example],
+        vec!["evaluate", "--config", config, example],
+        vec!["evaluate", example, "--log-level", "warn"],
+    ] {
+        let out = std::process::Command::new(exe)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?} wrote to stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // a missing file named before the subcommand is read (and refused), not ignored
+    let out = std::process::Command::new(exe)
+        .args(["--config", "/nonexistent/iort.toml", "evaluate", example])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // serve: the global option before `serve`, a serve option before or after it
+    for args in [
+        vec!["--config", config, "serve", "--listen", "127.0.0.1:0"],
+        vec!["--listen", "127.0.0.1:0", "serve", "--config", config],
+        vec!["--config", config, "--listen", "127.0.0.1:0"],
+    ] {
+        let mut child = std::process::Command::new(exe)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Started: it logs its address and keeps running until killed.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut started = false;
+        while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0 {
+            if line.contains("serving on") {
+                started = true;
+                break;
+            }
+            line.clear();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(started, "{args:?}: {line}");
+    }
+    // serve options do not apply to evaluate
+    let out = std::process::Command::new(exe)
+        .args(["--listen", "127.0.0.1:0", "evaluate", example])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A plain HTTP/1.1 GET of `/healthz` on `stream`; the status line of the answer, or `None`

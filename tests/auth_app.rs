@@ -151,3 +151,36 @@ async fn an_issuer_may_only_send_its_own_fhir_servers() {
     let oo: Value = res.json().await.unwrap();
     assert_eq!(oo["issue"][0]["code"], "security", "{oo}");
 }
+
+/// Issue 15: an integrator sees at INFO whose token was accepted (issuer and key id on the
+/// request's access line), never the token.
+#[tokio::test]
+async fn an_accepted_call_names_its_issuer_and_key_on_the_access_line() {
+    common::logs::capture();
+    let key = es384();
+    let app = app_trusting(&key, vec![]).await;
+    let url = format!("{}/cds-services", app.address);
+    let jwt = token(&key, &url);
+    let res = app
+        .client
+        .get(&url)
+        .header("Authorization", format!("Bearer {jwt}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let logs = common::logs::text();
+    let line = logs
+        .lines()
+        .find(|l| {
+            l.contains("INFO") && l.contains("client_iss") && l.contains("route=/cds-services")
+        })
+        .unwrap_or_else(|| panic!("no access line with the client: {logs}"));
+    assert!(
+        line.contains(ISS) && line.contains("client_kid=k1"),
+        "{line}"
+    );
+    for part in jwt.split('.') {
+        assert!(!logs.contains(part), "a token part was logged");
+    }
+}

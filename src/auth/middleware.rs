@@ -99,6 +99,10 @@ pub async fn require_jwt<B: MessageBody + 'static>(
     match verdict {
         Ok(client) => {
             tracing::debug!(iss = %client.iss, kid = %client.kid, jti = %client.jti, "CDS client authenticated");
+            req.extensions_mut().insert(crate::telemetry::Caller {
+                iss: client.iss.clone(),
+                kid: client.kid.clone(),
+            });
             req.extensions_mut().insert(client);
             next.call(req)
                 .await

@@ -133,7 +133,7 @@ pub fn auth_mode(
     if listener_on_loopback && behind_proxy && !insecure_no_auth {
         return Err(
             "refusing to run without client authentication behind a proxy: \
-             auth.public_base_url names another host than this loopback listener; add a \
+             public_base_url names another host than this loopback listener; add a \
              trusted issuer ([[auth.issuers]]), or pass --insecure-no-auth to run \
              unauthenticated on purpose"
                 .to_owned(),

@@ -43,6 +43,9 @@ pub struct AuthSettings {
     /// `https://gw.example.org/iort`): the expected `aud` is it + the path called. Required
     /// beyond loopback with issuers configured; on a loopback listener without it, the
     /// listener's own URLs are the audience. Never taken from the request's headers.
+    /// Configured once, as the top-level `public_base_url` (copied here), so that one setting
+    /// has one name: `[auth] public_base_url` is not read.
+    #[serde(skip)]
     pub public_base_url: Option<String>,
     /// Refused tokens a minute, on average, one peer (an IPv4 address, an IPv6 /64) may send
     /// once its burst is spent; past it the peer is answered 429 without its tokens being
@@ -192,7 +195,7 @@ impl AuthSettings {
             return Err(err("auth.jwks_cache_ttl_secs", "must be at least 1 second"));
         }
         if let Some(base) = &self.public_base_url {
-            check_public_base_url(base).map_err(|m| err("auth.public_base_url", m))?;
+            check_public_base_url(base).map_err(|m| err("public_base_url", m))?;
         }
         for (i, issuer) in self.issuers.iter().enumerate() {
             let field = |name: &str| format!("auth.issuers[{i}].{name}");
@@ -413,10 +416,7 @@ mod tests {
             public_base_url: Some("cds.example.org".into()),
             ..Default::default()
         };
-        assert_eq!(
-            s.validate().expect_err("relative").field,
-            "auth.public_base_url"
-        );
+        assert_eq!(s.validate().expect_err("relative").field, "public_base_url");
 
         let s = AuthSettings {
             jti_cache_capacity: 0,

@@ -206,6 +206,11 @@ impl ServerPolicy {
         self.allowed.is_empty()
     }
 
+    /// Whether loopback addresses may be contacted without being listed.
+    pub fn allows_loopback(&self) -> bool {
+        self.addresses.allow_loopback
+    }
+
     /// The addresses the HTTP client may connect to: `Some` without an allow-list, `None` (any
     /// address: every server contacted is a listed one) with one.
     pub fn address_policy(&self) -> Option<AddressPolicy> {

@@ -125,8 +125,21 @@ pub struct Gatherer {
 }
 
 impl Gatherer {
-    /// Build the shared HTTP client and parse the allow-list. Warns (once, here) when no
-    /// allow-list is configured.
+    /// Warn that no allow-list is configured: any caller may name a FHIR server at a public
+    /// address (said once, at start-up of a long-running service).
+    pub fn warn_if_open(&self) {
+        if self.policy.is_open() {
+            tracing::warn!(
+                loopback_allowed = self.policy.allows_loopback(),
+                "fhir.allowed_base_urls is not set: the service will fetch from any https \
+                 fhirServer at a public address (http only on loopback); set it in production"
+            );
+        }
+    }
+
+    /// Build the shared HTTP client and parse the allow-list. (`serve` warns at start-up when
+    /// no allow-list is configured, see [`Gatherer::warn_if_open`]; a one-shot `evaluate` does
+    /// not, it fetches nothing unless its request asks.)
     ///
     /// Without an allow-list, loopback FHIR servers are allowed only when the service listens
     /// on loopback itself (`listen`) and is not published under another host (`public_base_url`
@@ -145,13 +158,6 @@ impl Gatherer {
                 .or(settings.auth.public_base_url.as_deref()),
         );
         let policy = ServerPolicy::new(&fhir.allowed_base_urls)?.allowing_loopback(local_only);
-        if policy.is_open() {
-            tracing::warn!(
-                loopback_allowed = local_only,
-                "fhir.allowed_base_urls is not set: the service will fetch from any https \
-                 fhirServer at a public address (http only on loopback); set it in production"
-            );
-        }
         Ok(Self {
             client: FhirClient::new(fhir, policy.address_policy())?.with_limits(settings.limits),
             policy,

@@ -748,3 +748,38 @@ async fn fhir_shapes_mutations_never_escape_the_guards() {
     assert!(mutated > 150, "{mutated} of {} mutated", inputs.len());
     assert!(answered > 20, "only {answered} of {} parsed", inputs.len());
 }
+
+/// Issue 15: one setting, one name. `public_base_url` is a top-level setting; under `[auth]`
+/// it is refused as unknown, and messages name it as the file does.
+#[test]
+fn public_base_url_has_one_name() {
+    let dir = std::env::temp_dir().join(format!("iort-pbu-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let top = dir.join("top.toml");
+    std::fs::write(&top, "public_base_url = \"https://cds.example.org\"\n").unwrap();
+    let s = Settings::load(Some(&top), Overrides::default()).expect("top-level is read");
+    assert_eq!(
+        s.auth.public_base_url.as_deref(),
+        Some("https://cds.example.org")
+    );
+    let nested = dir.join("nested.toml");
+    std::fs::write(
+        &nested,
+        "[auth]\npublic_base_url = \"https://cds.example.org\"\n",
+    )
+    .unwrap();
+    let e = Settings::load(Some(&nested), Overrides::default())
+        .expect_err("not an [auth] setting")
+        .to_string();
+    assert!(e.contains("public_base_url"), "{e}");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "public_base_url = \"cds.example.org\"\n").unwrap();
+    let e = Settings::load(Some(&bad), Overrides::default())
+        .expect_err("not a URL")
+        .to_string();
+    assert!(
+        e.contains("public_base_url") && !e.contains("auth.public_base_url"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
