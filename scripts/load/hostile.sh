@@ -86,7 +86,7 @@ covered() {
 printf '' >"$WORK/defaults.toml"
 jq -c '.request' "$CASE" >"$WORK/valid.json"
 
-echo "== 1. hostile FHIR server: 1 MB pages of small numbers, endless next links, 2 calls at once"
+echo "== 1. hostile FHIR server: 800 KB pages of small numbers, endless next links, 2 calls at once"
 FPORT=$(free_port)
 python3 "$ROOT/scripts/load/hostile_fhir.py" --port "$FPORT" --page-bytes 800000 --seconds 150 >"$WORK/fhir.log" 2>&1 &
 PIDS+=("$!")
@@ -193,11 +193,11 @@ for name, extra in (("flood-default", ""), ("flood-off", "refusals_per_peer_per_
         f"[auth]\n{extra}[[auth.issuers]]\niss = \"https://flood.example\"\njwks = '{jwks}'\n")
 PY
 for config in flood-default flood-off; do
+  : >"$WORK/service.log"
   start_service "$WORK/$config.toml"
   echo "  [$config]"
   python3 "$ROOT/scripts/load/bad_tokens.py" --url "$SVC_URL" --pid "$SVC_PID" \
     --iss https://flood.example --kid flood-key --connections 16 --seconds 10
   echo "  log lines written: $(wc -l <"$WORK/service.log")"
-  : >"$WORK/service.log"
   stop_service
 done
