@@ -100,7 +100,11 @@ pub struct CriterionText {
     pub short_missing: String,
     /// For a summary when the criterion is not met, e.g. "margins clear".
     pub short_not_met: String,
-    /// Exactly what to record, and how, for the criterion to be read from the record.
+    /// What the clinician should do when the criterion is not documented, in clinical words
+    /// (no codes): the card's first instruction.
+    pub to_document: String,
+    /// Exactly what to record, and how (codes, resource types), for the criterion to be read
+    /// from the record: for the EHR team.
     pub how_to_document: String,
 }
 
@@ -268,6 +272,7 @@ mod raw {
         pub requirement: String,
         pub short_missing: String,
         pub short_not_met: String,
+        pub to_document: String,
         pub how_to_document: String,
     }
 
@@ -372,6 +377,7 @@ mod raw {
                     requirement: text(&field("requirement"), c.requirement)?,
                     short_missing: text(&field("short_missing"), c.short_missing)?,
                     short_not_met: text(&field("short_not_met"), c.short_not_met)?,
+                    to_document: text(&field("to_document"), c.to_document)?,
                     how_to_document: text(&field("how_to_document"), c.how_to_document)?,
                 });
             }

@@ -369,6 +369,7 @@ fn check_coverage_information(
 
 /// Check one card on its own (shape), whatever order it is about.
 fn check_card_shape(i: usize, card: &Value, f: &mut Failures) {
+    check_card_language(i, card, f);
     match card.get("summary").and_then(Value::as_str) {
         Some(s) if !s.trim().is_empty() && s.chars().count() < 140 => {}
         Some(s) => f.add(format!(
@@ -401,6 +402,78 @@ fn check_card_shape(i: usize, card: &Value, f: &mut Failures) {
             f.add(format!(
                 "card[{i}]: overrideReasons must be Codings with system, code and display"
             ));
+        }
+    }
+}
+
+/// Issue 20: a card speaks to the surgeon first. Before its closing section for the EHR team,
+/// neither the summary nor the detail carries a terminology code (SNOMED CT, LOINC, ICD-10) or
+/// a code system URI (the order's own billing code, "CPT 77425", and the policy's link stay);
+/// the section is there on every card; every criterion the card lists as not documented is
+/// named, with what to do, in the card's instructions.
+fn check_card_language(i: usize, card: &Value, f: &mut Failures) {
+    use std::sync::LazyLock;
+    static LINK: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"\]\([^)]*\)").unwrap());
+    static CPT: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"CPT \w+").unwrap());
+    // Resource references (`Condition/dx-20250618`) name the evidence, they are not codes.
+    static REFERENCE: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r"\b[A-Z][A-Za-z]+/[A-Za-z0-9\-.]+(#[A-Za-z0-9\-.]+)?").unwrap()
+    });
+    static CODES: LazyLock<Vec<(&str, regex::Regex)>> = LazyLock::new(|| {
+        [
+            (
+                "a code system name",
+                r"SNOMED|LOINC|ICD-10|ICD-9|UCUM|RxNorm",
+            ),
+            ("a URI", r"https?://|urn:oid:|urn:uuid:"),
+            ("a SNOMED CT-like code", r"\b\d{6,18}\b"),
+            ("a LOINC-like code", r"\b\d{1,5}-\d\b"),
+            ("an ICD-10-like code", r"\b[A-Z]\d{2}(\.\d{1,4})?\b"),
+        ]
+        .into_iter()
+        .map(|(what, re)| (what, regex::Regex::new(re).unwrap()))
+        .collect()
+    });
+    const EHR_SECTION: &str = "**How to record this so it is found**";
+    let summary = card.get("summary").and_then(Value::as_str).unwrap_or("");
+    let detail = card.get("detail").and_then(Value::as_str).unwrap_or("");
+    let Some(at) = detail.find(EHR_SECTION) else {
+        f.add(format!(
+            "card[{i}]: no section for the EHR team ({EHR_SECTION})"
+        ));
+        return;
+    };
+    for (part, text) in [("summary", summary), ("detail", &detail[..at])] {
+        let unlinked = LINK.replace_all(text, "]");
+        let unreferenced = REFERENCE.replace_all(&unlinked, "Type/id");
+        let text = CPT.replace_all(&unreferenced, "CPT");
+        for (what, re) in CODES.iter() {
+            if let Some(m) = re.find(&text) {
+                f.add(format!(
+                    "card[{i}]: {part} has {what} before the EHR team's section: `{}`",
+                    m.as_str()
+                ));
+            }
+        }
+    }
+    // Criteria not documented are what a conditional card asks for; on a card that fails
+    // another criterion, documenting them would not change the answer (the list names them).
+    let fails = detail[..at].contains("**: not met");
+    for line in detail[..at].lines().filter(|_| !fails) {
+        if let Some(label) = line
+            .strip_prefix("- **")
+            .and_then(|l| l.strip_suffix("**: not documented"))
+        {
+            let instruction = format!("1. **{label}**: ");
+            let named = detail[..at]
+                .lines()
+                .any(|l| l.starts_with(&instruction) && l.len() > instruction.len() + 20);
+            if !named {
+                f.add(format!(
+                    "card[{i}]: `{label}` is not documented, but no instruction names it"
+                ));
+            }
         }
     }
 }

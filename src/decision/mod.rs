@@ -263,7 +263,9 @@ pub(crate) mod test_support {
         Evidence {
             reference: reference.to_owned(),
             date: Some(date.to_owned()),
+            source: "diagnosis",
             detail: detail.to_owned(),
+            codes: Vec::new(),
         }
     }
 

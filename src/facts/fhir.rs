@@ -201,31 +201,74 @@ pub(crate) fn resource_ref(resource_type: &str, id: Option<&str>) -> String {
     }
 }
 
-/// `SNOMED CT 1229865000` / `ICD-10-CM C20`, with the display first when there is one.
-pub(crate) fn coding_label(coding: &Coding) -> String {
+/// `SNOMED CT 1229865000` / `ICD-10-CM C20`: a coding as the EHR team looks it up.
+pub(crate) fn coding_code(coding: &Coding) -> String {
     let system = text(coding.system.as_ref())
         .map(system_label)
         .unwrap_or("code");
     let code = text(coding.code.as_ref()).unwrap_or("?");
+    format!("{system} {code}")
+}
+
+/// A coding in words: its display, else its code (`SNOMED CT 1229865000`: nothing else says
+/// what it is).
+pub(crate) fn coding_label(coding: &Coding) -> String {
     match text(coding.display.as_ref()) {
-        Some(display) => format!("{display} ({system} {code})"),
-        None => format!("{system} {code}"),
+        Some(display) => clinical_words(display),
+        None => coding_code(coding),
     }
 }
 
-/// The label of a concept: its matching coding when known, else its text, else its first coding.
-pub(crate) fn concept_label(concept: &CodeableConcept, matched: Option<&Coding>) -> String {
-    if let Some(c) = matched {
-        return coding_label(c);
+/// SNOMED CT semantic tags that end a fully specified name and say nothing to a clinician.
+const SEMANTIC_TAGS: &[&str] = &[
+    " (finding)",
+    " (disorder)",
+    " (qualifier value)",
+    " (procedure)",
+    " (observable entity)",
+    " (morphologic abnormality)",
+    " (regime/therapy)",
+    " (situation)",
+];
+
+/// A display as a chart would write it: without a SNOMED CT semantic tag, and AJCC for
+/// "American Joint Committee on Cancer" (`AJCC pT4a`, not a 40-character prefix).
+pub(crate) fn clinical_words(display: &str) -> String {
+    let mut words = display.trim();
+    for tag in SEMANTIC_TAGS {
+        if let Some(stripped) = words.strip_suffix(tag) {
+            words = stripped.trim_end();
+            break;
+        }
     }
-    if let Some(t) = text(concept.text.as_ref()) {
-        return t.to_owned();
+    match words.strip_prefix("American Joint Committee on Cancer ") {
+        Some(rest) => format!("AJCC {rest}"),
+        None => words.to_owned(),
     }
-    concept
-        .coding
-        .first()
-        .map(coding_label)
-        .unwrap_or_else(|| "(uncoded)".to_owned())
+}
+
+/// What a concept says, for a clinician (`words`), and the code it was recognised by, for
+/// the EHR team (`code`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Label {
+    pub words: String,
+    pub code: Option<String>,
+}
+
+/// The label of a concept: the words of its matching coding when known, else its text, else
+/// its first coding's; the code of the matching (else first) coding.
+pub(crate) fn concept_label(concept: &CodeableConcept, matched: Option<&Coding>) -> Label {
+    let coding = matched.or(concept.coding.first());
+    let words = matched
+        .and_then(|c| text(c.display.as_ref()))
+        .or(text(concept.text.as_ref()))
+        .map(clinical_words)
+        .or_else(|| coding.map(coding_label))
+        .unwrap_or_else(|| "(uncoded)".to_owned());
+    Label {
+        words,
+        code: coding.map(coding_code),
+    }
 }
 
 // ---------------------------------------------------------------- Condition
@@ -254,7 +297,9 @@ pub(crate) fn condition_evidence(c: &Condition, detail: String) -> Evidence {
     Evidence {
         reference: resource_ref("Condition", condition_id(c)),
         date: condition_date(c).map(chart_date),
+        source: "diagnosis",
         detail,
+        codes: Vec::new(),
     }
 }
 
@@ -330,7 +375,9 @@ fn dated_evidence(reference: String, time: Option<(&str, TimeSource)>, detail: S
     Evidence {
         reference,
         date: time.map(|(t, _)| chart_date(t)),
+        source: "observation",
         detail,
+        codes: Vec::new(),
     }
 }
 
@@ -370,6 +417,7 @@ pub(crate) fn procedure_evidence(p: &Procedure, detail: String) -> Evidence {
         procedure_time(p),
         detail,
     )
+    .from_source("surgery")
 }
 
 /// The comparable time of a finding dated by `time`.

@@ -80,11 +80,14 @@ pub(crate) struct Cancer<'a> {
 
 impl Cancer<'_> {
     fn evidence(&self) -> Evidence {
-        let detail = match (self.condition.code.as_deref(), self.coding) {
+        let label = match (self.condition.code.as_deref(), self.coding) {
             (Some(code), matched) => concept_label(code, matched),
-            (None, _) => "cancer condition (mCODE profile, no code)".to_owned(),
+            (None, _) => crate::facts::fhir::Label {
+                words: "a cancer diagnosis without a code".to_owned(),
+                code: Some("mCODE primary cancer profile, no code".to_owned()),
+            },
         };
-        condition_evidence(self.condition, detail)
+        condition_evidence(self.condition, label.words).with_code(label.code)
     }
 }
 
@@ -525,15 +528,16 @@ pub(crate) fn find<'a>(
             );
         }
         if let Some(c) = found.first() {
-            let detail = match c.code.as_deref() {
-                Some(code) => format!("order reason: {}", concept_label(code, None)),
-                None => "order reason: a Condition without a code".to_owned(),
+            let label = c.code.as_deref().map(|code| concept_label(code, None));
+            let detail = match &label {
+                Some(l) => format!("order reason: {}", l.words),
+                None => "order reason: a diagnosis without a code".to_owned(),
             };
             return finish(
                 IndicationStatus::OtherDiagnosis,
                 Some(c),
                 IndicationSource::ReasonReference,
-                vec![condition_evidence(c, detail)],
+                vec![condition_evidence(c, detail).with_code(label.and_then(|l| l.code))],
                 Vec::new(),
             );
         }
@@ -546,10 +550,13 @@ pub(crate) fn find<'a>(
             .collect();
         reasons.sort_by_key(|(site, _, _)| *site != Site::Rectal);
         if let Some(&(site, cc, coding)) = reasons.first() {
+            let label = concept_label(cc, Some(coding));
             let order_evidence = Evidence {
                 reference: order_ref.to_owned(),
-                date: text(sr.authored_on.as_ref()).map(str::to_owned),
-                detail: format!("order reason: {}", concept_label(cc, Some(coding))),
+                date: text(sr.authored_on.as_ref()).map(crate::facts::fhir::chart_date),
+                source: "order",
+                detail: format!("order reason: {}", label.words),
+                codes: label.code.into_iter().collect(),
             };
             // The patient's Condition for that reason, so staging is read for it: any rectal
             // cancer for a rectal reason; for another cancer only one coded the same way.
@@ -687,7 +694,11 @@ mod tests {
         assert_eq!(fact.via, IndicationSource::ReasonReference);
         assert_eq!(fact.evidence[0].reference, "Condition/rc");
         assert_eq!(fact.evidence[0].date.as_deref(), Some("2024-01-02"));
-        assert!(fact.evidence[0].detail.contains("ICD-10-CM C20"));
+        assert!(fact.evidence[0].codes.iter().any(|c| c == "ICD-10-CM C20"));
+        assert!(
+            !fact.evidence[0].detail.contains("C20"),
+            "codes stay out of the words"
+        );
         assert_eq!(issues.len(), 1);
         assert!(issues[0].problem.contains("Condition/gone"));
         assert!(unlinked_ok);

@@ -40,7 +40,7 @@ use std::cmp::Ordering;
 
 use crate::facts::dates::{ClinicalTime, compare_optional, is_later};
 use crate::facts::fhir::{
-    TimeSource, concept_label, observation_evidence, observation_issued, observation_time,
+    Label, TimeSource, concept_label, observation_evidence, observation_issued, observation_time,
     observation_usable, procedure_evidence, procedure_time, text, time_of,
 };
 use crate::facts::indication::{Link, Scope};
@@ -83,7 +83,7 @@ struct Assessment {
 }
 
 /// The status a coded value means, checking the worst first.
-fn coded_status(cc: &CodeableConcept, t: &Terminology) -> Option<(MarginStatus, String)> {
+fn coded_status(cc: &CodeableConcept, t: &Terminology) -> Option<(MarginStatus, Label)> {
     [
         (ValueSetId::MarginPositive, MarginStatus::Positive),
         (ValueSetId::MarginClose, MarginStatus::Close),
@@ -127,7 +127,7 @@ fn classify_mm(mm: f64, th: &MarginThresholds) -> MarginStatus {
 }
 
 /// The status a distance-to-closest-margin quantity means, with a description.
-fn distance_status(q: &Quantity, th: &MarginThresholds) -> Option<(MarginStatus, String)> {
+fn distance_status(q: &Quantity, th: &MarginThresholds) -> Option<(MarginStatus, Label)> {
     let raw = text(q.value.as_ref())?;
     let exponent = length_unit_to_mm_exponent(
         text(q.system.as_ref()),
@@ -160,13 +160,16 @@ fn distance_status(q: &Quantity, th: &MarginThresholds) -> Option<(MarginStatus,
     };
     Some((
         status,
-        format!(
-            "distance to closest margin {}{converted}: {} (positive <= {} mm, close <= {} mm)",
-            shown.trim_end(),
-            word(status),
-            th.positive_max_mm,
-            th.close_max_mm
-        ),
+        Label {
+            words: format!(
+                "{}{converted} to the closest margin: {} (positive <= {} mm, close <= {} mm)",
+                shown.trim_end(),
+                word(status),
+                th.positive_max_mm,
+                th.close_max_mm
+            ),
+            code: None,
+        },
     ))
 }
 
@@ -227,7 +230,8 @@ pub(crate) fn find(
                 time_class: time_class(procedure_time(p)),
                 issued: None,
                 rank: report_rank(None),
-                evidence: procedure_evidence(p, format!("outcome: {label}")),
+                evidence: procedure_evidence(p, format!("{} (operative outcome)", label.words))
+                    .with_code(label.code),
             });
         }
     }
@@ -244,7 +248,12 @@ pub(crate) fn find(
                     coded_status(cc, t)
                 }
                 Value::Quantity(q) if t.concept_in(ValueSetId::MarginDistanceObservation, code) => {
-                    distance_status(q, th)
+                    distance_status(q, th).map(|(status, label)| {
+                        let matched =
+                            t.matching_coding(ValueSetId::MarginDistanceObservation, code);
+                        let code = concept_label(code, matched).code;
+                        (status, Label { code, ..label })
+                    })
                 }
                 _ => None,
             };
@@ -261,7 +270,9 @@ pub(crate) fn find(
             time_class: time_class(observation_time(o)),
             issued: observation_issued(o),
             rank: report_rank(text(Some(&o.status))),
-            evidence: observation_evidence(o, label),
+            evidence: observation_evidence(o, label.words)
+                .from_source("pathology")
+                .with_code(label.code),
         };
         if scope.accepts_link(link) {
             assessments.push(assessment);

@@ -30,16 +30,37 @@ pub use fhir::parse_resource;
 use fhirbolt::model::r4::resources::ServiceRequest;
 use serde_json::Value;
 
-/// A pointer to the resource a fact was read from, for the card's evidence list.
+/// A pointer to the resource a fact was read from, for the card's evidence list. Cards show
+/// it as a chart line, `pathology 2026-11-02: 0.8 mm to the closest margin ... [Observation/x]`,
+/// for the clinician; its codes go to the section for the EHR team.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evidence {
     /// `Type/id`, e.g. `Observation/tnm-t-1`.
     pub reference: String,
     /// The clinically relevant date of the resource (effective / performed / recorded /
-    /// onset), as written in the resource (FHIR date or dateTime), when it has one.
+    /// onset), as the chart means it (a local date), when it has one.
     pub date: Option<String>,
-    /// A short description of what was found, e.g. `pT4a (SNOMED CT 1229865000)`.
+    /// Where in the chart it was found, in a clinician's word: `diagnosis`, `pathology`,
+    /// `staging`, `surgery`, `order`.
+    pub source: &'static str,
+    /// What was found, in clinical words, e.g. `pT4a`; no terminology code.
     pub detail: String,
+    /// The codes it was recognised by, e.g. `SNOMED CT 1229865000` (for the EHR team).
+    pub codes: Vec<String>,
+}
+
+impl Evidence {
+    /// The same evidence, found in `source` (see [`Evidence::source`]).
+    pub fn from_source(mut self, source: &'static str) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The same evidence, recognised by `code` too.
+    pub fn with_code(mut self, code: Option<String>) -> Self {
+        self.codes.extend(code);
+        self
+    }
 }
 
 /// A code as sent, for display (billing code, site).

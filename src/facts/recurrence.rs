@@ -18,10 +18,18 @@ pub(crate) fn find(scope: &Scope<'_>, t: &Terminology) -> RecurrenceFact {
         .filter_map(|c| {
             let status = c.clinical_status.as_deref()?;
             let coding = t.matching_coding(ValueSetId::ConditionRecurrence, status)?;
-            Some(scope.condition_evidence(
-                c,
-                format!("clinical status: {}", concept_label(status, Some(coding))),
-            ))
+            let label = concept_label(status, Some(coding));
+            // The code, not the system URI: `clinicalStatus` has one code system.
+            let code = coding
+                .code
+                .as_ref()
+                .and_then(|c| c.value.as_deref())
+                .map(|code| format!("Condition.clinicalStatus {code}"));
+            Some(
+                scope
+                    .condition_evidence(c, format!("{} (clinical status)", label.words))
+                    .with_code(code),
+            )
         })
         .collect();
     RecurrenceFact {

@@ -28,7 +28,7 @@ use fhirbolt::model::r4::resources::{Observation, ObservationValue};
 use fhirbolt::model::r4::types::CodeableConcept;
 
 use crate::facts::fhir::{
-    concept_label, observation_evidence, observation_id, observation_usable, reference_id,
+    Label, concept_label, observation_evidence, observation_id, observation_usable, reference_id,
 };
 use crate::facts::indication::{Link, Scope};
 use crate::facts::{Evidence, StagingFact, TCategory};
@@ -41,7 +41,14 @@ enum Level {
     Below,
 }
 
-fn level(cc: &CodeableConcept, t: &Terminology) -> Option<(Level, String)> {
+/// A T category Observation's evidence line.
+fn staging_evidence(o: &Observation, label: Label) -> crate::facts::Evidence {
+    observation_evidence(o, label.words)
+        .from_source("staging")
+        .with_code(label.code)
+}
+
+fn level(cc: &CodeableConcept, t: &Terminology) -> Option<(Level, Label)> {
     if let Some(c) = t.matching_coding(ValueSetId::T4Category, cc) {
         return Some((Level::T4, concept_label(cc, Some(c))));
     }
@@ -49,7 +56,7 @@ fn level(cc: &CodeableConcept, t: &Terminology) -> Option<(Level, String)> {
         .map(|c| (Level::Below, concept_label(cc, Some(c))))
 }
 
-fn observation_level(o: &Observation, t: &Terminology) -> Option<(Level, String)> {
+fn observation_level(o: &Observation, t: &Terminology) -> Option<(Level, Label)> {
     match &o.value {
         Some(ObservationValue::CodeableConcept(cc)) => level(cc, t),
         _ => None,
@@ -155,7 +162,10 @@ pub(crate) fn find(scope: &Scope<'_>, record: &PatientRecord, t: &Terminology) -
             {
                 found.add(
                     lvl,
-                    scope.condition_evidence(condition, format!("stage summary: {label}")),
+                    scope
+                        .condition_evidence(condition, format!("stage {}", label.words))
+                        .from_source("staging")
+                        .with_code(label.code),
                 );
             }
             for assessment in &stage.assessment {
@@ -174,7 +184,7 @@ pub(crate) fn find(scope: &Scope<'_>, record: &PatientRecord, t: &Terminology) -
                     .filter(|m| observation_usable(m, t));
                 for obs in std::iter::once(o).chain(members) {
                     if let Some((lvl, label)) = observation_level(obs, t) {
-                        found.add(lvl, observation_evidence(obs, label));
+                        found.add(lvl, staging_evidence(obs, label));
                     }
                 }
             }
@@ -197,7 +207,7 @@ pub(crate) fn find(scope: &Scope<'_>, record: &PatientRecord, t: &Terminology) -
                 .unwrap_or(Link::Unlinked),
             own => own,
         };
-        let evidence = observation_evidence(o, label);
+        let evidence = staging_evidence(o, label);
         if scope.accepts_link(link) {
             found.add(lvl, evidence);
         } else if link == Link::Unlinked {

@@ -60,6 +60,9 @@ pub struct CriterionCtx {
     pub status_label: &'static str,
     pub short_missing: String,
     pub short_not_met: String,
+    /// What to do, in clinical words.
+    pub to_document: String,
+    /// How to record it so the service finds it (codes, resource types): for the EHR team.
     pub how_to_document: String,
     pub evidence: Vec<EvidenceCtx>,
     /// What the record holds for this criterion but could not be used, and what to do about
@@ -71,7 +74,12 @@ pub struct CriterionCtx {
 pub struct EvidenceCtx {
     pub reference: String,
     pub date: Option<String>,
+    /// `diagnosis`, `pathology`, `staging`, `surgery`, `order`.
+    pub source: &'static str,
+    /// In clinical words, no codes.
     pub detail: String,
+    /// The codes it was recognised by (for the EHR team).
+    pub codes: Vec<String>,
 }
 
 /// The facts behind the criteria, as codes (for short phrases in summaries).
@@ -140,7 +148,9 @@ fn evidence(e: &Evidence) -> EvidenceCtx {
     EvidenceCtx {
         reference: e.reference.clone(),
         date: e.date.clone(),
+        source: e.source,
         detail: e.detail.clone(),
+        codes: e.codes.clone(),
     }
 }
 
@@ -158,6 +168,7 @@ fn criterion(r: &CriterionResult, policy: &Policy) -> CriterionCtx {
         },
         short_missing: text.short_missing.clone(),
         short_not_met: text.short_not_met.clone(),
+        to_document: text.to_document.clone(),
         how_to_document: text.how_to_document.clone(),
         evidence: r.evidence.iter().map(evidence).collect(),
         notes: r.notes.clone(),
