@@ -457,6 +457,15 @@ fn check_card_language(i: usize, card: &Value, f: &mut Failures) {
             }
         }
     }
+    // The policy's words are set apart (issue 15): a quote follows its own heading and a
+    // blank line, never a list item it would be read as part of.
+    let lines: Vec<&str> = detail.lines().collect();
+    for (n, line) in lines.iter().enumerate().filter(|(_, l)| l.starts_with('>')) {
+        let apart = n >= 2 && lines[n - 1].is_empty() && lines[n - 2] == "**The policy says:**";
+        if !apart && (n == 0 || !lines[n - 1].starts_with('>')) {
+            f.add(format!("card[{i}]: a quote is not set apart: `{line}`"));
+        }
+    }
     // Criteria not documented are what a conditional card asks for; on a card that fails
     // another criterion, documenting them would not change the answer (the list names them).
     let fails = detail[..at].contains("**: not met");
