@@ -259,13 +259,25 @@ pub(crate) mod test_support {
     use crate::facts::*;
     use crate::gather::RecordIssue;
 
+    /// Evidence as facts build it: `"pT4a (SNOMED CT 1229865000)"` becomes the words `pT4a`
+    /// and the code `SNOMED CT 1229865000`.
     pub fn ev(reference: &str, date: &str, detail: &str) -> Evidence {
+        let (words, codes) = match detail.rsplit_once(" (") {
+            Some((words, code))
+                if ["SNOMED", "LOINC", "ICD-10"]
+                    .iter()
+                    .any(|s| code.starts_with(s)) =>
+            {
+                (words, vec![code.trim_end_matches(')').to_owned()])
+            }
+            _ => (detail, Vec::new()),
+        };
         Evidence {
             reference: reference.to_owned(),
             date: Some(date.to_owned()),
             source: "diagnosis",
-            detail: detail.to_owned(),
-            codes: Vec::new(),
+            detail: words.to_owned(),
+            codes,
         }
     }
 

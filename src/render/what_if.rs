@@ -234,6 +234,38 @@ mod tests {
         assert!(one(decide(f)).summary.contains("could not be determined"));
     }
 
+    /// Issue 20 for the what-if card: clinical words first, every outcome; codes only in the
+    /// closing section for the EHR team.
+    #[test]
+    fn every_outcome_speaks_clinically_before_the_ehr_section() {
+        let mut unavailable = covered_facts();
+        unavailable.unavailable = Some("the record could not be read".to_owned());
+        for f in [
+            covered_facts(),
+            facts(I::RectalCancer, T::T4, false, M::Clear),
+            facts(I::RectalCancer, T::NotDocumented, false, M::NotDocumented),
+            unavailable,
+        ] {
+            let c = one(decide(f));
+            let d = detail(&c);
+            let at = d
+                .find("**How to record this so it is found**")
+                .unwrap_or_else(|| panic!("no EHR team section: {d}"));
+            for text in [c.summary.as_str(), &d[..at]] {
+                for marker in ["SNOMED", "LOINC", "ICD-10", "http://", "urn:oid"] {
+                    assert!(
+                        !text.contains(marker),
+                        "{marker} before the EHR section: {text}"
+                    );
+                }
+            }
+            if d.contains("**To document:**") {
+                assert!(d.contains("file the pathology report"), "{d}");
+                assert!(d.contains("Neither the T category"), "{d}");
+            }
+        }
+    }
+
     #[test]
     fn no_cancer_documented_means_no_card() {
         let d = decide(facts(
