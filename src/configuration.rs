@@ -70,7 +70,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Browser origins allowed by CORS: `["*"]` any origin (never `null`), `[]` none. Unset:
     /// any origin when the service is reachable from this machine only, none beyond (see
-    /// `startup::CorsPolicy`).
+    /// `http::cors::CorsPolicy`).
     pub cors_allowed_origins: Option<Vec<String>>,
     /// Folder whose files override the embedded `fhir-profiles/`.
     pub profiles_dir: Option<PathBuf>,
@@ -335,7 +335,7 @@ impl Settings {
             return invalid("max_body_bytes", "must be at least 1024");
         }
         for origin in self.cors_allowed_origins.iter().flatten() {
-            if let Err(why) = crate::startup::check_origin(origin) {
+            if let Err(why) = check_origin(origin) {
                 return invalid("cors_allowed_origins", &why);
             }
         }
@@ -376,6 +376,32 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// A value of `cors_allowed_origins`: `*`, or an origin (`scheme://host[:port]`, no path).
+/// `null` is refused: it would let any sandboxed page in.
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    if origin.eq_ignore_ascii_case("null") {
+        return Err(
+            "\"null\" is not an origin a service may trust (any sandboxed page or \
+                    local file sends it)"
+                .to_owned(),
+        );
+    }
+    let url = reqwest::Url::parse(origin)
+        .map_err(|_| "each origin must be \"*\" or scheme://host[:port]".to_owned())?;
+    if !matches!(url.scheme(), "https" | "http")
+        || url.host().is_none()
+        || !url.path().trim_end_matches('/').is_empty()
+        || url.query().is_some()
+        || !url.username().is_empty()
+    {
+        return Err("each origin must be \"*\" or scheme://host[:port], without a path".to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub mod http;
 pub mod limits;
 pub mod pipeline;
 pub mod policy;
+pub mod reach;
 pub mod render;
 pub mod startup;
 pub mod telemetry;

@@ -11,9 +11,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::http::{Method, header};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
@@ -22,6 +20,7 @@ use crate::auth::{self, Authenticator};
 use crate::configuration::Settings;
 use crate::http::body;
 use crate::http::compute::ComputePool;
+use crate::http::cors::{self, CorsPolicy};
 use crate::http::routes::{self, HttpSettings};
 use crate::pipeline::{Engine, StartupError};
 use crate::telemetry;
@@ -30,88 +29,6 @@ use crate::telemetry;
 pub struct Application {
     port: u16,
     server: Server,
-}
-
-/// CORS for browser clients such as the CDS Hooks Sandbox: preflights allow `Authorization` and
-/// `Content-Type`; origins from the settings (`*`: any).
-/// Which browser pages may call the service (CORS). A browser attaches the page's origin; a
-/// CDS client that is not a browser (an EHR's back end) sends none and is unaffected.
-///
-/// The permissive default serves local testing: the CDS Hooks Sandbox is a web page on another
-/// origin, and on a loopback listener only this machine's browser can reach the service
-/// anyway. Beyond loopback (or behind a proxy, `public_base_url` on another host) a page on
-/// any web site the user opens could call the service with the user's network position, so
-/// no origin is allowed until configured. The `null` origin (sandboxed frames, `file:` pages,
-/// some redirects) names no site at all and is never allowed, whatever the setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CorsPolicy {
-    /// Any origin but `null` (echoed back, with `Vary: Origin`).
-    AnyOrigin,
-    /// These origins only.
-    Origins(Vec<String>),
-    /// No browser origin: no CORS headers at all.
-    NoOrigin,
-}
-
-impl CorsPolicy {
-    /// From `cors_allowed_origins` (`None`: not configured) and whether the service is
-    /// reachable from this machine only.
-    pub fn new(configured: Option<&[String]>, loopback_only: bool) -> Self {
-        match configured {
-            None if loopback_only => Self::AnyOrigin,
-            None => Self::NoOrigin,
-            Some(list) if list.iter().any(|o| o == "*") => Self::AnyOrigin,
-            Some([]) => Self::NoOrigin,
-            Some(list) => Self::Origins(
-                list.iter()
-                    .map(|o| o.trim_end_matches('/').to_owned())
-                    .collect(),
-            ),
-        }
-    }
-}
-
-/// A value of `cors_allowed_origins`: `*`, or an origin (`scheme://host[:port]`, no path).
-/// `null` is refused: it would let any sandboxed page in.
-pub fn check_origin(origin: &str) -> Result<(), String> {
-    if origin == "*" {
-        return Ok(());
-    }
-    if origin.eq_ignore_ascii_case("null") {
-        return Err(
-            "\"null\" is not an origin a service may trust (any sandboxed page or \
-                    local file sends it)"
-                .to_owned(),
-        );
-    }
-    let url = reqwest::Url::parse(origin)
-        .map_err(|_| "each origin must be \"*\" or scheme://host[:port]".to_owned())?;
-    if !matches!(url.scheme(), "https" | "http")
-        || url.host().is_none()
-        || !url.path().trim_end_matches('/').is_empty()
-        || url.query().is_some()
-        || !url.username().is_empty()
-    {
-        return Err("each origin must be \"*\" or scheme://host[:port], without a path".to_owned());
-    }
-    Ok(())
-}
-
-fn cors(policy: &CorsPolicy) -> Cors {
-    let base = Cors::default()
-        .allowed_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
-        .expose_headers([header::HeaderName::from_static("x-request-id")])
-        .max_age(3600)
-        // The CDS Hooks Sandbox is an https page; Chrome's Private Network Access asks the
-        // service on loopback / a private address to opt in before the page may call it.
-        .allow_private_network_access();
-    match policy {
-        CorsPolicy::AnyOrigin => base.allowed_origin_fn(|origin, _| origin.as_bytes() != b"null"),
-        CorsPolicy::Origins(list) => list.iter().fold(base, |c, o| c.allowed_origin(o)),
-        // No origin passes: preflights are refused and responses carry no CORS header.
-        CorsPolicy::NoOrigin => base.allowed_origin_fn(|_, _| false),
-    }
 }
 
 impl Application {
@@ -163,7 +80,7 @@ impl Application {
         );
         let cors_policy = CorsPolicy::new(
             settings.cors_allowed_origins.as_deref(),
-            auth::loopback_only(&[local], settings.auth.public_base_url.as_deref()),
+            crate::reach::loopback_only(&[local], settings.auth.public_base_url.as_deref()),
         );
         tracing::info!(policy = ?cors_policy, "CORS");
         // actix bounds connections per worker: share the total among them.
@@ -174,7 +91,7 @@ impl Application {
             App::new()
                 .wrap(from_fn(auth::require_jwt))
                 .wrap(from_fn(telemetry::access_log))
-                .wrap(cors(&cors_policy))
+                .wrap(cors::middleware(&cors_policy))
                 .wrap(TracingLogger::<telemetry::PathOnlySpans>::new())
                 .app_data(engine.clone())
                 .app_data(http.clone())

@@ -73,26 +73,6 @@ pub enum AuthMode {
     Disabled,
 }
 
-/// Whether only processes on this machine can reach the service: every listen address is on
-/// loopback, and `public_base_url` (when set) does not name another host (a proxy forwarding
-/// the network to a loopback listener).
-pub fn loopback_only(listen: &[SocketAddr], public_base_url: Option<&str>) -> bool {
-    !listen.is_empty()
-        && listen.iter().all(|a| a.ip().to_canonical().is_loopback())
-        && !names_another_host(public_base_url)
-}
-
-/// Whether `public_base_url` names a host other than this machine's loopback.
-fn names_another_host(public_base_url: Option<&str>) -> bool {
-    public_base_url
-        .and_then(|u| reqwest::Url::parse(u).ok())
-        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
-        .is_some_and(|h| match h.parse::<std::net::IpAddr>() {
-            Ok(ip) => !ip.to_canonical().is_loopback(),
-            Err(_) => !h.eq_ignore_ascii_case("localhost"),
-        })
-}
-
 /// Decides, at startup, whether authentication is enforced — secure by default:
 ///
 /// * issuers configured → [`AuthMode::Enforced`] (the insecure flag is then ignored, with a
@@ -109,8 +89,7 @@ pub fn auth_mode(
     settings: &AuthSettings,
     insecure_no_auth: bool,
 ) -> Result<AuthMode, String> {
-    let listener_on_loopback =
-        !listen.is_empty() && listen.iter().all(|a| a.ip().to_canonical().is_loopback());
+    let listener_on_loopback = crate::reach::listener_on_loopback(listen);
     if !settings.issuers.is_empty() {
         if insecure_no_auth {
             tracing::warn!(
@@ -129,7 +108,7 @@ pub fn auth_mode(
     }
     // A public base URL on another host says a proxy forwards the network to this loopback
     // listener: loopback is then no protection, and authentication may not be off silently.
-    let behind_proxy = names_another_host(settings.public_base_url.as_deref());
+    let behind_proxy = crate::reach::names_another_host(settings.public_base_url.as_deref());
     if listener_on_loopback && behind_proxy && !insecure_no_auth {
         return Err(
             "refusing to run without client authentication behind a proxy: \

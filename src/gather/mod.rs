@@ -150,7 +150,7 @@ impl Gatherer {
         let fhir = &settings.fhir;
         fhir.validate().map_err(|e| e.to_string())?;
         // The same rule as for authentication and CORS: only this machine can call.
-        let local_only = crate::auth::loopback_only(
+        let local_only = crate::reach::loopback_only(
             &[settings.listen],
             settings
                 .public_base_url

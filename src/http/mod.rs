@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod compute;
+pub mod cors;
 pub mod error;
 pub mod routes;
 
