@@ -258,6 +258,42 @@ fn the_demo_bundle_is_valid_r4_with_one_patient_per_outcome() {
     }
 }
 
+/// The README names each demo patient, beside its id, as the Sandbox's "Change Patient" list
+/// shows it: `given family, birthDate` (cds-hooks/sandbox,
+/// src/retrieve-data-helpers/all-patient-retrieval.js), from the Bundle.
+#[test]
+fn the_readme_names_each_demo_patient_as_the_sandbox_lists_it() {
+    let readme = include_str!("../README.md");
+    let mut named = 0;
+    for e in bundle()["entry"].as_array().expect("entries") {
+        let r = &e["resource"];
+        if r["resourceType"] != "Patient" {
+            continue;
+        }
+        let id = r["id"].as_str().expect("an id");
+        let name = &r["name"][0];
+        let given: Vec<&str> = name["given"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let label = format!(
+            "{} {}, {}",
+            given.join(" "),
+            name["family"].as_str().unwrap_or_default(),
+            r["birthDate"].as_str().unwrap_or_default()
+        );
+        let row = format!("| `{id}` | {label} |");
+        assert!(
+            readme.lines().any(|l| l.starts_with(&row)),
+            "README has no row starting {row}"
+        );
+        named += 1;
+    }
+    assert_eq!(named, DEMO.len());
+}
+
 /// `"reference":"Type/id"` values in a JSON text.
 fn regex_references(text: &str) -> Vec<String> {
     let re = regex::Regex::new(r#""reference":"([A-Z][A-Za-z]+/[A-Za-z0-9.-]+)""#).expect("regex");
@@ -594,16 +630,26 @@ async fn the_demo_script_serves_the_demo_patients_with_cors_and_stops_cleanly() 
         base.starts_with("http://127.0.0.1:") && base.ends_with("/fhir/R4"),
         "{base}"
     );
-    // The rest of the banner: the patient ids.
+    // The rest of the banner: each patient's id, then its name and birth date (what the
+    // Sandbox's patient list shows).
     for _ in 0..DEMO.len() + 1 {
         if let Ok(Some(line)) = lines.next_line().await {
             printed.push(line);
         }
     }
     for d in &DEMO {
+        let birth_date =
+            bundle_resources_of(d.patient)[&format!("Patient/{}", d.patient)]["birthDate"]
+                .as_str()
+                .expect("a birth date")
+                .to_owned();
         assert!(
-            printed.iter().any(|l| l.trim() == d.patient),
-            "{} not listed: {printed:?}",
+            printed.iter().any(|l| {
+                let l = l.trim();
+                l.starts_with(&format!("{}  (", d.patient))
+                    && l.ends_with(&format!(", {birth_date})"))
+            }),
+            "{} not listed with its name and birth date: {printed:?}",
             d.patient
         );
     }
