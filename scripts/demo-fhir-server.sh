@@ -14,7 +14,8 @@
 #   3. puts scripts/demo-cors-proxy.js in front of it on 127.0.0.1:PORT, so a web page (the
 #      Sandbox) may read it;
 #   4. loads examples/demo/patients.json (a transaction Bundle) with curl;
-#   5. prints the fhirServer URL and the demo patient ids, then serves until Ctrl-C.
+#   5. prints the fhirServer URL and the demo patients (id, name, birth date), then serves
+#      until Ctrl-C.
 #
 # Data lives in memory only: every start begins from the demo Bundle. Loopback only: nothing
 # here is reachable from another machine. Needs Node.js >= 20.19 with npm, and curl.
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
       shift 2
       ;;
     -h | --help)
-      sed -n '4,20p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '4,21p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument '$1' (try --help)" ;;
@@ -112,15 +113,23 @@ if [ "$STATUS" != "200" ] || ! grep -q '"transaction-response"' "$WORK/load.json
   die "loading $BUNDLE answered HTTP $STATUS"
 fi
 LOADED=$(grep -o '"status":"20[01][^"]*"' "$WORK/load.json" | wc -l | tr -d ' ')
-PATIENTS=$(grep -o '"url": "Patient/[^"]*"' "$BUNDLE" | sed 's/.*Patient\/\([^"]*\)"/\1/')
+# Each patient's id, then its name and birth date as the Sandbox's patient list shows them.
+PATIENTS=$(node -e '
+const bundle = JSON.parse(require("node:fs").readFileSync(process.argv[1], "utf8"));
+for (const { resource: r } of bundle.entry ?? []) {
+  if (r?.resourceType !== "Patient") continue;
+  const name = r.name?.[0] ?? {};
+  const label = [...(name.given ?? []), name.family].filter(Boolean).join(" ");
+  console.log(`${r.id}  (${label}, ${r.birthDate ?? "no birth date"})`);
+}' "$BUNDLE") || die "could not read the patients of $BUNDLE"
 
 # 5. What to use.
 echo "Demo FHIR server ready: open (no token), CORS enabled, $LOADED resources loaded (synthetic data)."
 echo "fhirServer: $BASE"
 echo "Demo patients:"
-for p in $PATIENTS; do
+while IFS= read -r p; do
   echo "  $p"
-done
+done <<<"$PATIENTS"
 echo "Press Ctrl-C to stop."
 
 # Serve until either process ends (or Ctrl-C / SIGTERM, which the traps turn into cleanup).

@@ -6,6 +6,9 @@
 //!   prefetch, `fhirServer`, no `fhirAuthorization`), gets the card the README promises;
 //! - each order-sign example carries exactly that patient's record as prefetch and is decided
 //!   as the README says;
+//! - the server searches as the CDS Hooks Sandbox asks it to fill prefetch (`POST {type}/_search`
+//!   with a form body) exactly as by GET, and refuses an unknown search parameter either way
+//!   (issue 15);
 //! - `scripts/demo-fhir-server.sh` starts the server with CORS, loads the Bundle and stops
 //!   cleanly.
 //!
@@ -255,6 +258,42 @@ fn the_demo_bundle_is_valid_r4_with_one_patient_per_outcome() {
     }
 }
 
+/// The README names each demo patient, beside its id, as the Sandbox's "Change Patient" list
+/// shows it: `given family, birthDate` (cds-hooks/sandbox,
+/// src/retrieve-data-helpers/all-patient-retrieval.js), from the Bundle.
+#[test]
+fn the_readme_names_each_demo_patient_as_the_sandbox_lists_it() {
+    let readme = include_str!("../README.md");
+    let mut named = 0;
+    for e in bundle()["entry"].as_array().expect("entries") {
+        let r = &e["resource"];
+        if r["resourceType"] != "Patient" {
+            continue;
+        }
+        let id = r["id"].as_str().expect("an id");
+        let name = &r["name"][0];
+        let given: Vec<&str> = name["given"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let label = format!(
+            "{} {}, {}",
+            given.join(" "),
+            name["family"].as_str().unwrap_or_default(),
+            r["birthDate"].as_str().unwrap_or_default()
+        );
+        let row = format!("| `{id}` | {label} |");
+        assert!(
+            readme.lines().any(|l| l.starts_with(&row)),
+            "README has no row starting {row}"
+        );
+        named += 1;
+    }
+    assert_eq!(named, DEMO.len());
+}
+
 /// `"reference":"Type/id"` values in a JSON text.
 fn regex_references(text: &str) -> Vec<String> {
     let re = regex::Regex::new(r#""reference":"([A-Z][A-Za-z]+/[A-Za-z0-9.-]+)""#).expect("regex");
@@ -335,6 +374,229 @@ async fn the_demo_bundle_loads_and_patient_view_answers_each_patient_as_the_read
     assert_eq!(post_ok(&app, PREVIEW, &unknown).await, json!({"cards": []}));
 }
 
+/// The form body the CDS Hooks Sandbox POSTs to `{type}/_search` to fill a prefetch key: the
+/// template's query decoded and re-encoded as `application/x-www-form-urlencoded`
+/// (cds-hooks/sandbox, src/retrieve-data-helpers/service-exchange.js, `prefetchDataPromises`:
+/// `new URLSearchParams(query).toString()`).
+fn sandbox_form(query: &str) -> String {
+    let decoded = reqwest::Url::parse(&format!("http://x/?{query}")).expect("a query");
+    let mut form = reqwest::Url::parse("http://x/").expect("a URL");
+    form.query_pairs_mut().extend_pairs(decoded.query_pairs());
+    form.query().unwrap_or_default().to_owned()
+}
+
+/// `POST {url}` with a form body and the Sandbox's headers (it asks for `application/json+fhir`),
+/// plus a `Prefer` header when given.
+async fn post_search(
+    client: &reqwest::Client,
+    url: &str,
+    form: &str,
+    prefer: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut rb = client
+        .post(url)
+        .header("Accept", "application/json+fhir")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_owned());
+    if let Some(p) = prefer {
+        rb = rb.header("Prefer", p);
+    }
+    let res = rb
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// GET with a `Prefer` header.
+async fn get_preferring(client: &reqwest::Client, url: &str, prefer: &str) -> (StatusCode, Value) {
+    let res = client
+        .get(url)
+        .header("Accept", "application/fhir+json")
+        .header("Prefer", prefer)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// The `Type/id`s of a searchset's `match` entries, in order.
+fn matches(searchset: &Value) -> Vec<String> {
+    searchset["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| type_id(&e["resource"]))
+        .collect()
+}
+
+fn is_operation_outcome_error(body: &Value) -> bool {
+    body["resourceType"] == "OperationOutcome"
+        && body["issue"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|x| x["severity"] == "error"))
+}
+
+/// Issue 15, item 1: the Sandbox fills prefetch with `POST {type}/_search` and a form body; the
+/// server must search by the body's parameters exactly as by a GET's query (it used to read only
+/// the URL, and `patient=demo-breast` found all five patients' Conditions).
+#[tokio::test]
+async fn a_search_posted_as_the_sandbox_posts_it_finds_what_get_finds_for_that_patient_only() {
+    let server = FhirServer::start(None).await;
+    let (status, response) = server.root().post_bundle(&bundle()).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    let base = server.base_url();
+    let client = reqwest::Client::new();
+
+    // The prefetch templates exactly as the Sandbox reads them from discovery.
+    let app = common::spawn_app().await;
+    let discovery: Value = app.get("/cds-services").await.json().await.expect("JSON");
+    let service = discovery["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| format!("/cds-services/{}", s["id"].as_str().unwrap_or("")) == PREVIEW)
+        .expect("the patient-view service in discovery");
+    let mut searches = 0;
+    for d in &DEMO {
+        let record = bundle_resources_of(d.patient);
+        for (key, template) in service["prefetch"].as_object().expect("prefetch") {
+            let filled = template
+                .as_str()
+                .expect("a template")
+                .replace("{{context.patientId}}", d.patient);
+            let Some((resource_type, query)) = filled.split_once('?') else {
+                continue; // an instance read: GET either way
+            };
+            let what = format!("{} {key}", d.patient);
+            let url = format!("{base}/{resource_type}/_search");
+            let (status, posted) = post_search(&client, &url, &sandbox_form(query), None).await;
+            assert_eq!(status, StatusCode::OK, "{what}: {posted}");
+            let (status, got) = fhir_get(&client, &format!("{base}/{filled}")).await;
+            assert_eq!(status, StatusCode::OK, "{what}: {got}");
+            assert_eq!(posted["total"], got["total"], "{what}");
+            assert_eq!(matches(&posted), matches(&got), "{what}");
+            for e in posted["entry"].as_array().into_iter().flatten() {
+                assert_eq!(
+                    patient_of(&e["resource"]).as_deref(),
+                    Some(d.patient),
+                    "{what}: another patient's record"
+                );
+            }
+            // A search by patient alone finds the patient's whole record of that type.
+            if query == format!("patient={}", d.patient) {
+                let expected = record
+                    .keys()
+                    .filter(|k| k.starts_with(&format!("{resource_type}/")))
+                    .count();
+                assert_eq!(posted["total"], json!(expected), "{what}");
+            }
+            searches += 1;
+        }
+    }
+    assert_eq!(searches, DEMO.len() * 4, "four searches per patient");
+
+    // Parameters in the URL and in the body of one POST are one search (FHIR R4 3.1.1.1).
+    let url = format!("{base}/Observation/_search?patient=demo-rc-t4-positive");
+    let (status, merged) = post_search(
+        &client,
+        &url,
+        "code=http%3A%2F%2Fsnomed.info%2Fsct%7C395536008",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{merged}");
+    assert_eq!(
+        matches(&merged),
+        ["Observation/demo-rc-t4-positive-margin"],
+        "{merged}"
+    );
+    // A search's body is a form, not a resource.
+    let res = client
+        .post(format!("{base}/Condition/_search"))
+        .header("Content-Type", "application/fhir+json")
+        .body(json!({"patient": "demo-breast"}).to_string())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}
+
+/// Issue 15, item 1: an unknown search parameter is an error (400, OperationOutcome) by GET and by
+/// POST alike, as under FHIR's strict handling; a client that prefers lenient handling has it
+/// ignored and reported in an `outcome` entry.
+#[tokio::test]
+async fn an_unknown_search_parameter_is_refused_by_get_and_post_unless_the_client_prefers_lenient()
+{
+    let server = FhirServer::start(None).await;
+    let (status, response) = server.root().post_bundle(&bundle()).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    let base = server.base_url();
+    let client = reqwest::Client::new();
+    let query = "patient=demo-breast&no-such-param=value-1";
+    let get_url = format!("{base}/Condition?{query}");
+    let post_url = format!("{base}/Condition/_search");
+
+    for prefer in [None, Some("handling=strict")] {
+        let (status, body) = match prefer {
+            None => fhir_get(&client, &get_url).await,
+            Some(p) => get_preferring(&client, &get_url, p).await,
+        };
+        assert_eq!(status, StatusCode::BAD_REQUEST, "GET {prefer:?}: {body}");
+        assert!(is_operation_outcome_error(&body), "GET {prefer:?}: {body}");
+        let (status, body) = post_search(&client, &post_url, query, prefer).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "POST {prefer:?}: {body}");
+        assert!(is_operation_outcome_error(&body), "POST {prefer:?}: {body}");
+    }
+    // In the URL of a POST as much as in its body.
+    let (status, body) = post_search(
+        &client,
+        &format!("{post_url}?no-such-param=1"),
+        "patient=demo-breast",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let lenient = "return=representation, handling=lenient";
+    let (status, got) = get_preferring(&client, &get_url, lenient).await;
+    let (post_status, posted) = post_search(&client, &post_url, query, Some(lenient)).await;
+    for (method, status, body) in [("GET", status, &got), ("POST", post_status, &posted)] {
+        assert_eq!(status, StatusCode::OK, "{method}: {body}");
+        assert_eq!(
+            matches(body),
+            ["Condition/demo-breast-cancer"],
+            "{method}: the parameter ignored, the rest applied"
+        );
+        let outcomes: Vec<&Value> = body["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] == "outcome")
+            .map(|e| &e["resource"])
+            .collect();
+        let [outcome] = outcomes.as_slice() else {
+            panic!("{method}: one outcome entry expected: {body}")
+        };
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        let text = outcome.to_string();
+        assert!(text.contains("no-such-param"), "{method}: {text}");
+        assert!(
+            !text.contains("value-1"),
+            "{method}: no query values: {text}"
+        );
+        let links = body["link"].to_string();
+        assert!(links.contains("patient=demo-breast"), "{method}: {links}");
+        assert!(
+            !links.contains("no-such-param"),
+            "{method}: the self link says what was used: {links}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_demo_script_serves_the_demo_patients_with_cors_and_stops_cleanly() {
     // Make sure the server's npm packages are installed (under the harness's lock) first.
@@ -368,16 +630,26 @@ async fn the_demo_script_serves_the_demo_patients_with_cors_and_stops_cleanly() 
         base.starts_with("http://127.0.0.1:") && base.ends_with("/fhir/R4"),
         "{base}"
     );
-    // The rest of the banner: the patient ids.
+    // The rest of the banner: each patient's id, then its name and birth date (what the
+    // Sandbox's patient list shows).
     for _ in 0..DEMO.len() + 1 {
         if let Ok(Some(line)) = lines.next_line().await {
             printed.push(line);
         }
     }
     for d in &DEMO {
+        let birth_date =
+            bundle_resources_of(d.patient)[&format!("Patient/{}", d.patient)]["birthDate"]
+                .as_str()
+                .expect("a birth date")
+                .to_owned();
         assert!(
-            printed.iter().any(|l| l.trim() == d.patient),
-            "{} not listed: {printed:?}",
+            printed.iter().any(|l| {
+                let l = l.trim();
+                l.starts_with(&format!("{}  (", d.patient))
+                    && l.ends_with(&format!(", {birth_date})"))
+            }),
+            "{} not listed with its name and birth date: {printed:?}",
             d.patient
         );
     }
@@ -417,6 +689,21 @@ async fn the_demo_script_serves_the_demo_patients_with_cors_and_stops_cleanly() 
         .as_str()
         .unwrap_or_default();
     assert!(full_url.starts_with(&base), "{full_url}");
+
+    // The Sandbox fills prefetch by POST _search through the same front: one patient's records.
+    let (status, posted) = post_search(
+        &client,
+        &format!("{base}/Condition/_search"),
+        "patient=demo-breast",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{posted}");
+    assert_eq!(
+        matches(&posted),
+        ["Condition/demo-breast-cancer"],
+        "{posted}"
+    );
 
     // And the service answers the Sandbox-style call against it.
     let app = common::spawn_app().await;

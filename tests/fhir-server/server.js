@@ -36,8 +36,16 @@
  * create, update (PUT keeps the client's id), patch, delete, batch/transaction Bundles POSTed to `{base}`,
  * `{base}/metadata`). `/p/{name}{base}/...` is the same API over an independent, initially empty data store
  * called a partition (like HAPI FHIR's URL-based partitions): tests whose data reuses resource ids each
- * take their own partition of one server instead of starting one server each. Searches are strict: an
- * unknown or unsupported search parameter is a 400, not silently ignored, so a wrong query fails loudly.
+ * take their own partition of one server instead of starting one server each.
+ *
+ * Search (FHIR R4 3.1.1.1): `GET {type}?params` and `POST {type}/_search` with a form-encoded body
+ * (`application/x-www-form-urlencoded`, as the CDS Hooks Sandbox fills prefetch) are the same search;
+ * parameters in the body and in the URL of a POST are merged. Unknown or unsupported parameters are
+ * handled strictly by default: a 400 with an OperationOutcome, not silently ignored, so a wrong query
+ * fails loudly (HAPI FHIR answers an unknown parameter with 400 by default too). A client that sends
+ * `Prefer: handling=lenient` gets them ignored instead (FHIR R4 3.1.1.4, "Handling errors"): the search
+ * runs without them, the self link leaves them out, and an OperationOutcome entry (search.mode
+ * `outcome`) names them.
  *
  * Lifetime: the process exits on SIGTERM or SIGINT, and when its standard input is a pipe or socket and
  * that closes (so a test harness that dies without cleaning up leaves no orphan). Data lives in memory only.
@@ -220,6 +228,43 @@ function searchParamsOf(resourceType) {
 // ---------------------------------------------------------------------------------------------------
 // Search: strict parameters, bare-id references, paging with links.
 
+/**
+ * The parameters of a form-encoded request body (`POST {type}/_search`), in order. A class of its own so
+ * that the search tells form parameters from a JSON body (a resource), which `_search` does not take.
+ */
+class FormParameters {
+  constructor(pairs) {
+    this.pairs = pairs;
+  }
+}
+
+/** The `handling` preference of a `Prefer` header (FHIR R4 3.1.1.4): 'strict' unless it says lenient. */
+function handlingOf(headers) {
+  const prefer = headers?.prefer;
+  const text = Array.isArray(prefer) ? prefer.join(',') : (prefer ?? '');
+  const m = /(?:^|[,;\s])handling\s*=\s*"?(strict|lenient)"?\s*(?:$|[,;])/i.exec(text);
+  return m ? m[1].toLowerCase() : 'strict';
+}
+
+/**
+ * The parameters of a search, in order: the URL's, then (for `POST _search`) the form body's. The
+ * Medplum router hands a POST's parsed body to the search, not its query; reading only the query made a
+ * POSTed `patient=X` match every patient (issue 15).
+ */
+function searchPairs(req) {
+  const pairs = queryPairs(req.query);
+  if (req.method === 'POST') {
+    if (req.body instanceof FormParameters) {
+      pairs.push(...req.body.pairs);
+    } else if (req.body !== undefined) {
+      throw new OperationOutcomeError(
+        badRequest('POST _search takes its parameters as application/x-www-form-urlencoded'),
+      );
+    }
+  }
+  return pairs;
+}
+
 /** `{ key: value | [values] }` as the router hands it over, flattened to pairs in order. */
 function queryPairs(query) {
   const pairs = [];
@@ -269,11 +314,13 @@ function makeSearchHandler(options) {
     if (!params || !isResourceType(resourceType)) {
       return [notFound];
     }
-    const pairs = queryPairs(req.query);
+    const pairs = searchPairs(req);
+    const lenient = handlingOf(req.headers) === 'lenient';
     const filters = [];
     let count;
     let offset = 0;
     const extra = [];
+    const ignored = [];
     for (const [key, value] of pairs) {
       const [code, modifier] = key.split(':', 2);
       if (code === '_count') {
@@ -287,8 +334,12 @@ function makeSearchHandler(options) {
       } else if (SUPPORTED_RESULT_PARAMS.has(code)) {
         extra.push([key, value]);
       } else if (key.includes('.') || !params[code]) {
-        // Unknown parameters, chaining, _include, _has, _elements ...: refused rather than ignored.
-        throw new OperationOutcomeError(badRequest(`unknown or unsupported search parameter: ${key}`));
+        // Unknown parameters, chaining, _include, _has, _elements ...: refused (strict, the default) or,
+        // when the client prefers lenient handling, ignored and reported.
+        if (!lenient) {
+          throw new OperationOutcomeError(badRequest(`unknown or unsupported search parameter: ${key}`));
+        }
+        ignored.push(key);
       } else if (params[code].type === 'reference' && (!modifier || /^[A-Z]/.test(modifier))) {
         filters.push([code, normaliseReference(params[code], modifier, value)]);
       } else {
@@ -307,9 +358,10 @@ function makeSearchHandler(options) {
     const found = await repo.search(searchRequest);
     const total = found.total ?? 0;
 
-    // Links carry the client's own parameters (not the expanded ones), so they read like what it sent.
+    // Links carry the client's own parameters (not the expanded ones), so they read like what it sent,
+    // less those it ignored (the self link says what the search used).
     const base = req.config?.publicBase ?? '';
-    const kept = pairs.filter(([k]) => k !== '_count' && k !== '_offset');
+    const kept = pairs.filter(([k]) => k !== '_count' && k !== '_offset' && !ignored.includes(k));
     const link = (relation, at) => {
       const qs = new URLSearchParams([...kept, ['_count', String(pageSize)], ['_offset', String(at)]]);
       return { relation, url: `${base}/${resourceType}?${qs}` };
@@ -334,6 +386,15 @@ function makeSearchHandler(options) {
       resource: e.resource,
       search: { mode: 'match' },
     }));
+    if (ignored.length > 0) {
+      // Parameter names only: never their values.
+      const issue = [...new Set(ignored)].map((key) => ({
+        severity: 'warning',
+        code: 'not-supported',
+        diagnostics: `unknown or unsupported search parameter ignored: ${key}`,
+      }));
+      entries.push({ resource: { resourceType: 'OperationOutcome', issue }, search: { mode: 'outcome' } });
+    }
     if (entries.length > 0) {
       bundle.entry = entries;
     }
@@ -468,11 +529,7 @@ function parseBody(text, contentType) {
     return undefined;
   }
   if (/^application\/x-www-form-urlencoded/i.test(contentType ?? '')) {
-    const query = Object.create(null);
-    for (const [key, value] of new URLSearchParams(text)) {
-      query[key] = query[key] === undefined ? value : [].concat(query[key], value);
-    }
-    return query;
+    return new FormParameters([...new URLSearchParams(text)]);
   }
   try {
     return JSON.parse(text);
