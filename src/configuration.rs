@@ -15,16 +15,7 @@ use crate::auth::AuthSettings;
 use crate::facts::MarginThresholds;
 use crate::limits::Limits;
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line (for log shippers).
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// The coverage policy's configurable thresholds.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -122,116 +113,7 @@ impl Default for Settings {
     }
 }
 
-/// How the service fetches prefetch keys the client did not send (`[fhir]` in the file).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct FhirSettings {
-    /// FHIR base URLs a request's `fhirServer` must lie under (prefix match at a path-segment
-    /// boundary); listed servers are reached at whatever address they have. Empty: any https
-    /// server at a public address, http only to a loopback host, loopback only when the service
-    /// listens on loopback (see `gather::addresses`; a warning is logged at start-up; set this
-    /// in production so the service cannot be used as an open proxy).
-    pub allowed_base_urls: Vec<String>,
-    /// One deadline, in milliseconds, for all fetching in one call (CDS Hooks asks for answers
-    /// "on the order of 500 ms"; the EHR will not wait long).
-    pub timeout_ms: u64,
-    /// Time allowed to open a connection, in milliseconds (never more than `timeout_ms`).
-    pub connect_timeout_ms: u64,
-    /// Most search result pages followed per query (`next` links); more is a failure.
-    pub max_pages: usize,
-    /// Largest response body accepted from the FHIR server, in bytes (checked while reading).
-    pub max_response_bytes: usize,
-    /// Most Conditions named by the IORT orders' `reasonReference` that are read by id in one
-    /// call (those the record lacks after prefetch and fetching; see `gather::reasons`). More
-    /// are noted as not read. 0 turns reading them off.
-    pub max_reason_fetches: usize,
-    /// Most JSON values read from the FHIR server in one call, over all queries and pages.
-    /// Parsed, a value costs 30-80 bytes however few bytes it takes in the answer: this, not
-    /// the bytes, bounds what a call's fetched record costs (a server sending pages of small
-    /// numbers took one call past 1 GB). More: `indeterminate`, the record too large.
-    pub max_call_values: usize,
-    /// Most JSON values read from FHIR servers and held at once by all calls together
-    /// (process-wide). A call waits, within its deadline, for room; at least
-    /// `max_call_values`, so one largest call can always run.
-    pub max_inflight_values: usize,
-    /// Use the proxy named by `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`. Off by default so a
-    /// stray variable cannot route bearer tokens through an unexpected host. Needs
-    /// `allowed_base_urls`: through a proxy the service never sees the address a server name
-    /// leads to, so it cannot keep to public addresses itself.
-    pub use_system_proxy: bool,
-}
-
-impl Default for FhirSettings {
-    fn default() -> Self {
-        Self {
-            allowed_base_urls: Vec::new(),
-            timeout_ms: 3000,
-            connect_timeout_ms: 1000,
-            max_pages: 20,
-            max_response_bytes: 8 * 1024 * 1024,
-            max_reason_fetches: 8,
-            // A real record of 5,000 resources is about 300,000 values (~25 MB parsed).
-            max_call_values: 1_000_000,
-            max_inflight_values: 2_000_000,
-            use_system_proxy: false,
-        }
-    }
-}
-
-impl FhirSettings {
-    /// Checks that cannot be expressed in types; the error names the setting.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, message: String| Err(ConfigError::Invalid { setting, message });
-        if let Err(message) = crate::gather::allow_list::ServerPolicy::new(&self.allowed_base_urls)
-        {
-            return invalid("fhir.allowed_base_urls", message);
-        }
-        if self.use_system_proxy && self.allowed_base_urls.is_empty() {
-            return invalid(
-                "fhir.use_system_proxy",
-                "needs fhir.allowed_base_urls: through a proxy the service cannot see which \
-                 address a FHIR server's name leads to, so only listed servers may be named"
-                    .to_owned(),
-            );
-        }
-        if !(1..=60_000).contains(&self.timeout_ms) {
-            return invalid("fhir.timeout_ms", "must be between 1 and 60000".to_owned());
-        }
-        if !(1..=60_000).contains(&self.connect_timeout_ms) {
-            return invalid(
-                "fhir.connect_timeout_ms",
-                "must be between 1 and 60000".to_owned(),
-            );
-        }
-        if !(1..=1000).contains(&self.max_pages) {
-            return invalid("fhir.max_pages", "must be between 1 and 1000".to_owned());
-        }
-        if self.max_response_bytes < 1024 {
-            return invalid(
-                "fhir.max_response_bytes",
-                "must be at least 1024".to_owned(),
-            );
-        }
-        if self.max_call_values < 1000 {
-            return invalid("fhir.max_call_values", "must be at least 1000".to_owned());
-        }
-        if self.max_inflight_values < self.max_call_values
-            || u32::try_from(self.max_inflight_values).is_err()
-        {
-            return invalid(
-                "fhir.max_inflight_values",
-                "must be at least fhir.max_call_values and at most 4294967295".to_owned(),
-            );
-        }
-        if self.max_reason_fetches > 100 {
-            return invalid(
-                "fhir.max_reason_fetches",
-                "must be between 0 and 100".to_owned(),
-            );
-        }
-        Ok(())
-    }
-}
+pub use crate::gather::settings::FhirSettings;
 
 /// Why the settings cannot be used. Names the file or the setting.
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +150,17 @@ pub struct Overrides {
 }
 
 impl Settings {
+    /// Whether only processes on this machine can reach the service as configured (see
+    /// [`crate::reach`]): `listen` on loopback and no `public_base_url` on another host.
+    pub fn local_only(&self) -> bool {
+        crate::reach::loopback_only(
+            &[self.listen],
+            self.public_base_url
+                .as_deref()
+                .or(self.auth.public_base_url.as_deref()),
+        )
+    }
+
     /// Defaults, then the file (if any), then the overrides; validated.
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
         let mut s = match file {
@@ -364,7 +257,9 @@ impl Settings {
         if self.call_threads == Some(0) {
             return invalid("call_threads", "must be at least 1");
         }
-        self.fhir.validate()?;
+        self.fhir
+            .validate()
+            .map_err(|(setting, message)| ConfigError::Invalid { setting, message })?;
         self.limits
             .validate()
             .map_err(|(setting, message)| ConfigError::Invalid { setting, message })?;

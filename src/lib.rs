@@ -37,6 +37,7 @@ pub mod limits;
 pub mod pipeline;
 pub mod policy;
 pub mod reach;
+pub mod record;
 pub mod render;
 pub mod startup;
 pub mod telemetry;

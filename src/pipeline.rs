@@ -132,8 +132,13 @@ impl Engine {
         let renderer = Renderer::load(&assets, &policy)?;
         let terminology = Arc::new(Terminology::load(&assets)?);
         let what_if_order = load_what_if_order(&assets, &terminology)?;
-        let gatherer = gather::Gatherer::new(settings, Arc::clone(&terminology))
-            .map_err(StartupError::Other)?;
+        let gatherer = gather::Gatherer::new(
+            &settings.fhir,
+            settings.limits,
+            settings.local_only(),
+            Arc::clone(&terminology),
+        )
+        .map_err(StartupError::Other)?;
         Ok(Self {
             schemas: Schemas::load(&assets)?,
             discovery: Discovery::load(&assets, &terminology)?,

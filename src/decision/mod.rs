@@ -257,7 +257,7 @@ pub(crate) mod test_support {
     use serde_json::json;
 
     use crate::facts::*;
-    use crate::gather::RecordIssue;
+    use crate::record::RecordIssue;
 
     /// Evidence as facts build it: `"pT4a (SNOMED CT 1229865000)"` becomes the words `pT4a`
     /// and the code `SNOMED CT 1229865000`.

@@ -9,7 +9,7 @@
 
 use crate::facts::CoverageRef;
 use crate::facts::fhir::{reference_id, text};
-use crate::gather::{PatientRecord, RecordIssue};
+use crate::record::{PatientRecord, RecordIssue};
 use crate::terminology::{Terminology, ValueSetId};
 
 pub(crate) fn find(

@@ -50,7 +50,7 @@ use crate::facts::fhir::{
     procedure_id, procedure_usable, reference_id, text,
 };
 use crate::facts::{Evidence, IndicationFact, IndicationSource, IndicationStatus};
-use crate::gather::{PatientRecord, RecordIssue};
+use crate::record::{PatientRecord, RecordIssue};
 use crate::terminology::{
     Terminology, ValueSetId, is_cancer_condition_profile, is_secondary_cancer_condition_profile,
     same_code,

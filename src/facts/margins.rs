@@ -45,7 +45,7 @@ use crate::facts::fhir::{
 };
 use crate::facts::indication::{Link, Scope};
 use crate::facts::{Evidence, MarginFact, MarginStatus, MarginThresholds};
-use crate::gather::PatientRecord;
+use crate::record::PatientRecord;
 use crate::terminology::{Terminology, ValueSetId, length_unit_to_mm_exponent};
 
 /// Higher is worse.

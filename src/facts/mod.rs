@@ -200,7 +200,7 @@ pub struct OrderFacts {
     pub coverage: Option<CoverageRef>,
     /// Record issues that may matter for this order (skipped resources of the kinds the facts
     /// are read from), for the card's "record incomplete" note.
-    pub record_issues: Vec<crate::gather::RecordIssue>,
+    pub record_issues: Vec<crate::record::RecordIssue>,
     /// Copied from the record: when set, the record could not be read and the decision must
     /// be `indeterminate` (technical).
     pub unavailable: Option<String>,
@@ -224,8 +224,8 @@ impl Default for MarginThresholds {
     }
 }
 
-use crate::gather::PatientRecord;
 use crate::hook::DraftOrder;
+use crate::record::PatientRecord;
 use crate::terminology::Terminology;
 
 /// The draft orders that are IORT orders, in request order.
@@ -287,7 +287,7 @@ mod tests {
     use crate::facts::test_support::{
         condition, coverage, observation, procedure, record, terminology,
     };
-    use crate::gather::RecordIssue;
+    use crate::record::RecordIssue;
     use fhirbolt::model::r4::Resource;
     use serde_json::json;
 

@@ -43,7 +43,7 @@ mod tests {
     use super::*;
     use crate::facts::indication;
     use crate::facts::test_support::{condition, record, terminology};
-    use crate::gather::PatientRecord;
+    use crate::record::PatientRecord;
     use serde_json::json;
 
     fn cancer(id: &str, code: &str, clinical: &str) -> fhirbolt::model::r4::resources::Condition {

@@ -32,7 +32,7 @@ use crate::facts::fhir::{
 };
 use crate::facts::indication::{Link, Scope};
 use crate::facts::{Evidence, StagingFact, TCategory};
-use crate::gather::PatientRecord;
+use crate::record::PatientRecord;
 use crate::terminology::{Terminology, ValueSetId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use fhirbolt::model::r4::resources::{Condition, Coverage, Observation, Procedure
 use serde_json::Value;
 
 use crate::assets::Assets;
-use crate::gather::PatientRecord;
+use crate::record::PatientRecord;
 use crate::terminology::Terminology;
 
 pub(crate) fn terminology() -> &'static Terminology {

@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::addresses::{AddressPolicy, GuardedResolver, RefusedAddress};
 use super::allow_list::{BaseUrl, host_ip};
-use crate::configuration::FhirSettings;
+use super::settings::FhirSettings;
 use crate::limits::{self, Limits};
 
 /// The media type asked for and sent in `Accept`.

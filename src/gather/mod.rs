@@ -35,12 +35,12 @@ pub mod allow_list;
 pub mod fhir_client;
 pub mod prefetch;
 pub mod reasons;
+pub mod settings;
 pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fhirbolt::model::r4::resources::{Condition, Coverage, Observation, Procedure};
 use futures_util::future::join_all;
 use reqwest::header::HeaderValue;
 use serde_json::{Map, Value};
@@ -48,50 +48,18 @@ use tokio::time::{Instant, timeout_at};
 
 use self::allow_list::{BaseUrl, ServerPolicy, bearer_header};
 use self::fhir_client::{FhirClient, Query};
-use self::prefetch::RecordBuilder;
-use crate::configuration::Settings;
+use self::settings::FhirSettings;
 use crate::hook::HookRequest;
 use crate::hook::discovery::ServiceDefinition;
+use crate::limits::Limits;
+use crate::record::RecordBuilder;
+pub use crate::record::{PatientRecord, RecordIssue};
 use crate::terminology::Terminology;
 
 /// What the caller is told (card, coverage-information) when fetching from the FHIR server
 /// failed, whatever the cause; it completes "The patient record could not be read (...)".
 pub const RECORD_UNREADABLE: &str =
     "fetching it from the FHIR server failed; the service's log names the cause";
-
-/// Something in the record that could not be used, kept so the cards can say the record was
-/// incomplete. It names the prefetch key and the resource (`Type/id`), never clinical content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordIssue {
-    /// The prefetch key (or FHIR query) the data came from; [`reasons::SOURCE`] for an
-    /// order's reason read by id.
-    pub source: String,
-    /// `Type/id` of the resource, when known.
-    pub resource: Option<String>,
-    /// What was wrong, e.g. "does not parse as FHIR R4 Observation: unknown field `foo`".
-    pub problem: String,
-}
-
-/// The parts of the patient's record the decision reads, each resource parsed and typed.
-#[derive(Debug, Clone, Default)]
-pub struct PatientRecord {
-    pub patient_id: String,
-    pub conditions: Vec<Condition>,
-    pub procedures: Vec<Procedure>,
-    pub observations: Vec<Observation>,
-    pub coverages: Vec<Coverage>,
-    /// Resources that were skipped, and why.
-    pub issues: Vec<RecordIssue>,
-    /// Set when a whole part of the record could not be obtained (e.g. the FHIR server failed):
-    /// the decision must then answer `indeterminate` rather than guess. Says what failed.
-    pub unavailable: Option<String>,
-    /// Observations of this patient dropped unparsed because none of their codes is one the
-    /// facts read (vital signs, labs ...); see [`prefetch`]. For the log and benchmarks only:
-    /// they never make the record unavailable.
-    pub observations_dropped: usize,
-    /// Search outcome entries (OperationOutcomes) met in Bundles; not record resources.
-    pub outcome_entries: usize,
-}
 
 /// Why gathering refused to run at all (answered with an error, not an outcome).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,28 +109,23 @@ impl Gatherer {
     /// no allow-list is configured, see [`Gatherer::warn_if_open`]; a one-shot `evaluate` does
     /// not, it fetches nothing unless its request asks.)
     ///
-    /// Without an allow-list, loopback FHIR servers are allowed only when the service listens
-    /// on loopback itself (`listen`) and is not published under another host (`public_base_url`
-    /// naming a non-loopback host: a proxy forwards remote callers to it). Then only local
-    /// callers reach the service, and they can reach loopback without it. The `evaluate`
-    /// command follows the same settings (by default `listen` is loopback).
-    pub fn new(settings: &Settings, terminology: Arc<Terminology>) -> Result<Self, String> {
-        let fhir = &settings.fhir;
-        fhir.validate().map_err(|e| e.to_string())?;
-        // The same rule as for authentication and CORS: only this machine can call.
-        let local_only = crate::reach::loopback_only(
-            &[settings.listen],
-            settings
-                .public_base_url
-                .as_deref()
-                .or(settings.auth.public_base_url.as_deref()),
-        );
+    /// Without an allow-list, loopback FHIR servers are allowed only when `local_only`: only
+    /// processes on this machine can reach the service (see [`crate::reach`]), and they can
+    /// reach loopback without it. The `evaluate` command follows the same settings.
+    pub fn new(
+        fhir: &FhirSettings,
+        limits: Limits,
+        local_only: bool,
+        terminology: Arc<Terminology>,
+    ) -> Result<Self, String> {
+        fhir.validate()
+            .map_err(|(setting, message)| format!("invalid setting `{setting}`: {message}"))?;
         let policy = ServerPolicy::new(&fhir.allowed_base_urls)?.allowing_loopback(local_only);
         Ok(Self {
-            client: FhirClient::new(fhir, policy.address_policy())?.with_limits(settings.limits),
+            client: FhirClient::new(fhir, policy.address_policy())?.with_limits(limits),
             policy,
             timeout: Duration::from_millis(fhir.timeout_ms),
-            limits: settings.limits,
+            limits,
             max_reason_fetches: fhir.max_reason_fetches,
             terminology,
         })
@@ -466,6 +429,7 @@ fn finish(b: RecordBuilder<'_>) -> PatientRecord {
 mod tests {
     use super::*;
     use crate::assets::Assets;
+    use crate::configuration::Settings;
     use crate::hook::discovery::Discovery;
     use serde_json::{Value, json};
     use wiremock::matchers::{header, method, path, query_param};
@@ -494,10 +458,14 @@ mod tests {
         Arc::clone(&T)
     }
 
+    fn build(s: &Settings) -> Result<Gatherer, String> {
+        Gatherer::new(&s.fhir, s.limits, s.local_only(), terminology())
+    }
+
     fn gatherer(adjust: impl FnOnce(&mut Settings)) -> Gatherer {
         let mut s = Settings::default();
         adjust(&mut s);
-        Gatherer::new(&s, terminology()).unwrap()
+        build(&s).unwrap()
     }
 
     /// The example request without the given prefetch keys, pointed at `server`.
@@ -765,7 +733,7 @@ mod tests {
     fn settings_are_checked_at_start_up() {
         let mut s = Settings::default();
         s.fhir.allowed_base_urls = vec!["not a url".into()];
-        let e = Gatherer::new(&s, terminology()).unwrap_err();
+        let e = build(&s).unwrap_err();
         assert!(e.contains("fhir.allowed_base_urls"), "{e}");
     }
 

@@ -8,8 +8,8 @@ use super::*;
 use crate::decision::test_support::{covered_facts, facts};
 use crate::decision::{Criterion, decide};
 use crate::facts::{CoverageRef, IndicationStatus as I, MarginStatus as M, TCategory as T};
-use crate::gather::RecordIssue;
 use crate::hook::ActionType;
+use crate::record::RecordIssue;
 
 fn today() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()

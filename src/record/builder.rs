@@ -1,0 +1,965 @@
+//! Building the [`PatientRecord`] from prefetched (or fetched) FHIR JSON.
+//!
+//! The same code reads what the EHR prefetched and what the service fetched itself, so both
+//! paths give the same record. Bundles are taken apart with serde_json; each resource is
+//! parsed on its own with fhirbolt (strict R4), so a resource that does not parse is skipped
+//! and noted, and the rest of the record is kept. Resources about another patient are left
+//! out: they must never influence this patient's answer.
+//!
+//! Real EHR search Bundles carry more than the record, and the builder sorts that out before
+//! anything costly happens:
+//!
+//! - **Search outcome entries** (`search.mode` `outcome`, or an OperationOutcome resource):
+//!   the server's notes about the search (Epic adds one to many pages). They are not record
+//!   resources: logged (the source and the issues' `severity`/`code` values only, never the
+//!   diagnostics text) and never counted against a limit, so a full 1,000-entry page plus its
+//!   outcome entry is read like any other.
+//! - **Observations the facts cannot use**: many servers ignore the Observation query's `code`
+//!   filter and send every vital sign and lab, thousands of them. An Observation is parsed
+//!   only when one of its codings (`code`, `component.code`, `valueCodeableConcept`) is in a
+//!   value set the facts read Observations by ([`OBSERVATION_VALUE_SETS`]), or when it groups
+//!   others (`hasMember`: a stage group the staging facts follow). The rest are dropped on the
+//!   JSON, counted in [`PatientRecord::observations_dropped`], and never count against
+//!   `limits.max_record_resources`: noise must not make a record "too large to assess".
+
+use std::collections::HashSet;
+
+use fhirbolt::model::r4::Resource;
+use serde_json::{Map, Value};
+
+use super::{PatientRecord, RecordIssue};
+use crate::limits::{LimitExceeded, Limits};
+use crate::terminology::{Terminology, ValueSetId};
+
+/// The value sets the facts read Observations by: an Observation with no coding in any of them
+/// (and no `hasMember`) cannot change an answer, so it is not parsed.
+pub const OBSERVATION_VALUE_SETS: [ValueSetId; 6] = [
+    ValueSetId::TCategoryObservation,
+    ValueSetId::StageGroupObservation,
+    ValueSetId::MarginFindingObservation,
+    ValueSetId::MarginDistanceObservation,
+    ValueSetId::T4Category,
+    ValueSetId::BelowT4Category,
+];
+
+/// Outcome entries logged one by one per record; the rest are only counted (an answer within
+/// the byte limits could hold a hundred thousand of them).
+const OUTCOME_ENTRIES_LOGGED: usize = 8;
+
+/// Whether a Bundle entry is a search outcome entry, not a record resource: `search.mode` is
+/// `outcome`, or its resource is an OperationOutcome.
+pub fn is_outcome_entry(entry: &Value) -> bool {
+    entry.pointer("/search/mode").and_then(Value::as_str) == Some("outcome")
+        || entry
+            .pointer("/resource/resourceType")
+            .and_then(Value::as_str)
+            == Some("OperationOutcome")
+}
+
+/// The entries of a Bundle that count against `limits.max_bundle_entries` (all but the search
+/// outcome entries).
+pub fn counted_entries(entries: &[Value]) -> usize {
+    entries.iter().filter(|e| !is_outcome_entry(e)).count()
+}
+
+/// The `severity` and `code` values of an OperationOutcome's issues, for a log line: each value
+/// only when it is a code of the FHIR value set (IssueSeverity, IssueType), else `other`, so a
+/// server putting text in them cannot get it into the logs. At most 8 issues are named.
+fn outcome_codes(outcome: Option<&Value>) -> (String, String) {
+    const SEVERITIES: [&str; 4] = ["fatal", "error", "warning", "information"];
+    const TYPES: [&str; 31] = [
+        "invalid",
+        "structure",
+        "required",
+        "value",
+        "invariant",
+        "security",
+        "login",
+        "unknown",
+        "expired",
+        "forbidden",
+        "suppressed",
+        "processing",
+        "not-supported",
+        "duplicate",
+        "multiple-matches",
+        "not-found",
+        "deleted",
+        "too-long",
+        "code-invalid",
+        "extension",
+        "too-costly",
+        "business-rule",
+        "conflict",
+        "transient",
+        "lock-error",
+        "no-store",
+        "exception",
+        "timeout",
+        "incomplete",
+        "throttled",
+        "informational",
+    ];
+    let known = |issue: &Value, key: &str, list: &[&'static str]| -> &'static str {
+        let value = issue.get(key).and_then(Value::as_str).unwrap_or_default();
+        list.iter()
+            .copied()
+            .find(|k| *k == value)
+            .unwrap_or("other")
+    };
+    let issues = outcome
+        .and_then(|o| o.get("issue"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut severity = Vec::new();
+    let mut code = Vec::new();
+    for issue in issues.iter().take(8) {
+        severity.push(known(issue, "severity", &SEVERITIES));
+        code.push(known(issue, "code", &TYPES));
+    }
+    if issues.len() > 8 {
+        severity.push("...");
+        code.push("...");
+    }
+    (severity.join(","), code.join(","))
+}
+
+/// Whether an Observation (as JSON, before parsing) can matter to the facts: a coding of its
+/// `code`, a `component.code` or its `valueCodeableConcept` is in one of
+/// [`OBSERVATION_VALUE_SETS`], or it has members (`hasMember`).
+pub fn observation_is_relevant(observation: &Value, terminology: &Terminology) -> bool {
+    if observation
+        .get("hasMember")
+        .and_then(Value::as_array)
+        .is_some_and(|m| !m.is_empty())
+    {
+        return true;
+    }
+    fn codings(concept: Option<&Value>) -> &[Value] {
+        concept
+            .and_then(|c| c.get("coding"))
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+    let components = observation
+        .get("component")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut all = codings(observation.get("code"))
+        .iter()
+        .chain(codings(observation.get("valueCodeableConcept")))
+        .chain(components.iter().flat_map(|c| codings(c.get("code"))));
+    all.any(|coding| {
+        let (Some(system), Some(code)) = (
+            coding.get("system").and_then(Value::as_str),
+            coding.get("code").and_then(Value::as_str),
+        ) else {
+            return false;
+        };
+        OBSERVATION_VALUE_SETS
+            .iter()
+            .any(|vs| terminology.contains(*vs, system, code))
+    })
+}
+
+/// Accumulates resources into a record, parsing, filtering and de-duplicating them.
+#[derive(Debug)]
+pub struct RecordBuilder<'t> {
+    record: PatientRecord,
+    /// What the Observation filter looks codes up in (loaded once at start-up).
+    terminology: &'t Terminology,
+    seen: HashSet<(String, String)>,
+    limits: Limits,
+    /// Resources kept so far (bounded by `limits.max_record_resources`).
+    kept: usize,
+    /// Set once the record passed a limit: nothing more is read.
+    over_limit: bool,
+}
+
+impl<'t> RecordBuilder<'t> {
+    /// A builder with the default [`Limits`].
+    pub fn new(patient_id: &str, terminology: &'t Terminology) -> Self {
+        Self::with_limits(patient_id, terminology, Limits::default())
+    }
+
+    /// A builder that stops reading, and marks the record unavailable (so the outcome is
+    /// `indeterminate`), once a Bundle has more than `limits.max_bundle_entries` entries
+    /// (outcome entries aside) or the record more than `limits.max_record_resources` kept
+    /// resources.
+    pub fn with_limits(patient_id: &str, terminology: &'t Terminology, limits: Limits) -> Self {
+        Self {
+            record: PatientRecord {
+                patient_id: patient_id.to_owned(),
+                ..PatientRecord::default()
+            },
+            terminology,
+            seen: HashSet::new(),
+            limits,
+            kept: 0,
+            over_limit: false,
+        }
+    }
+
+    /// An empty builder for one source of the same record (same patient, terminology and
+    /// limits), to be merged back with [`RecordBuilder::absorb`]: concurrent queries read into
+    /// parts of their own as their pages arrive.
+    pub fn part(&self) -> RecordBuilder<'t> {
+        Self::with_limits(&self.record.patient_id, self.terminology, self.limits)
+    }
+
+    /// Merge a part read from `source` into this record, as if its resources had been added
+    /// here in the order they were read: a resource already here (same type and id) is not
+    /// added again, the record's limits apply to the sum, and nothing is added once the record
+    /// is over a limit.
+    pub fn absorb(&mut self, source: &str, part: RecordBuilder<'t>) {
+        if self.over_limit {
+            return;
+        }
+        let RecordBuilder {
+            record: r,
+            seen,
+            over_limit,
+            ..
+        } = part;
+        self.record.outcome_entries += r.outcome_entries;
+        self.record.observations_dropped += r.observations_dropped;
+        self.record.issues.extend(r.issues);
+        if let Some(what) = r.unavailable {
+            self.unavailable(what);
+        }
+        self.over_limit |= over_limit;
+        let id = |id: Option<&fhirbolt::model::r4::types::Id>| id.and_then(|i| i.value.clone());
+        let keep = |this: &mut Self, rtype: &str, id: Option<String>| -> bool {
+            if let Some(id) = id
+                && !this.seen.insert((rtype.to_owned(), id))
+            {
+                return false; // the same resource from another key, read first
+            }
+            if this.over_limit {
+                return false;
+            }
+            if this.kept >= this.limits.max_record_resources {
+                let limit = LimitExceeded {
+                    setting: "limits.max_record_resources",
+                    limit: this.limits.max_record_resources,
+                    what: format!("more than {} resources", this.limits.max_record_resources),
+                };
+                this.too_large(source, limit);
+                return false;
+            }
+            this.kept += 1;
+            true
+        };
+        for c in r.conditions {
+            if keep(self, "Condition", id(c.id.as_ref())) {
+                self.record.conditions.push(c);
+            }
+        }
+        for p in r.procedures {
+            if keep(self, "Procedure", id(p.id.as_ref())) {
+                self.record.procedures.push(p);
+            }
+        }
+        for o in r.observations {
+            if keep(self, "Observation", id(o.id.as_ref())) {
+                self.record.observations.push(o);
+            }
+        }
+        for c in r.coverages {
+            if keep(self, "Coverage", id(c.id.as_ref())) {
+                self.record.coverages.push(c);
+            }
+        }
+        // Resources the part read and skipped (unparsable) count as read here too.
+        self.seen.extend(seen);
+    }
+
+    /// Whether the record already holds (or has read and skipped as unparsable) the resource
+    /// `rtype/id`: fetching it again would add nothing.
+    pub fn has(&self, rtype: &str, id: &str) -> bool {
+        self.seen.contains(&(rtype.to_owned(), id.to_owned()))
+    }
+
+    /// Whether the record has been marked unavailable (its answer will be `indeterminate`).
+    pub fn is_unavailable(&self) -> bool {
+        self.record.unavailable.is_some()
+    }
+
+    /// Give up on the record: it is too large to assess within the limits.
+    fn too_large(&mut self, source: &str, limit: LimitExceeded) {
+        if !self.over_limit {
+            self.over_limit = true;
+            tracing::warn!(
+                source,
+                setting = limit.setting,
+                "patient record over a limit; not assessed"
+            );
+            self.unavailable(format!(
+                "{source}: the record is too large to assess: {limit}"
+            ));
+        }
+    }
+
+    /// Add a prefetch value or a FHIR response body: a single resource, a Bundle (its entries
+    /// are added one by one), or `null` (nothing).
+    pub fn add_value(&mut self, source: &str, value: Value) {
+        if self.over_limit {
+            return;
+        }
+        match value {
+            Value::Null => {}
+            Value::Object(mut obj) => {
+                if obj.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+                    let entries = match obj.remove("entry") {
+                        Some(Value::Array(a)) => a,
+                        _ => Vec::new(),
+                    };
+                    if let Err(limit) = self.limits.check_entries(counted_entries(&entries)) {
+                        self.too_large(source, limit);
+                        return;
+                    }
+                    for (i, entry) in entries.into_iter().enumerate() {
+                        if is_outcome_entry(&entry) {
+                            self.outcome(source, entry.get("resource"));
+                            continue;
+                        }
+                        match entry {
+                            Value::Object(mut e) => match e.remove("resource") {
+                                Some(r) => self.add_resource(source, r),
+                                None => self.issue(
+                                    source,
+                                    None,
+                                    format!("Bundle entry {i} has no resource"),
+                                ),
+                            },
+                            _ => self.issue(
+                                source,
+                                None,
+                                format!("Bundle entry {i} is not an object"),
+                            ),
+                        }
+                    }
+                } else {
+                    self.add_resource(source, Value::Object(obj));
+                }
+            }
+            _ => self.issue(source, None, "is not a FHIR resource or Bundle".to_owned()),
+        }
+    }
+
+    /// A search outcome entry: counted and logged (codes only), nothing else.
+    fn outcome(&mut self, source: &str, outcome: Option<&Value>) {
+        self.record.outcome_entries += 1;
+        if self.record.outcome_entries > OUTCOME_ENTRIES_LOGGED {
+            return;
+        }
+        let (severity, code) = outcome_codes(outcome);
+        if severity.split(',').any(|s| s == "fatal" || s == "error") {
+            tracing::warn!(
+                source,
+                severity,
+                code,
+                "search outcome entry in a Bundle (not a record resource)"
+            );
+        } else {
+            tracing::info!(
+                source,
+                severity,
+                code,
+                "search outcome entry in a Bundle (not a record resource)"
+            );
+        }
+    }
+
+    /// Note a problem with a whole source (e.g. it could not be fetched).
+    pub fn issue(&mut self, source: &str, resource: Option<String>, problem: String) {
+        self.record.issues.push(RecordIssue {
+            source: source.to_owned(),
+            resource,
+            problem,
+        });
+    }
+
+    /// Mark the record as not fully available (the decision will not guess).
+    pub fn unavailable(&mut self, what: String) {
+        match &mut self.record.unavailable {
+            Some(existing) => {
+                existing.push_str("; ");
+                existing.push_str(&what);
+            }
+            None => self.record.unavailable = Some(what),
+        }
+    }
+
+    fn add_resource(&mut self, source: &str, resource: Value) {
+        let rtype = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // Only the four kinds the facts read; the rest (Patient, Encounter ...) is not needed
+        // and not parsed. A lone OperationOutcome (not in a Bundle) is a search note too.
+        if rtype == "OperationOutcome" {
+            self.outcome(source, Some(&resource));
+            return;
+        }
+        if !matches!(
+            rtype,
+            "Condition" | "Procedure" | "Observation" | "Coverage"
+        ) {
+            return;
+        }
+        let rtype = rtype.to_owned();
+        if !self.is_about_patient(&rtype, &resource) {
+            return;
+        }
+        // Before anything is kept or counted: an Observation the facts cannot use is noise.
+        if rtype == "Observation" && !observation_is_relevant(&resource, self.terminology) {
+            self.record.observations_dropped += 1;
+            return;
+        }
+        let id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let reference = format!("{}/{}", rtype, id.as_deref().unwrap_or("(no id)"));
+        if let Some(id) = &id
+            && !self.seen.insert((rtype.clone(), id.clone()))
+        {
+            return; // the same resource from two keys or pages
+        }
+        if self.over_limit {
+            return;
+        }
+        if self.kept >= self.limits.max_record_resources {
+            let limit = LimitExceeded {
+                setting: "limits.max_record_resources",
+                limit: self.limits.max_record_resources,
+                what: format!("more than {} resources", self.limits.max_record_resources),
+            };
+            self.too_large(source, limit);
+            return;
+        }
+        self.kept += 1;
+        // fhirbolt recurses once per nested resource with large frames: a resource nesting
+        // resources deeper than FHIR allows is skipped before it is parsed.
+        if let Err(e) = crate::limits::check_resource_nesting(&resource) {
+            self.issue(source, Some(reference), e.to_string());
+            return;
+        }
+        // Parse through the `Resource` enum, not the concrete type: with serde_json's
+        // `arbitrary_precision` (which fhirbolt switches on), fhirbolt 0.4 rejects every JSON
+        // decimal when asked for a concrete resource type, but reads it through the enum.
+        let parsed = crate::fhir_json::read::<Resource>(resource).map(|r| match r {
+            Resource::Condition(c) => self.record.conditions.push(*c),
+            Resource::Procedure(p) => self.record.procedures.push(*p),
+            Resource::Observation(o) => self.record.observations.push(*o),
+            Resource::Coverage(c) => self.record.coverages.push(*c),
+            _ => {} // unreachable: the resourceType was checked above
+        });
+        if let Err(e) = parsed {
+            tracing::warn!(source, resource = %reference, "skipped a resource that does not parse as FHIR R4");
+            self.issue(
+                source,
+                Some(reference),
+                format!(
+                    "does not parse as FHIR R4 {rtype}: {}",
+                    redact(&e.to_string())
+                ),
+            );
+        }
+    }
+
+    /// Whether the resource's subject (or Coverage beneficiary) is this patient. A resource with
+    /// no such reference is kept: the query that returned it was already scoped to the patient.
+    fn is_about_patient(&self, rtype: &str, resource: &Value) -> bool {
+        let field = if rtype == "Coverage" {
+            "beneficiary"
+        } else {
+            "subject"
+        };
+        let Some(reference) = resource
+            .get(field)
+            .and_then(|r| r.get("reference"))
+            .and_then(Value::as_str)
+        else {
+            return true;
+        };
+        references_patient(reference, &self.record.patient_id)
+    }
+
+    pub fn finish(self) -> PatientRecord {
+        self.record
+    }
+}
+
+/// `Patient/p1`, `https://ehr/fhir/Patient/p1` or `Patient/p1/_history/3` refer to patient `p1`.
+pub fn references_patient(reference: &str, patient_id: &str) -> bool {
+    let without_history = match reference.find("/_history/") {
+        Some(i) => &reference[..i],
+        None => reference,
+    };
+    without_history
+        .strip_suffix(patient_id)
+        .is_some_and(|head| head == "Patient/" || head.ends_with("/Patient/"))
+}
+
+/// fhirbolt errors may quote a value; keep only the part before any quoted text so no clinical
+/// content reaches logs or cards.
+fn redact(message: &str) -> String {
+    let cut = message.find(['"', '\'']).unwrap_or(message.len());
+    let m = message[..cut].trim_end_matches([' ', ':', ',']);
+    if m.is_empty() {
+        "invalid content".to_owned()
+    } else {
+        m.to_owned()
+    }
+}
+
+/// Build the record from the request's prefetch alone.
+pub fn record_from_prefetch(
+    patient_id: &str,
+    prefetch: &Map<String, Value>,
+    terminology: &Terminology,
+) -> PatientRecord {
+    let mut b = RecordBuilder::new(patient_id, terminology);
+    for (key, value) in prefetch {
+        b.add_value(key, value.clone());
+    }
+    b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assets::Assets;
+    use serde_json::json;
+
+    fn terminology() -> &'static Terminology {
+        static T: std::sync::LazyLock<Terminology> = std::sync::LazyLock::new(|| {
+            Terminology::load(&Assets::embedded()).expect("terminology")
+        });
+        &T
+    }
+
+    fn searchset(resources: Vec<Value>) -> Value {
+        let entries: Vec<Value> = resources
+            .into_iter()
+            .map(|r| {
+                let url = format!(
+                    "https://ehr.example.org/fhir/{}/{}",
+                    r["resourceType"].as_str().unwrap(),
+                    r["id"].as_str().unwrap()
+                );
+                json!({"fullUrl": url, "resource": r, "search": {"mode": "match"}})
+            })
+            .collect();
+        json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries})
+    }
+
+    /// SNOMED CT 395536008 (surgical margin finding), of the margin-finding value set.
+    fn margin_code() -> Value {
+        json!({"coding": [{"system": "http://snomed.info/sct", "code": "395536008"}]})
+    }
+
+    fn observation(id: &str, code: Value) -> Value {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+            "subject": {"reference": "Patient/p1"}, "code": code})
+    }
+
+    /// A vital sign: LOINC 8867-4 heart rate, in none of the value sets the facts read.
+    fn vital(id: &str) -> Value {
+        let mut o = observation(
+            id,
+            json!({"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}),
+        );
+        o["valueQuantity"] = json!({"value": 72, "unit": "/min"});
+        o
+    }
+
+    fn outcome_entry(mode: Option<&str>) -> Value {
+        let mut e = json!({"resource": {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "warning", "code": "processing",
+             "diagnostics": "SECRET-DIAGNOSTICS Mr Example has more results"},
+            {"severity": "SECRET-SEVERITY", "code": "informational"}]}});
+        if let Some(m) = mode {
+            e["search"] = json!({"mode": m});
+        }
+        e
+    }
+
+    fn condition(id: &str, patient: &str) -> Value {
+        json!({"resourceType": "Condition", "id": id, "subject": {"reference": format!("Patient/{patient}")},
+               "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C20"}]}})
+    }
+
+    #[test]
+    fn search_after_resource_parses_and_bad_entries_are_skipped() {
+        let mut prefetch = Map::new();
+        let bad = json!({"resourceType": "Observation", "id": "o-bad", "status": "final",
+            "code": margin_code(), "subject": {"reference": "Patient/p1"}, "notAField": "SECRET"});
+        let good = json!({"resourceType": "Observation", "id": "o1", "status": "final",
+            "code": margin_code(), "subject": {"reference": "Patient/p1"}});
+        prefetch.insert("observations".into(), searchset(vec![bad, good]));
+        prefetch.insert("conditions".into(), searchset(vec![condition("c1", "p1")]));
+        prefetch.insert("patient".into(), Value::Null);
+        let r = record_from_prefetch("p1", &prefetch, terminology());
+        assert_eq!(r.observations.len(), 1);
+        assert_eq!(r.conditions.len(), 1);
+        assert_eq!(r.issues.len(), 1);
+        assert_eq!(r.issues[0].resource.as_deref(), Some("Observation/o-bad"));
+        assert!(
+            !r.issues[0].problem.contains("SECRET"),
+            "{}",
+            r.issues[0].problem
+        );
+    }
+
+    #[test]
+    fn decimals_survive_parsing() {
+        let mut prefetch = Map::new();
+        let obs: Value = serde_json::from_str(
+            r#"{"resourceType": "Observation", "id": "d1", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "33737-8"}]},
+                "subject": {"reference": "Patient/p1"},
+                "valueQuantity": {"value": 1.0, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"}}"#,
+        )
+        .unwrap();
+        prefetch.insert("observations".into(), searchset(vec![obs]));
+        let r = record_from_prefetch("p1", &prefetch, terminology());
+        assert!(r.issues.is_empty(), "{:?}", r.issues);
+        assert_eq!(r.observations.len(), 1);
+    }
+
+    #[test]
+    fn other_patients_and_duplicates_are_left_out() {
+        let mut prefetch = Map::new();
+        prefetch.insert(
+            "conditions".into(),
+            searchset(vec![
+                condition("c1", "p1"),
+                condition("c2", "p2"),
+                condition("c1", "p1"),
+            ]),
+        );
+        let r = record_from_prefetch("p1", &prefetch, terminology());
+        assert_eq!(r.conditions.len(), 1);
+    }
+
+    #[test]
+    fn patient_references() {
+        assert!(references_patient("Patient/p1", "p1"));
+        assert!(references_patient("https://x/fhir/Patient/p1", "p1"));
+        assert!(references_patient("Patient/p1/_history/2", "p1"));
+        assert!(!references_patient("Patient/xp1", "p1"));
+        assert!(!references_patient("Group/p1", "p1"));
+    }
+
+    #[test]
+    fn limits_make_the_record_unavailable_instead_of_partial() {
+        let limits = Limits {
+            max_bundle_entries: 2,
+            max_record_resources: 3,
+            ..Limits::default()
+        };
+        let conditions = |ids: &[&str]| searchset(ids.iter().map(|i| condition(i, "p1")).collect());
+        // a Bundle over the entry limit is not read at all
+        let mut b = RecordBuilder::with_limits("p1", terminology(), limits);
+        b.add_value("conditions", conditions(&["a", "b", "c"]));
+        let r = b.finish();
+        assert!(r.conditions.is_empty());
+        let why = r.unavailable.unwrap();
+        assert!(
+            why.starts_with("conditions: the record is too large"),
+            "{why}"
+        );
+        assert!(why.contains("limits.max_bundle_entries = 2"), "{why}");
+        // resources over the record limit, over several Bundles: said once
+        let mut b = RecordBuilder::with_limits("p1", terminology(), limits);
+        b.add_value("conditions", conditions(&["a", "b"]));
+        b.add_value("more", conditions(&["c", "d"]));
+        b.add_value("again", conditions(&["e"]));
+        let r = b.finish();
+        assert_eq!(r.conditions.len(), 3);
+        let why = r.unavailable.unwrap();
+        assert!(
+            why.contains("limits.max_record_resources = 3") && !why.contains(";"),
+            "{why}"
+        );
+        // duplicates do not count
+        let mut b = RecordBuilder::with_limits("p1", terminology(), limits);
+        b.add_value("conditions", conditions(&["a", "b"]));
+        b.add_value("again", conditions(&["a", "b"]));
+        assert!(b.finish().unavailable.is_none());
+    }
+
+    #[test]
+    fn resources_nesting_resources_are_skipped_before_parsing() {
+        let mut nested = condition("inner", "p1");
+        for i in 0..6 {
+            nested = json!({"resourceType": "Condition", "id": format!("n{i}"),
+                "subject": {"reference": "Patient/p1"}, "contained": [nested]});
+        }
+        let mut prefetch = Map::new();
+        prefetch.insert(
+            "conditions".into(),
+            searchset(vec![nested, condition("ok", "p1")]),
+        );
+        let r = record_from_prefetch("p1", &prefetch, terminology());
+        assert_eq!(r.conditions.len(), 1);
+        assert_eq!(r.issues[0].resource.as_deref(), Some("Condition/n5"));
+        assert!(
+            r.issues[0].problem.contains("nested"),
+            "{}",
+            r.issues[0].problem
+        );
+    }
+
+    #[test]
+    fn a_full_page_with_outcome_entries_is_read_and_outcomes_are_not_counted() {
+        let limits = Limits {
+            max_bundle_entries: 3,
+            max_record_resources: 3,
+            ..Limits::default()
+        };
+        // A full page (3 = the limit) plus a search outcome entry, plus an OperationOutcome
+        // some servers mark `match`, plus one with no search element at all.
+        let mut page = searchset(vec![
+            condition("a", "p1"),
+            condition("b", "p1"),
+            condition("c", "p1"),
+        ]);
+        let entries = page["entry"].as_array_mut().unwrap();
+        entries.push(outcome_entry(Some("outcome")));
+        entries.insert(0, outcome_entry(Some("match")));
+        entries.push(outcome_entry(None));
+        // An outcome-mode entry is not a record resource whatever it holds.
+        entries.push(json!({"search": {"mode": "outcome"}, "resource": condition("z", "p1")}));
+        assert_eq!(counted_entries(entries), 3);
+        let mut b = RecordBuilder::with_limits("p1", terminology(), limits);
+        b.add_value("conditions", page.clone());
+        let r = b.finish();
+        assert!(r.unavailable.is_none(), "{:?}", r.unavailable);
+        assert_eq!(r.conditions.len(), 3);
+        assert_eq!(r.outcome_entries, 4);
+        assert!(r.issues.is_empty(), "{:?}", r.issues);
+        // A lone OperationOutcome (a prefetch value) is not a record resource either.
+        let mut b = RecordBuilder::with_limits("p1", terminology(), limits);
+        b.add_value("observations", outcome_entry(None)["resource"].take());
+        let r = b.finish();
+        assert_eq!((r.outcome_entries, r.issues.len()), (1, 0));
+        // One more real entry is over the limit, as before.
+        page["entry"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"resource": condition("d", "p1")}));
+        let mut b = RecordBuilder::with_limits("p1", terminology(), limits);
+        b.add_value("conditions", page);
+        let why = b.finish().unavailable.unwrap();
+        assert!(why.contains("limits.max_bundle_entries = 3"), "{why}");
+    }
+
+    #[test]
+    fn outcome_logs_name_the_source_and_codes_only() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut b = RecordBuilder::new("p1", terminology());
+            let mut page = searchset(vec![condition("a", "p1")]);
+            page["entry"]
+                .as_array_mut()
+                .unwrap()
+                .push(outcome_entry(Some("outcome")));
+            b.add_value("conditions", page);
+            assert_eq!(b.finish().outcome_entries, 1);
+        });
+        let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("search outcome entry"), "{log}");
+        assert!(log.contains("source=\"conditions\""), "{log}");
+        assert!(log.contains("severity=\"warning,other\""), "{log}");
+        assert!(log.contains("code=\"processing,informational\""), "{log}");
+        assert!(!log.contains("SECRET"), "{log}");
+        // At most 8 issues are named.
+        let many = json!({"issue": vec![json!({"severity": "error", "code": "too-costly"}); 20]});
+        let (severity, code) = outcome_codes(Some(&many));
+        assert_eq!(severity.split(',').count(), 9);
+        assert!(code.ends_with("too-costly,..."), "{code}");
+        assert_eq!(outcome_codes(None), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn observations_the_facts_cannot_use_are_dropped_unparsed_and_uncounted() {
+        let t = terminology();
+        let snomed = |code: &str| json!({"system": "http://snomed.info/sct", "code": code});
+        let loinc = |code: &str| json!({"system": "http://loinc.org", "code": code});
+        // each kept for one reason
+        let t_category = observation("t", json!({"coding": [loinc("21905-5")]}));
+        let distance = observation("dist", json!({"coding": [loinc("33737-8")]}));
+        let margin = observation("margin", margin_code());
+        let stage_group = observation("sg", json!({"coding": [loinc("21908-9")]}));
+        let mut in_component = vital("comp");
+        in_component["component"] = json!([{"code": {"coding": [loinc("8480-6")]}},
+            {"code": {"coding": [snomed("395536008")]}}]);
+        let mut t4_value = observation("t4v", json!({"text": "staging"}));
+        t4_value["valueCodeableConcept"] = json!({"coding": [snomed("1229865000")]});
+        let mut panel = observation("panel", json!({"text": "TNM panel"}));
+        panel["hasMember"] = json!([{"reference": "Observation/t"}]);
+        let kept = [
+            &t_category,
+            &distance,
+            &margin,
+            &stage_group,
+            &in_component,
+            &t4_value,
+            &panel,
+        ];
+        for o in kept {
+            assert!(observation_is_relevant(o, t), "{o}");
+        }
+        // dropped: vitals, a code only as text, the right code under another system, a
+        // coding without a system, an empty hasMember
+        let mut wrong_system = observation(
+            "ws",
+            json!({"coding": [{"system": "http://example.org", "code": "33737-8"}]}),
+        );
+        wrong_system["hasMember"] = json!([]);
+        let dropped = [
+            vital("hr"),
+            observation("txt", json!({"text": "margin"})),
+            wrong_system,
+            observation("nosys", json!({"coding": [{"code": "395536008"}]})),
+        ];
+        for o in &dropped {
+            assert!(!observation_is_relevant(o, t), "{o}");
+        }
+
+        // Thousands of vitals beside the relevant ones: read, within a record limit that
+        // counts only what is kept.
+        let limits = Limits {
+            max_record_resources: 8,
+            ..Limits::default()
+        };
+        let mut resources: Vec<Value> = (0..3000).map(|i| vital(&format!("v{i}"))).collect();
+        resources.extend(kept.iter().map(|o| (*o).clone()));
+        resources.extend(dropped.iter().cloned());
+        let mut b = RecordBuilder::with_limits("p1", t, limits);
+        b.add_value("observations", searchset(resources));
+        b.add_value("conditions", searchset(vec![condition("c1", "p1")]));
+        let r = b.finish();
+        assert!(r.unavailable.is_none(), "{:?}", r.unavailable);
+        assert_eq!(r.observations.len(), kept.len());
+        assert_eq!(r.observations_dropped, 3000 + dropped.len());
+        assert!(r.issues.is_empty(), "{:?}", r.issues);
+        // Kept ones still count: one more relevant resource passes the record limit.
+        let mut b = RecordBuilder::with_limits("p1", t, limits);
+        let mut relevant: Vec<Value> = kept.iter().map(|o| (*o).clone()).collect();
+        relevant.push(condition("c1", "p1"));
+        relevant.push(condition("c2", "p1"));
+        b.add_value("mixed", searchset(relevant));
+        let why = b.finish().unavailable.unwrap();
+        assert!(why.contains("limits.max_record_resources = 8"), "{why}");
+    }
+
+    /// The Observation filter must not change any answer: every decision case decides the same
+    /// (criteria, evidence, outcome) from the filtered record as from one holding every
+    /// Observation of the prefetch.
+    #[test]
+    fn the_observation_filter_changes_no_case() {
+        use crate::facts::{self, MarginThresholds};
+        use crate::hook::HookRequest;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 25, "{} cases", files.len());
+        let t = terminology();
+        let (mut compared, mut dropped) = (0, 0);
+        for file in files {
+            let case: Value =
+                serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            let Ok(request) = HookRequest::from_json(case["request"].clone()) else {
+                continue;
+            };
+            let patient = &request.context.patient_id;
+            // A vital sign beside the case's record, so the filter has something to drop.
+            let mut prefetch = request.prefetch.clone();
+            let mut vital = vital("noise-vital");
+            vital["subject"] = json!({"reference": format!("Patient/{patient}")});
+            let noise = searchset(vec![vital]);
+            match prefetch
+                .get_mut("observations")
+                .and_then(|o| o.get_mut("entry"))
+            {
+                Some(Value::Array(entries)) => {
+                    entries.extend(noise["entry"].as_array().unwrap().clone())
+                }
+                _ => {
+                    prefetch.insert("noise".into(), noise);
+                }
+            }
+            let filtered = record_from_prefetch(patient, &prefetch, t);
+            dropped += filtered.observations_dropped;
+            // The same record with every Observation about the patient that parses.
+            let mut everything = filtered.clone();
+            everything.observations = request
+                .prefetch
+                .values()
+                .flat_map(|v| match v.get("entry").and_then(Value::as_array) {
+                    Some(entries) => entries.iter().filter_map(|e| e.get("resource")).collect(),
+                    None => vec![v],
+                })
+                .filter(|r| r["resourceType"] == "Observation")
+                .filter(|r| {
+                    r.pointer("/subject/reference")
+                        .and_then(Value::as_str)
+                        .is_none_or(|s| references_patient(s, patient))
+                })
+                .filter_map(|r| fhirbolt::json::from_json_value::<Resource>(r.clone(), None).ok())
+                .filter_map(|r| match r {
+                    Resource::Observation(o) => Some(*o),
+                    _ => None,
+                })
+                .collect();
+            let decide = |record: &PatientRecord| {
+                facts::find_iort_orders(&request.context.draft_orders, t)
+                    .into_iter()
+                    .map(|o| {
+                        let d = crate::decision::decide(facts::extract(
+                            o,
+                            record,
+                            t,
+                            &MarginThresholds::default(),
+                        ));
+                        format!("{:?} {:?} {:?}", d.covered, d.criteria, d.missing)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(decide(&filtered), decide(&everything), "{}", file.display());
+            compared += 1;
+        }
+        assert!(compared >= 25, "{compared} cases compared");
+        assert!(dropped >= compared, "the noise was not dropped");
+    }
+}
