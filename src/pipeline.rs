@@ -255,7 +255,7 @@ impl Engine {
         &self,
         service_id: &str,
         body: &[u8],
-        caller_allowed: Option<&[String]>,
+        caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
     ) -> Result<CdsResponse, CallError> {
         let (service, request) = self.parse_call(service_id, body)?;
         self.run(service, request, caller_allowed).await
@@ -268,7 +268,7 @@ impl Engine {
         &self,
         service: &ServiceDefinition,
         mut request: HookRequest,
-        caller_allowed: Option<&[String]>,
+        caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
     ) -> Result<CdsResponse, CallError> {
         // Missing prefetch with nowhere to fetch from is refused before anything else, even
         // when no order turns out to be IORT: the client must learn its prefetch is incomplete.

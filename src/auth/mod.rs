@@ -62,6 +62,8 @@ pub use settings::{AuthSettings, SettingsError, TrustedIssuer};
 pub use token::AuthFailure;
 
 use jwks::{FetchLimits, KeyLookupError, KeySet, KeyStore};
+
+use crate::gather::allow_list::{BaseUrl, caller_may_name};
 use replay::{ReplayCache, Seen};
 
 /// Whether client JWTs are checked.
@@ -163,16 +165,16 @@ pub struct VerifiedClient {
     pub alg: &'static str,
     /// `exp`, unix seconds.
     pub expires_at: u64,
-    /// The issuer's `fhir_servers` allow-list (empty: not restricted).
-    pub fhir_servers: Arc<[String]>,
+    /// The issuer's `fhir_servers` allow-list, parsed at start-up (empty: not restricted).
+    pub fhir_servers: Arc<[BaseUrl]>,
 }
 
 impl VerifiedClient {
     /// Whether this client may name `fhir_server` as its `fhirServer` (which the service then
-    /// calls, with the client's access token). Same rule as
-    /// [`TrustedIssuer::allows_fhir_server`].
+    /// calls, with the client's access token): the rule gathering applies
+    /// ([`crate::gather::allow_list::caller_may_name`]).
     pub fn allows_fhir_server(&self, fhir_server: &str) -> bool {
-        settings::fhir_server_allowed(&self.fhir_servers, fhir_server)
+        BaseUrl::parse(fhir_server).is_ok_and(|b| caller_may_name(&self.fhir_servers, &b))
     }
 }
 
@@ -204,7 +206,7 @@ struct Issuer {
     inline: Option<Arc<KeySet>>,
     allowed_jku: HashSet<String>,
     tenants: HashSet<String>,
-    fhir_servers: Arc<[String]>,
+    fhir_servers: Arc<[BaseUrl]>,
 }
 
 /// Where a token's key comes from.
@@ -289,6 +291,18 @@ impl Authenticator {
                     }
                 })?)),
             };
+            // Parsed once: the same rule and the same normal form as `fhir.allowed_base_urls`.
+            let fhir_servers = t
+                .fhir_servers
+                .iter()
+                .enumerate()
+                .map(|(j, u)| {
+                    BaseUrl::parse(u).map_err(|p| SettingsError {
+                        field: format!("auth.issuers[{i}].fhir_servers[{j}]"),
+                        message: p.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             urls.extend(t.jwks_url.iter().cloned());
             urls.extend(t.allowed_jku.iter().cloned());
             if t.fhir_servers.is_empty() && mode == AuthMode::Enforced {
@@ -301,7 +315,7 @@ impl Authenticator {
                     inline,
                     allowed_jku: t.allowed_jku.iter().cloned().collect(),
                     tenants: t.tenants.iter().cloned().collect(),
-                    fhir_servers: t.fhir_servers.clone().into(),
+                    fhir_servers: fhir_servers.into(),
                 },
             );
         }
@@ -384,17 +398,6 @@ impl Authenticator {
             }
         }
         ok
-    }
-
-    /// Whether `fhir_server` may be called for a request from `client`: checked against the
-    /// client's issuer when authenticated; always allowed when authentication is disabled;
-    /// never when it is enforced but no client was verified (a wiring error).
-    pub fn fhir_server_allowed(&self, client: Option<&VerifiedClient>, fhir_server: &str) -> bool {
-        match (client, self.inner.mode) {
-            (Some(c), _) => c.allows_fhir_server(fhir_server),
-            (None, AuthMode::Disabled) => true,
-            (None, AuthMode::Enforced) => false,
-        }
     }
 
     /// The `aud` values a token may carry to call the endpoint at `path` (the request's path,
@@ -735,13 +738,20 @@ mod tests {
             kid: "k".into(),
             alg: "ES384",
             expires_at: 0,
-            fhir_servers: vec!["https://ehr.example.org/fhir".to_owned()].into(),
+            fhir_servers: vec![BaseUrl::parse("https://ehr.example.org/fhir/").unwrap()].into(),
         };
-        let enforced = Authenticator::new(&with_issuer(), AuthMode::Enforced).expect("builds");
-        assert!(enforced.fhir_server_allowed(Some(&client), "https://ehr.example.org/fhir/"));
-        assert!(!enforced.fhir_server_allowed(Some(&client), "https://other.example/fhir"));
-        assert!(!enforced.fhir_server_allowed(None, "https://ehr.example.org/fhir"));
-        assert!(Authenticator::disabled().fhir_server_allowed(None, "https://any.example/fhir"));
+        // The rule gathering applies: under a listed base, at a path-segment boundary.
+        assert!(client.allows_fhir_server("https://ehr.example.org/fhir"));
+        assert!(client.allows_fhir_server("https://ehr.example.org/fhir/"));
+        assert!(client.allows_fhir_server("https://ehr.example.org/fhir/r4"));
+        assert!(!client.allows_fhir_server("https://ehr.example.org/fhir2"));
+        assert!(!client.allows_fhir_server("https://other.example/fhir"));
+        assert!(!client.allows_fhir_server(""));
+        let anyone = VerifiedClient {
+            fhir_servers: Vec::new().into(),
+            ..client
+        };
+        assert!(anyone.allows_fhir_server("https://anything.example/fhir"));
     }
 
     #[tokio::test]

@@ -97,28 +97,11 @@ pub struct TrustedIssuer {
     /// required and must be one of these.
     #[serde(default)]
     pub tenants: Vec<String>,
-    /// FHIR base URLs this issuer may send as `fhirServer` (compared without a trailing `/`).
-    /// Empty: not restricted. See [`TrustedIssuer::allows_fhir_server`].
+    /// FHIR base URLs this issuer may send as `fhirServer`: a request's server must lie under
+    /// one (at a path-segment boundary, as `fhir.allowed_base_urls`). Empty: not restricted.
+    /// Parsed once at start-up (see `crate::auth::VerifiedClient::allows_fhir_server`).
     #[serde(default)]
     pub fhir_servers: Vec<String>,
-}
-
-impl TrustedIssuer {
-    /// Whether a request from this issuer may name `fhir_server` as its FHIR base URL (which
-    /// the service then calls, possibly with the request's access token). Exact match, ignoring
-    /// one trailing `/` on either side; an empty `fhir_servers` list allows any server.
-    pub fn allows_fhir_server(&self, fhir_server: &str) -> bool {
-        fhir_server_allowed(&self.fhir_servers, fhir_server)
-    }
-}
-
-/// Shared by [`TrustedIssuer`] and [`crate::auth::VerifiedClient`].
-pub(crate) fn fhir_server_allowed(allowed: &[String], fhir_server: &str) -> bool {
-    if allowed.is_empty() {
-        return true;
-    }
-    let wanted = fhir_server.trim_end_matches('/');
-    !wanted.is_empty() && allowed.iter().any(|a| a.trim_end_matches('/') == wanted)
 }
 
 /// Accepts the inline JWK Set either as a TOML table (deserialized as is) or as a string
@@ -302,12 +285,12 @@ fn check_public_base_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The same parse as `fhir.allowed_base_urls` and as the request's `fhirServer`: one form of
+/// a FHIR base URL everywhere it is compared.
 fn check_fhir_server(raw: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(raw).map_err(|e| format!("is not a valid URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err("must be an absolute http(s) FHIR base URL".into());
-    }
-    Ok(())
+    crate::gather::allow_list::BaseUrl::parse(raw)
+        .map(|_| ())
+        .map_err(|p| p.to_string())
 }
 
 #[cfg(test)]
@@ -435,17 +418,5 @@ mod tests {
         assert!(check_key_url("http://[::1]/jwks").is_ok());
         assert!(check_key_url("http://10.0.0.1/jwks").is_err());
         assert!(check_key_url("https://user:pw@ehr.example.org/jwks").is_err());
-    }
-
-    #[test]
-    fn fhir_server_matching() {
-        let mut i = issuer("a");
-        assert!(i.allows_fhir_server("https://anything.example/fhir"));
-        i.fhir_servers = vec!["https://ehr.example.org/fhir/".into()];
-        assert!(i.allows_fhir_server("https://ehr.example.org/fhir"));
-        assert!(i.allows_fhir_server("https://ehr.example.org/fhir/"));
-        assert!(!i.allows_fhir_server("https://ehr.example.org/fhir2"));
-        assert!(!i.allows_fhir_server("https://evil.example/fhir"));
-        assert!(!i.allows_fhir_server(""));
     }
 }

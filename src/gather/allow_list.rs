@@ -167,6 +167,14 @@ fn path_within(path: &str, base: &str) -> bool {
     }
 }
 
+/// Whether a client whose issuer lists `allowed` (its `fhir_servers`, parsed at start-up)
+/// may name `fhir_server`: under one of them, at a path-segment boundary, like
+/// `fhir.allowed_base_urls`. An empty list does not restrict. The one rule for "may this
+/// caller name this server", used by gathering and by [`crate::auth::VerifiedClient`].
+pub fn caller_may_name(allowed: &[BaseUrl], fhir_server: &BaseUrl) -> bool {
+    allowed.is_empty() || allowed.iter().any(|a| a.contains_base(fhir_server))
+}
+
 /// The operator's rule for which `fhirServer`s may be contacted.
 #[derive(Debug, Clone)]
 pub struct ServerPolicy {
@@ -226,7 +234,7 @@ impl ServerPolicy {
     pub fn check(
         &self,
         fhir_server: &str,
-        caller_allowed: Option<&[String]>,
+        caller_allowed: Option<&[BaseUrl]>,
     ) -> Result<BaseUrl, String> {
         let base = BaseUrl::parse(fhir_server).map_err(|p| format!("URL (fhirServer) {p}"))?;
         if self.is_open() {
@@ -257,18 +265,14 @@ impl ServerPolicy {
                 base.origin()
             ));
         }
-        if let Some(list) = caller_allowed.filter(|l| !l.is_empty()) {
-            let ok = list
-                .iter()
-                .filter_map(|u| BaseUrl::parse(u).ok())
-                .any(|a| a.contains_base(&base));
-            if !ok {
-                return Err(format!(
-                    "{} is not among the FHIR servers this client may name (its issuer's \
-                     fhir_servers)",
-                    base.origin()
-                ));
-            }
+        if let Some(list) = caller_allowed
+            && !caller_may_name(list, &base)
+        {
+            return Err(format!(
+                "{} is not among the FHIR servers this client may name (its issuer's \
+                 fhir_servers)",
+                base.origin()
+            ));
         }
         Ok(base)
     }
@@ -494,7 +498,8 @@ mod tests {
     #[test]
     fn the_caller_list_must_also_match() {
         let p = ServerPolicy::new(&[]).unwrap();
-        let caller = list(&["https://ehr-a.example.org/fhir", "not a url"]);
+        // Parsed once at start-up (the issuer settings refuse what does not parse).
+        let caller = vec![BaseUrl::parse("https://ehr-a.example.org/fhir").unwrap()];
         assert!(
             p.check("https://ehr-a.example.org/fhir/r4", Some(&caller))
                 .is_ok()
@@ -506,7 +511,7 @@ mod tests {
         // an empty list does not restrict (as in the issuer settings)
         assert!(p.check("https://ehr-b.example.org/fhir", Some(&[])).is_ok());
         // and the operator's rule still applies to a listed server
-        let caller = list(&["http://ehr-c.example.org"]);
+        let caller = vec![BaseUrl::parse("http://ehr-c.example.org").unwrap()];
         assert!(p.check("http://ehr-c.example.org", Some(&caller)).is_err());
     }
 

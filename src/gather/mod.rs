@@ -151,7 +151,7 @@ impl Gatherer {
         request: &HookRequest,
         prefetched: Map<String, Value>,
         reasons: &[String],
-        caller_allowed: Option<&[String]>,
+        caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
     ) -> Result<PatientRecord, GatherError> {
         let deadline = Instant::now() + self.timeout;
         let mut b =
@@ -653,7 +653,7 @@ mod tests {
             "{why}"
         );
         // also by the caller's own list
-        let caller = vec!["https://ehr.example.org/fhir".to_owned()];
+        let caller = vec![BaseUrl::parse("https://ehr.example.org/fhir").unwrap()];
         assert!(
             gatherer(|_| {})
                 .gather(&service(), &req, req.prefetch.clone(), &[], Some(&caller))
