@@ -169,7 +169,7 @@ fn covered_code(resource: &serde_json::Value) -> Option<&str> {
         .get("extension")?
         .as_array()?
         .iter()
-        .filter(|e| e.get("url").and_then(|u| u.as_str()) == Some(COVERAGE_INFORMATION))
+        .filter(|e| e.get("url").and_then(|u| u.as_str()) == Some(crate::render::coverage_info::COVERAGE_INFORMATION_URL))
         .flat_map(|e| {
             e.get("extension")
                 .and_then(|x| x.as_array())
@@ -181,8 +181,6 @@ fn covered_code(resource: &serde_json::Value) -> Option<&str> {
         .as_str()
 }
 
-const COVERAGE_INFORMATION: &str =
-    "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information";
 
 /// `POST /cds-services/{id}/feedback`.
 async fn feedback(
