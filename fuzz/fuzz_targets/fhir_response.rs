@@ -22,8 +22,8 @@ static LIMITS: LazyLock<Limits> = LazyLock::new(Limits::default);
 
 static QUERIES: LazyLock<(BaseUrl, Query, Query)> = LazyLock::new(|| {
     let base = BaseUrl::parse("https://ehr.example.org/fhir").expect("a valid base URL");
-    let search = Query::new("observations", "Observation?patient=pat-001", &base)
-        .expect("a search query");
+    let search =
+        Query::new("observations", "Observation?patient=pat-001", &base).expect("a search query");
     let read = Query::new("patient", "Patient/pat-001", &base).expect("a read query");
     (base, search, read)
 });

@@ -87,8 +87,16 @@ fuzz_target!(|data: &[u8]| {
             let header = parts.next().unwrap_or_default();
             let payload = parts.next().unwrap_or_default();
             let signature = parts.next().unwrap_or_default();
-            let payload = if m >= 2 { freshen(payload) } else { payload.to_vec() };
-            let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+            let payload = if m >= 2 {
+                freshen(payload)
+            } else {
+                payload.to_vec()
+            };
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(payload)
+            );
             let signature = if m == 3 {
                 match jsonwebtoken::crypto::sign(input.as_bytes(), &SIGNING_KEY, Algorithm::ES384) {
                     Ok(s) => s,
@@ -103,7 +111,11 @@ fuzz_target!(|data: &[u8]| {
     let verdict = block_on(AUTHENTICATOR.verify(Some(&authorization), AUDIENCE));
     if let Ok(client) = verdict {
         // Only a token signed with the trusted key, by this harness, may pass.
-        assert_eq!(mode % 4, 3, "a token not signed by the harness was accepted");
+        assert_eq!(
+            mode % 4,
+            3,
+            "a token not signed by the harness was accepted"
+        );
         assert_eq!(client.iss, ISSUER);
         assert_eq!(client.kid, KID);
     }

@@ -47,7 +47,9 @@ fuzz_target!(|data: &[u8]| {
                 .and_then(Value::as_str)
                 .unwrap_or("pat-001")
                 .to_owned();
-            let orders = ctx.remove("draftOrders").unwrap_or_else(|| default_order(&patient));
+            let orders = ctx
+                .remove("draftOrders")
+                .unwrap_or_else(|| default_order(&patient));
             let prefetch = match obj.remove("prefetch") {
                 Some(Value::Object(p)) => p,
                 _ => Map::new(),
@@ -66,7 +68,12 @@ fuzz_target!(|data: &[u8]| {
     let determinations: Vec<_> = orders
         .into_iter()
         .map(|o| {
-            decision::decide(facts::extract(o, &record, &ENGINE.terminology, &ENGINE.thresholds))
+            decision::decide(facts::extract(
+                o,
+                &record,
+                &ENGINE.terminology,
+                &ENGINE.thresholds,
+            ))
         })
         .collect();
     let today = chrono::NaiveDate::from_ymd_opt(2025, 7, 1).expect("a valid date");
