@@ -13,6 +13,7 @@ use super::{ApiError, body};
 use crate::auth::VerifiedClient;
 use crate::hook::CdsResponse;
 use crate::pipeline::Engine;
+use crate::render::coverage_info::COVERAGE_INFORMATION_URL;
 
 /// Per-server HTTP settings the handlers need.
 #[derive(Debug, Clone)]
@@ -169,7 +170,7 @@ fn covered_code(resource: &serde_json::Value) -> Option<&str> {
         .get("extension")?
         .as_array()?
         .iter()
-        .filter(|e| e.get("url").and_then(|u| u.as_str()) == Some(crate::render::coverage_info::COVERAGE_INFORMATION_URL))
+        .filter(|e| e.get("url").and_then(|u| u.as_str()) == Some(COVERAGE_INFORMATION_URL))
         .flat_map(|e| {
             e.get("extension")
                 .and_then(|x| x.as_array())
@@ -180,7 +181,6 @@ fn covered_code(resource: &serde_json::Value) -> Option<&str> {
         .get("valueCode")?
         .as_str()
 }
-
 
 /// `POST /cds-services/{id}/feedback`.
 async fn feedback(
