@@ -514,18 +514,12 @@ async fn plain_http_to_a_non_loopback_host_is_refused() {
         "http://ehr.example.org/fhir",
         "http://10.255.255.1:8080/fhir",
     ] {
-        let started = Instant::now();
         let (status, body, text) = call(&app, &request(server, &["conditions"], true)).await;
         assert_eq!(status, 400, "{server}: {text}");
+        // Refused by the check on the URL, before any connection.
         let diagnostics = body["issue"][0]["diagnostics"].as_str().unwrap();
         assert!(diagnostics.contains("uses http"), "{diagnostics}");
         assert!(!text.contains("Sekr3t"), "{text}");
-        // refused without trying: no connect timeout was waited for
-        assert!(
-            started.elapsed() < Duration::from_millis(500),
-            "{:?}",
-            started.elapsed()
-        );
     }
 }
 
@@ -676,7 +670,6 @@ async fn a_non_public_address_is_refused_before_any_connection_without_an_allow_
         ("https://[fd00::1]/fhir", "unique-local"),
         ("https://0.0.0.0/fhir", "unspecified"),
     ] {
-        let started = Instant::now();
         let (status, body, text, id) =
             call_logged(&app, &request(server, &["conditions"], true)).await;
         assert_eq!(status, 400, "{server}: {text}");
@@ -687,11 +680,8 @@ async fn a_non_public_address_is_refused_before_any_connection_without_an_allow_
             "{server}: {diagnostics}"
         );
         assert!(!text.contains("Sekr3t"), "{text}");
-        assert!(
-            started.elapsed() < Duration::from_millis(500),
-            "{server}: {:?}",
-            started.elapsed()
-        );
+        // Refused by the check on the URL, before any connection (no timed assert: the log
+        // line is written by the check itself).
         assert_logged(&id, "refused to contact the request's fhirServer");
     }
 }
