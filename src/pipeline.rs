@@ -26,11 +26,11 @@
 use std::sync::Arc;
 
 use fhirbolt::model::r4::Resource;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::assets::{Assets, Folder};
 use crate::configuration::Settings;
-use crate::decision;
+use crate::decision::{self, Determination};
 use crate::facts::{self, IortOrder, MarginThresholds};
 use crate::gather::{self, GatherError};
 use crate::hook::discovery::{Discovery, DiscoveryError, ServiceDefinition};
@@ -38,6 +38,7 @@ use crate::hook::schema::{SchemaError, SchemaId, Schemas, Violation};
 use crate::hook::{CdsResponse, DraftOrder, Hook, HookRequest};
 use crate::limits::{LimitExceeded, Limits};
 use crate::policy::{Policy, PolicyError};
+use crate::record::PatientRecord;
 use crate::render::{RenderError, Renderer};
 use crate::terminology::{Terminology, TerminologyError};
 
@@ -185,6 +186,36 @@ impl Engine {
         self.discovery.service(id).is_some()
     }
 
+    /// The draft orders that are IORT orders (what stage 3 assesses; others get no card).
+    pub fn iort_orders(&self, draft_orders: &[DraftOrder]) -> Vec<IortOrder> {
+        facts::find_iort_orders(draft_orders, &self.terminology)
+    }
+
+    /// The record as prefetched, with nothing fetched (stage 2 without I/O).
+    pub fn record_from_prefetch(
+        &self,
+        patient_id: &str,
+        prefetch: &Map<String, Value>,
+    ) -> PatientRecord {
+        crate::record::builder::record_from_prefetch(patient_id, prefetch, &self.terminology)
+    }
+
+    /// Stages 3 and 4: each IORT order's facts read from `record`, and its determination. The
+    /// one way in for the pipeline, the tests and the fuzz targets alike.
+    pub fn assess(&self, orders: Vec<IortOrder>, record: &PatientRecord) -> Vec<Determination> {
+        orders
+            .into_iter()
+            .map(|o| {
+                decision::decide(facts::extract(
+                    o,
+                    record,
+                    &self.terminology,
+                    &self.thresholds,
+                ))
+            })
+            .collect()
+    }
+
     /// Stage 1: JSON, schema, hook, context schema, typed request.
     pub fn parse_call(
         &self,
@@ -282,16 +313,15 @@ impl Engine {
             Hook::PatientView if request.crd_configuration.max_cards == Some(0) => Vec::new(),
             Hook::PatientView => self.what_if_orders(&request.context.patient_id),
             // order-select: only the orders the clinician selected (`Type/id` of draftOrders).
-            Hook::OrderSelect => {
-                facts::find_iort_orders(&request.context.draft_orders, &self.terminology)
-                    .into_iter()
-                    .filter(|o| {
-                        let r = format!("{}/{}", o.resource_type, o.id.as_deref().unwrap_or(""));
-                        request.context.selections.contains(&r)
-                    })
-                    .collect()
-            }
-            _ => facts::find_iort_orders(&request.context.draft_orders, &self.terminology),
+            Hook::OrderSelect => self
+                .iort_orders(&request.context.draft_orders)
+                .into_iter()
+                .filter(|o| {
+                    let r = format!("{}/{}", o.resource_type, o.id.as_deref().unwrap_or(""));
+                    request.context.selections.contains(&r)
+                })
+                .collect(),
+            _ => self.iort_orders(&request.context.draft_orders),
         };
         if orders.is_empty() {
             // The fast path: nothing to say, nothing fetched.
@@ -313,17 +343,7 @@ impl Engine {
             Ok(r) => r,
             Err(GatherError::Refused(why)) => return Err(CallError::FhirServerRefused(why)),
         };
-        let determinations: Vec<_> = orders
-            .into_iter()
-            .map(|o| {
-                decision::decide(facts::extract(
-                    o,
-                    &record,
-                    &self.terminology,
-                    &self.thresholds,
-                ))
-            })
-            .collect();
+        let determinations = self.assess(orders, &record);
         let today = chrono::Utc::now().date_naive();
         if request.hook == Hook::PatientView {
             if let Some(d) = determinations.first() {

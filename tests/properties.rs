@@ -28,9 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use iort_cds::configuration::Settings;
-use iort_cds::decision::{self, Covered, Determination, Tri};
-use iort_cds::facts;
-use iort_cds::gather::prefetch::record_from_prefetch;
+use iort_cds::decision::{Covered, Determination, Tri};
 use iort_cds::pipeline::Engine;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
@@ -158,24 +156,9 @@ fn determine(request: &Value) -> Result<Vec<Determination>, String> {
     let (_, parsed) = ENGINE
         .parse_call("iort-coverage", &body)
         .map_err(|e| e.to_string())?;
-    let record = record_from_prefetch(
-        &parsed.context.patient_id,
-        &parsed.prefetch,
-        &ENGINE.terminology,
-    );
-    Ok(
-        facts::find_iort_orders(&parsed.context.draft_orders, &ENGINE.terminology)
-            .into_iter()
-            .map(|o| {
-                decision::decide(facts::extract(
-                    o,
-                    &record,
-                    &ENGINE.terminology,
-                    &ENGINE.thresholds,
-                ))
-            })
-            .collect(),
-    )
+    let record = ENGINE.record_from_prefetch(&parsed.context.patient_id, &parsed.prefetch);
+    let orders = ENGINE.iort_orders(&parsed.context.draft_orders);
+    Ok(ENGINE.assess(orders, &record))
 }
 
 fn outcomes(determinations: &[Determination]) -> Outcomes {

@@ -2,16 +2,13 @@
 //!
 //! The input is JSON in one of the shapes the seeds use: a case file (`{"request": ...}`), a
 //! hook request, or a bare prefetch object. The prefetch goes through
-//! `gather::prefetch::record_from_prefetch`; the draft orders (the request's, or one fixed IORT
-//! order when there are none) through `facts::find_iort_orders`; every IORT order through
-//! `facts::extract` and `decision::decide`, and the determinations through the renderer. The
+//! `Engine::record_from_prefetch`; the draft orders (the request's, or one fixed IORT order
+//! when there are none) through `Engine::iort_orders`; every IORT order through
+//! `Engine::assess` (facts and decision), and the determinations through the renderer. The
 //! request schema is deliberately *not* applied first, so the fact code also sees shapes the
 //! schema would have refused.
 #![no_main]
 
-use iort_cds::decision;
-use iort_cds::facts;
-use iort_cds::gather::prefetch::record_from_prefetch;
 use iort_cds::hook::{CrdConfiguration, HookRequest};
 use iort_cds::limits::{self, Limits};
 use iort_cds_fuzz::ENGINE;
@@ -63,19 +60,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = HookRequest::from_json(synthetic) else {
         return;
     };
-    let record = record_from_prefetch(&patient, &prefetch, &ENGINE.terminology);
-    let orders = facts::find_iort_orders(&request.context.draft_orders, &ENGINE.terminology);
-    let determinations: Vec<_> = orders
-        .into_iter()
-        .map(|o| {
-            decision::decide(facts::extract(
-                o,
-                &record,
-                &ENGINE.terminology,
-                &ENGINE.thresholds,
-            ))
-        })
-        .collect();
+    let record = ENGINE.record_from_prefetch(&patient, &prefetch);
+    let orders = ENGINE.iort_orders(&request.context.draft_orders);
+    let determinations = ENGINE.assess(orders, &record);
     let today = chrono::NaiveDate::from_ymd_opt(2025, 7, 1).expect("a valid date");
     let response = ENGINE
         .renderer

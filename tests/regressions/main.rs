@@ -485,9 +485,6 @@ async fn unknown_array_elements_in_a_draft_order_do_not_hang_the_worker() {
 /// target runs it; each must finish (a hang is a failure here, not a stuck test run).
 #[test]
 fn prefetch_facts_finds_finish() {
-    use iort_cds::decision;
-    use iort_cds::facts;
-    use iort_cds::gather::prefetch::record_from_prefetch;
     use iort_cds::hook::HookRequest;
     use iort_cds::pipeline::Engine;
     let engine = std::sync::Arc::new(Engine::load(&Settings::default()).expect("engine"));
@@ -504,17 +501,11 @@ fn prefetch_facts_finds_finish() {
                     doc = r;
                 }
                 if let Ok(request) = HookRequest::from_json(doc) {
-                    let record = record_from_prefetch(
-                        &request.context.patient_id,
-                        &request.prefetch,
-                        &engine.terminology,
-                    );
-                    for o in
-                        facts::find_iort_orders(&request.context.draft_orders, &engine.terminology)
-                    {
-                        let facts =
-                            facts::extract(o, &record, &engine.terminology, &engine.thresholds);
-                        outcomes.push(decision::decide(facts).covered.code());
+                    let record =
+                        engine.record_from_prefetch(&request.context.patient_id, &request.prefetch);
+                    let orders = engine.iort_orders(&request.context.draft_orders);
+                    for d in engine.assess(orders, &record) {
+                        outcomes.push(d.covered.code());
                     }
                 }
             }
