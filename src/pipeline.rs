@@ -62,6 +62,22 @@ pub enum StartupError {
     Other(String),
 }
 
+/// A call's answer: the CDS response, and each assessed order's outcome code for the log (so
+/// the HTTP layer need not read them back out of the response's JSON).
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub response: CdsResponse,
+    /// One per IORT order of an order hook (none for the patient-view what-if).
+    pub outcomes: Vec<Outcome>,
+}
+
+/// An order's id and its CRD `covered` code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub order: String,
+    pub covered: &'static str,
+}
+
 /// Why a call was refused. Each maps to one HTTP status; messages name paths, never values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -277,7 +293,7 @@ impl Engine {
 
     /// The whole pipeline for one call.
     pub async fn call(&self, service_id: &str, body: &[u8]) -> Result<CdsResponse, CallError> {
-        self.call_as(service_id, body, None).await
+        Ok(self.call_as(service_id, body, None).await?.response)
     }
 
     /// The whole pipeline for one call from an authenticated client whose issuer may only
@@ -287,7 +303,7 @@ impl Engine {
         service_id: &str,
         body: &[u8],
         caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
-    ) -> Result<CdsResponse, CallError> {
+    ) -> Result<Answer, CallError> {
         let (service, request) = self.parse_call(service_id, body)?;
         self.run(service, request, caller_allowed).await
     }
@@ -300,7 +316,7 @@ impl Engine {
         service: &ServiceDefinition,
         mut request: HookRequest,
         caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
-    ) -> Result<CdsResponse, CallError> {
+    ) -> Result<Answer, CallError> {
         // Missing prefetch with nowhere to fetch from is refused before anything else, even
         // when no order turns out to be IORT: the client must learn its prefetch is incomplete.
         let missing = gather::prefetch::missing_keys(&service.prefetch, &request.prefetch);
@@ -325,7 +341,7 @@ impl Engine {
         };
         if orders.is_empty() {
             // The fast path: nothing to say, nothing fetched.
-            return Ok(CdsResponse::default());
+            return Ok(Answer::default());
         }
         // Moved, not copied (see above). Nothing below reads `request.prefetch`.
         let prefetched = std::mem::take(&mut request.prefetch);
@@ -350,15 +366,27 @@ impl Engine {
                 // The outcome code only: no clinical content in logs.
                 tracing::info!(outcome = d.covered.code(), "patient-view what-if assessed");
             }
-            return Ok(self.renderer.what_if(
-                determinations.first(),
-                &request.crd_configuration,
-                today,
-            ));
+            return Ok(Answer {
+                response: self.renderer.what_if(
+                    determinations.first(),
+                    &request.crd_configuration,
+                    today,
+                ),
+                outcomes: Vec::new(),
+            });
         }
-        Ok(self
-            .renderer
-            .render(&determinations, &request.crd_configuration, today))
+        Ok(Answer {
+            outcomes: determinations
+                .iter()
+                .map(|d| Outcome {
+                    order: d.facts.order.id.clone().unwrap_or_else(|| "?".to_owned()),
+                    covered: d.covered.code(),
+                })
+                .collect(),
+            response: self
+                .renderer
+                .render(&determinations, &request.crd_configuration, today),
+        })
     }
 
     /// Validate a feedback body.

@@ -83,8 +83,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((service, mut request)) = ENGINE.parse_call(&service_id, &body) {
         request.fhir_server = None;
         request.fhir_authorization = None;
-        if let Ok(response) = block_on(ENGINE.run(service, request, None)) {
-            serde_json::to_vec(&response).expect("a CdsResponse always serialises");
+        if let Ok(answer) = block_on(ENGINE.run(service, request, None)) {
+            serde_json::to_vec(&answer.response).expect("a CdsResponse always serialises");
         }
     }
 

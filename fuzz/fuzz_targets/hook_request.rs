@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
     };
     request.fhir_server = None;
     request.fhir_authorization = None;
-    if let Ok(response) = block_on(ENGINE.run(service, request, None)) {
+    if let Ok(answer) = block_on(ENGINE.run(service, request, None)) {
         // The answer must serialise: the route writes it with serde_json.
-        serde_json::to_vec(&response).expect("a CdsResponse always serialises");
+        serde_json::to_vec(&answer.response).expect("a CdsResponse always serialises");
     }
 });

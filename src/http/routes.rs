@@ -11,9 +11,8 @@ use tracing_actix_web::RequestId;
 use super::compute::ComputePool;
 use super::{ApiError, body};
 use crate::auth::VerifiedClient;
-use crate::hook::CdsResponse;
-use crate::pipeline::Engine;
-use crate::render::coverage_info::COVERAGE_INFORMATION_URL;
+
+use crate::pipeline::{Answer, Engine};
 
 /// Per-server HTTP settings the handlers need.
 #[derive(Debug, Clone)]
@@ -117,7 +116,7 @@ async fn call_service(
     .await??;
     log_outcome(&service_id, &response, started);
     Ok(json_ok(
-        serde_json::to_string(&response).map_err(|_| ApiError::Internal(request_id))?,
+        serde_json::to_string(&response.response).map_err(|_| ApiError::Internal(request_id))?,
     ))
 }
 
@@ -143,43 +142,20 @@ async fn guarded<T: Send + 'static>(
 }
 
 /// One structured line per answered call: ids and codes only.
-fn log_outcome(service_id: &str, response: &CdsResponse, started: Instant) {
-    let covered: Vec<String> = response
-        .system_actions
+fn log_outcome(service_id: &str, answer: &Answer, started: Instant) {
+    let outcomes: Vec<String> = answer
+        .outcomes
         .iter()
-        .filter_map(|a| a.resource.as_ref())
-        .map(|r| {
-            let id = r.get("id").and_then(|v| v.as_str()).unwrap_or("?");
-            let code = covered_code(r).unwrap_or("?");
-            format!("{id}={code}")
-        })
+        .map(|o| format!("{}={}", o.order, o.covered))
         .collect();
     tracing::info!(
         service = service_id,
-        cards = response.cards.len(),
-        actions = response.system_actions.len(),
-        outcomes = %covered.join(","),
+        cards = answer.response.cards.len(),
+        actions = answer.response.system_actions.len(),
+        outcomes = %outcomes.join(","),
         elapsed_us = started.elapsed().as_micros() as u64,
         "hook call answered"
     );
-}
-
-/// The CRD `covered` code on an order returned in a system action.
-fn covered_code(resource: &serde_json::Value) -> Option<&str> {
-    resource
-        .get("extension")?
-        .as_array()?
-        .iter()
-        .filter(|e| e.get("url").and_then(|u| u.as_str()) == Some(COVERAGE_INFORMATION_URL))
-        .flat_map(|e| {
-            e.get("extension")
-                .and_then(|x| x.as_array())
-                .into_iter()
-                .flatten()
-        })
-        .find(|x| x.get("url").and_then(|u| u.as_str()) == Some("covered"))?
-        .get("valueCode")?
-        .as_str()
 }
 
 /// `POST /cds-services/{id}/feedback`.
