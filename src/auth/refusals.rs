@@ -15,6 +15,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -36,13 +37,18 @@ fn peer_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The key shared by untracked peers once [`MAX_TRACKED_PEERS`] are tracked.
+/// The key untracked peers are counted under once [`MAX_TRACKED_PEERS`] are tracked (each is
+/// still blocked under its own key).
 const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 pub struct RefusalLimiter {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Peers over their budget, and until when. Small: only peers that passed the budget.
     blocked: Mutex<std::collections::HashMap<IpAddr, Instant>>,
+    /// Refusals counted, to forget refilled peers every so often.
+    refusals: AtomicU64,
+    /// [`MAX_TRACKED_PEERS`] (smaller in tests).
+    max_tracked: usize,
 }
 
 impl std::fmt::Debug for RefusalLimiter {
@@ -64,16 +70,19 @@ impl RefusalLimiter {
         Self {
             limiter,
             blocked: Mutex::new(std::collections::HashMap::new()),
+            refusals: AtomicU64::new(0),
+            max_tracked: MAX_TRACKED_PEERS,
         }
     }
 
     /// `Some(wait)` when `peer` is over its refusal budget: answer 429 without checking its
-    /// token.
+    /// token. Only the peer's own block counts: a peer that was never refused is never blocked,
+    /// whatever others did.
     pub fn blocked(&self, peer: Option<IpAddr>) -> Option<Duration> {
         self.limiter.as_ref()?;
         let key = peer_key(peer?);
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        let until = *blocked.get(&key).or_else(|| blocked.get(&OVERFLOW))?;
+        let until = *blocked.get(&key)?;
         let now = Instant::now();
         if until > now {
             return Some(until - now);
@@ -87,24 +96,38 @@ impl RefusalLimiter {
         let (Some(limiter), Some(peer)) = (&self.limiter, peer) else {
             return false;
         };
-        let mut key = peer_key(peer);
-        if limiter.len() >= MAX_TRACKED_PEERS {
+        let own = peer_key(peer);
+        // Forget peers whose budget has refilled now and then (a scan of the whole map, so not
+        // on every refusal); past the bound, new peers are counted together.
+        if self
+            .refusals
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
+        {
             limiter.retain_recent();
             limiter.shrink_to_fit();
-            if limiter.len() >= MAX_TRACKED_PEERS {
-                key = OVERFLOW;
-            }
         }
-        match limiter.check_key(&key) {
+        let counted = if limiter.len() >= self.max_tracked {
+            OVERFLOW
+        } else {
+            own
+        };
+        match limiter.check_key(&counted) {
             Ok(()) => false,
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let now = Instant::now();
                 let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-                if blocked.len() >= MAX_TRACKED_PEERS {
-                    let now = Instant::now();
+                if blocked.len() >= self.max_tracked {
                     blocked.retain(|_, until| *until > now);
                 }
-                blocked.insert(key, Instant::now() + wait.max(Duration::from_millis(100)));
+                if blocked.len() >= self.max_tracked {
+                    // Still full of live blocks: this peer's tokens keep being checked (and
+                    // refused); the bound on memory wins over the bound on work.
+                    return false;
+                }
+                // The block is the peer's own, also when it was counted with the overflow.
+                blocked.insert(own, now + wait.max(Duration::from_millis(100)));
                 true
             }
         }
@@ -157,6 +180,25 @@ mod tests {
         assert_eq!(l.blocked(Some(other_64)), None);
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(peer_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    /// Past the bound on tracked peers, new refusing peers are counted together, but a peer
+    /// that was never refused is never blocked by what they did.
+    #[test]
+    fn the_overflow_never_blocks_a_peer_that_was_not_refused() {
+        let l = RefusalLimiter {
+            max_tracked: 2,
+            ..RefusalLimiter::new(60, 1)
+        };
+        let peer = |n: u8| Some(IpAddr::from([192, 0, 2, n]));
+        assert!(!l.refused(peer(1)));
+        assert!(!l.refused(peer(2)));
+        // tracked peers are full: 3 and 4 share the overflow budget of 1
+        assert!(!l.refused(peer(3)));
+        assert!(l.refused(peer(4)), "the overflow's budget is spent");
+        assert!(l.blocked(peer(4)).is_some());
+        assert_eq!(l.blocked(peer(5)), None, "never refused, never blocked");
+        assert_eq!(l.blocked(peer(1)), None);
     }
 
     #[test]
