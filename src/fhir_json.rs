@@ -12,6 +12,12 @@
 //! Callers then treat the error like any other invalid resource: a 400 naming the path for the
 //! hook request's own draft orders, a recorded issue (and the resource skipped) for a prefetch
 //! or FHIR server resource.
+//!
+//! The one module that parses FHIR JSON: [`read`] (the direct route, for resources without
+//! decimals to honour), [`read_via_element`] (through fhirbolt's element tree, which reads JSON
+//! numbers in `decimal`s), and [`parse_resource`] (strict, or repairing what the strict parse
+//! names, instead of fhirbolt's lax mode, which can loop forever). Every site goes through one
+//! of them; each explains its fhirbolt 0.4 workaround once, here.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -102,7 +108,7 @@ pub fn read<T: DeserializeResourceOwned>(json: Value) -> Result<T, ReadError> {
     guarded(|| fhirbolt::json::from_json_value::<T>(json, None).map_err(|e| e.to_string()))
 }
 
-/// Read through fhirbolt's element tree (see `facts::fhir::parse_resource` for why), guarded.
+/// Read through fhirbolt's element tree (see [`parse_resource`] for why), guarded.
 pub fn read_via_element<T: DeserializeResourceOwned>(json: Value) -> Result<T, ReadError> {
     if let Some(path) = first_empty_array(&json) {
         return Err(ReadError::EmptyArray(path));
@@ -117,10 +123,149 @@ pub fn read_via_element<T: DeserializeResourceOwned>(json: Value) -> Result<T, R
     })
 }
 
+/// Parse a FHIR R4 resource from JSON, working around three fhirbolt 0.4 quirks.
+///
+/// Why not `fhirbolt::json::from_json_value` straight into the typed model: with the serde_json
+/// version this crate builds with, that path rejects every JSON *number* in a FHIR `decimal`
+/// (e.g. `valueQuantity.value: 0.5` fails with "invalid type: number, expected a string"),
+/// while JSON -> `Element` -> typed model reads decimals correctly. That route is used.
+///
+/// With `lax`, a resource that fails the strict parse is repaired and parsed strictly again,
+/// instead of using fhirbolt's own lax mode: in fhirbolt 0.4 lax (and compatibility) mode
+/// *never returns* on an unknown element whose value is a JSON array (`"foo": []`, or
+/// `meta.profila: [...]`): its element reader hands the same key back forever, so one draft
+/// order pinned a worker at 100% CPU for good (found by fuzzing; see tests/regressions).
+/// The repair ([`lenient`]) removes each element the strict parse names as unknown and pads a
+/// missing required top-level element with an empty value, which is what lax mode meant to do.
+/// The error text names fields, not values.
+pub fn parse_resource<T: DeserializeResourceOwned>(json: Value, lax: bool) -> Result<T, String> {
+    if !lax {
+        return parse_strict(json);
+    }
+    match parse_strict(json.clone()) {
+        Ok(resource) => Ok(resource),
+        Err(first) => lenient(json).map_err(|_| first),
+    }
+}
+
+/// One strict parse, never a panic.
+fn parse_strict<T: DeserializeResourceOwned>(json: Value) -> Result<T, String> {
+    read_via_element(json).map_err(|e| e.to_string())
+}
+
+/// At most this many repairs per resource: each costs one strict parse.
+const MAX_REPAIRS: usize = 32;
+
+/// Strict parsing, repairing what it reports one error at a time: an unknown element is removed
+/// from the objects it is unknown in; a missing required element of the resource itself is
+/// added empty (`_name: {}` for a primitive, `name: {}` for a complex type).
+fn lenient<T: DeserializeResourceOwned>(mut json: Value) -> Result<T, String> {
+    // Empty arrays say nothing and the strict reader refuses them: drop them first.
+    remove_empty_arrays(&mut json);
+    let mut padded: Vec<String> = Vec::new();
+    let mut last = String::from("not repaired");
+    for _ in 0..MAX_REPAIRS {
+        let error = match parse_strict(json.clone()) {
+            Ok(resource) => return Ok(resource),
+            Err(e) => e,
+        };
+        let repaired = if let Some((field, expected)) = unknown_field(&error) {
+            prune_unknown(&mut json, field, &expected)
+        } else if let Some(field) = missing_field(&error) {
+            pad_missing(&mut json, field, &mut padded)
+        } else {
+            false
+        };
+        if !repaired {
+            return Err(error);
+        }
+        last = error;
+    }
+    Err(last)
+}
+
+/// `unknown field `x`, expected one of `a`, `b`` (serde's wording) or `... expected one of
+/// ["a", "b"]` (fhirbolt's element reader): the field and the names expected.
+fn unknown_field(error: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = error.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let quote = if rest.contains('"') { '"' } else { '`' };
+    let expected = rest.split(quote).skip(1).step_by(2).collect();
+    Some((field, expected))
+}
+
+/// `missing field `x``: the field.
+fn missing_field(error: &str) -> Option<&str> {
+    error.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// Remove `field` from every object where it is the unknown one: objects whose other members
+/// are all among `expected` (the type the parser was reading). If no object fits so exactly
+/// (it holds several unknown elements), from every object that has it and something expected.
+fn prune_unknown(json: &mut Value, field: &str, expected: &[&str]) -> bool {
+    let known = |k: &str| {
+        k == "resourceType"
+            || expected.contains(&k)
+            || expected.contains(&k.trim_start_matches('_'))
+    };
+    let exact = |o: &serde_json::Map<String, Value>| o.keys().all(|k| k == field || known(k));
+    let loose = |o: &serde_json::Map<String, Value>| o.len() == 1 || o.keys().any(|k| known(k));
+    remove_where(json, field, &exact) > 0 || remove_where(json, field, &loose) > 0
+}
+
+/// Remove `field` from each object (at any depth, iteratively) that has it and passes `fits`;
+/// returns how many were removed.
+fn remove_where(
+    json: &mut Value,
+    field: &str,
+    fits: &dyn Fn(&serde_json::Map<String, Value>) -> bool,
+) -> usize {
+    let mut removed = 0;
+    let mut stack = vec![json];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(o) => {
+                if o.contains_key(field) && fits(o) {
+                    o.remove(field);
+                    removed += 1;
+                }
+                stack.extend(o.values_mut());
+            }
+            Value::Array(a) => stack.extend(a.iter_mut()),
+            _ => {}
+        }
+    }
+    removed
+}
+
+/// Add a missing required element of the resource, empty: first as a primitive (`_field: {}`),
+/// and if that is refused, as a complex type (`field: {}`). Only at the top level, where the
+/// required elements of the resources read here are (status, intent, subject).
+fn pad_missing(json: &mut Value, field: &str, padded: &mut Vec<String>) -> bool {
+    let Some(top) = json.as_object_mut() else {
+        return false;
+    };
+    let tries = padded.iter().filter(|f| f.as_str() == field).count();
+    padded.push(field.to_owned());
+    match tries {
+        0 if !top.contains_key(field) => {
+            top.insert(format!("_{field}"), Value::Object(serde_json::Map::new()));
+            true
+        }
+        1 if !top.contains_key(field) => {
+            top.remove(&format!("_{field}"));
+            top.insert(field.to_owned(), Value::Object(serde_json::Map::new()));
+            true
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use fhirbolt::model::r4::Resource;
+    use fhirbolt::model::r4::resources::Observation;
     use serde_json::json;
 
     #[test]
@@ -167,5 +312,102 @@ mod tests {
     fn a_panic_inside_is_an_error() {
         let r: Result<(), ReadError> = guarded(|| panic!("boom"));
         assert_eq!(r, Err(ReadError::ParserPanic));
+    }
+
+    #[test]
+    fn decimals_parse_as_numbers_and_strings() {
+        use serde_json::json;
+        let obs = |value: Value| {
+            parse_resource::<Observation>(
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                    "valueQuantity": {"value": value, "unit": "mm"}}),
+                false,
+            )
+        };
+        for v in [json!(0.5), json!(2), json!("0.5")] {
+            let o = obs(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert!(matches!(
+                o.value,
+                Some(fhirbolt::model::r4::resources::ObservationValue::Quantity(
+                    _
+                ))
+            ));
+        }
+        let unknown = json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"}, "bogus": 1});
+        let unknown_with_decimal = json!({"resourceType": "Observation",
+            "code": {"text": "x"}, "bogus": "text", "valueQuantity": {"value": 0.5}});
+        assert!(parse_resource::<Observation>(unknown_with_decimal, true).is_ok());
+        assert!(parse_resource::<Observation>(unknown.clone(), false).is_err());
+        let lax = parse_resource::<Observation>(unknown, true);
+        assert!(lax.is_ok(), "{:?}", lax.err());
+    }
+
+    /// fhirbolt 0.4's lax mode never returns on these; the repair must, and must read them.
+    #[test]
+    fn unknown_arrays_and_missing_elements_are_repaired_without_hanging() {
+        use fhirbolt::model::r4::resources::ServiceRequest;
+        use serde_json::json;
+        let base = || {
+            json!({"resourceType": "ServiceRequest", "status": "draft", "intent": "order",
+                "subject": {"reference": "Patient/p"}, "quantityQuantity": {"value": 1.5},
+                "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "77425"}]}})
+        };
+        let mut cases = Vec::new();
+        for (k, v) in [("foo", json!([1])), ("foo", json!([])), ("foo", json!("x"))] {
+            let mut d = base();
+            d[k] = v;
+            cases.push(d);
+        }
+        let mut d = base();
+        d["meta"] = json!({"profila": ["x"], "versionId": "1"});
+        d["code"]["coding"][0]["bogus"] = json!([{"a": []}]);
+        cases.push(d);
+        let mut d = base();
+        d.as_object_mut().unwrap().remove("status");
+        d.as_object_mut().unwrap().remove("subject");
+        d["note2"] = json!([]);
+        cases.push(d);
+        for doc in cases {
+            let shown = doc.to_string();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(parse_resource::<ServiceRequest>(doc, true));
+            });
+            let parsed = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("did not return: {shown}"));
+            let sr = parsed.unwrap_or_else(|e| panic!("{shown}: {e}"));
+            let code = sr.code.as_ref().and_then(|c| c.coding.first());
+            assert_eq!(
+                code.and_then(|c| c.code.as_ref())
+                    .and_then(|c| c.value.as_deref()),
+                Some("77425"),
+                "{shown}"
+            );
+            assert!(sr.quantity.is_some(), "{shown}");
+        }
+        // strict stays strict
+        let mut d = base();
+        d["foo"] = json!([]);
+        assert!(parse_resource::<ServiceRequest>(d, false).is_err());
+    }
+
+    #[test]
+    fn serde_error_texts_are_read() {
+        assert_eq!(
+            unknown_field("unknown field `foo`, expected one of `id`, `meta`"),
+            Some(("foo", vec!["id", "meta"]))
+        );
+        assert_eq!(
+            unknown_field("unknown field `foo`, expected `id`"),
+            Some(("foo", vec!["id"]))
+        );
+        assert_eq!(
+            unknown_field(r#"unknown field `foo`, expected one of ["id", "meta"]"#),
+            Some(("foo", vec!["id", "meta"]))
+        );
+        assert_eq!(missing_field("missing field `status`"), Some("status"));
+        assert_eq!(missing_field("invalid type: map"), None);
     }
 }

@@ -25,7 +25,6 @@
 
 use std::sync::Arc;
 
-use fhirbolt::model::r4::Resource;
 use serde_json::{Map, Value, json};
 
 use crate::assets::{Assets, Folder};
@@ -439,21 +438,11 @@ impl Engine {
 /// The what-if order as a draft order about `patient_id`; `None` when it is not a JSON object.
 fn what_if_draft(template: &Value, patient_id: &str) -> Option<DraftOrder> {
     let mut raw = template.clone();
-    let obj = raw.as_object_mut()?;
-    obj.insert(
+    raw.as_object_mut()?.insert(
         "subject".to_owned(),
         json!({"reference": format!("Patient/{patient_id}")}),
     );
-    let resource_type = obj.get("resourceType")?.as_str()?.to_owned();
-    let id = obj.get("id").and_then(Value::as_str).map(str::to_owned);
-    let parsed =
-        fhirbolt::json::from_json_value::<Resource>(raw.clone(), None).map_err(|e| e.to_string());
-    Some(DraftOrder {
-        resource_type,
-        id,
-        raw,
-        parsed,
-    })
+    DraftOrder::from_json(raw)
 }
 
 /// Read [`WHAT_IF_ORDER_FILE`] and check that it is a FHIR R4 ServiceRequest the service

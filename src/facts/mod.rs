@@ -288,7 +288,6 @@ mod tests {
         condition, coverage, observation, procedure, record, terminology,
     };
     use crate::record::RecordIssue;
-    use fhirbolt::model::r4::Resource;
     use serde_json::json;
 
     fn iort_order(extra: Value) -> IortOrder {
@@ -299,14 +298,7 @@ mod tests {
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             raw[k] = v;
         }
-        let parsed = fhirbolt::json::from_json_value::<Resource>(raw.clone(), None)
-            .map_err(|e| e.to_string());
-        let draft = DraftOrder {
-            resource_type: "ServiceRequest".to_owned(),
-            id: Some("sr1".to_owned()),
-            raw,
-            parsed,
-        };
+        let draft = DraftOrder::from_json(raw).expect("a resourceType");
         let mut found = find_iort_orders(&[draft], terminology());
         assert_eq!(found.len(), 1, "the order is IORT");
         found.remove(0)

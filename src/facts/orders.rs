@@ -15,11 +15,11 @@
 //! never treated as an IORT order. Other resource types are not IORT orders.
 //!
 //! Orders the hook stage could not parse (an unknown element, a missing required one, or a JSON
-//! number in a `decimal`, which fhirbolt's direct JSON path rejects; see
-//! [`parse_resource`](super::fhir::parse_resource)) are re-read from the raw JSON, strictly and
-//! then in fhirbolt's lax mode, which ignores unknown elements and pads missing required ones:
-//! the order is still the clinician's IORT order, and skipping it would hide the coverage
-//! answer. Only an order that cannot be read even so is skipped, with a warning that names the
+//! number in a `decimal`, which fhirbolt's direct JSON path rejects) are re-read from the raw
+//! JSON with [`crate::fhir_json::parse_resource`]: strictly through fhirbolt's element tree,
+//! then repairing what the strict parse names (fhirbolt's own lax mode is never used: it can
+//! loop forever). The order is still the clinician's IORT order, and skipping it would hide the
+//! coverage answer. Only an order that cannot be read even so is skipped, with a warning that names the
 //! order, never its content. The order as read here travels in
 //! [`IortOrder::service_request`], so `extract` does not read it again.
 
@@ -173,14 +173,7 @@ mod tests {
     use serde_json::json;
 
     fn draft(raw: Value) -> DraftOrder {
-        let parsed = fhirbolt::json::from_json_value::<Resource>(raw.clone(), None)
-            .map_err(|e| e.to_string());
-        DraftOrder {
-            resource_type: raw["resourceType"].as_str().unwrap_or_default().to_owned(),
-            id: raw["id"].as_str().map(str::to_owned),
-            raw,
-            parsed,
-        }
+        DraftOrder::from_json(raw).expect("a resourceType")
     }
 
     fn sr(id: &str, code: Value) -> Value {

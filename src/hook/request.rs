@@ -74,6 +74,21 @@ pub struct DraftOrder {
 }
 
 impl DraftOrder {
+    /// A draft order from a resource's JSON, typed once here (never a panic: see
+    /// [`crate::fhir_json::read`]); `None` when it has no `resourceType`. The one constructor,
+    /// for the request's own orders and for the patient-view what-if order alike.
+    pub fn from_json(raw: Value) -> Option<Self> {
+        let resource_type = raw.get("resourceType")?.as_str()?.to_owned();
+        let id = raw.get("id").and_then(Value::as_str).map(str::to_owned);
+        let parsed = crate::fhir_json::read::<Resource>(raw.clone()).map_err(|e| e.to_string());
+        Some(Self {
+            resource_type,
+            id,
+            raw,
+            parsed,
+        })
+    }
+
     /// `Type/id` (or `Type/#index` when the EHR sent no id), for logs and `selections`.
     pub fn reference(&self) -> String {
         match &self.id {
@@ -291,31 +306,15 @@ fn parse_draft_orders(bundle: Value) -> Result<Vec<DraftOrder>, RequestError> {
                 "required",
             ));
         };
-        let resource_type = resource
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                RequestError::new(
-                    format!("context.draftOrders.entry[{i}].resource.resourceType"),
-                    "required string",
-                )
-            })?
-            .to_owned();
-        let id = resource
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        // Never a panic (see `fhir_json`); an order that does not parse (an empty array, an
-        // unknown element) is re-read leniently by the facts stage, as before, so the
-        // clinician still gets a card.
-        let parsed =
-            crate::fhir_json::read::<Resource>(resource.clone()).map_err(|e| e.to_string());
-        out.push(DraftOrder {
-            resource_type,
-            id,
-            raw: resource,
-            parsed,
-        });
+        // An order that does not parse (an empty array, an unknown element) is re-read
+        // leniently by the facts stage, so the clinician still gets a card.
+        let order = DraftOrder::from_json(resource).ok_or_else(|| {
+            RequestError::new(
+                format!("context.draftOrders.entry[{i}].resource.resourceType"),
+                "required string",
+            )
+        })?;
+        out.push(order);
     }
     Ok(out)
 }
