@@ -5,6 +5,7 @@
 //! trusts it. The response types the service writes back are in [`response`], and the
 //! discovery document in [`discovery`].
 
+pub mod call;
 pub mod discovery;
 pub mod request;
 pub mod response;
