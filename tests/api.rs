@@ -1050,3 +1050,49 @@ async fn a_huge_hook_value_is_not_echoed_whole() {
     let text = res.text().await.unwrap();
     assert!(text.len() < 2_000, "echoed {} bytes", text.len());
 }
+
+/// CDS Hooks 2.0: a client that fails to prefetch a key may send an OperationOutcome in its
+/// place. With an error, the data exists but could not be read: the answer is `indeterminate`
+/// (never "document the cancer" for a diagnosis the chart may well hold), and no FHIR server
+/// is needed for it; with a warning only, it is an empty answer.
+#[tokio::test]
+async fn a_prefetch_key_sent_as_an_operation_outcome_error_makes_the_answer_indeterminate() {
+    let app = spawn_app().await;
+    let outcome = |severity: &str| {
+        json!({"resourceType": "OperationOutcome",
+               "issue": [{"severity": severity, "code": "timeout",
+                          "diagnostics": "Condition search timed out"}]})
+    };
+    let mut request = fixture_or_example();
+    request["prefetch"]["conditions"] = outcome("error");
+    let res = app.post_json(SERVICE, &request).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let card = &body["cards"][0];
+    assert!(
+        card["summary"]
+            .as_str()
+            .unwrap()
+            .contains("could not be read"),
+        "{card}"
+    );
+    let detail = card["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("conditions: the EHR could not provide it"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("timed out"),
+        "the client's diagnostics are not echoed"
+    );
+    let text = body.to_string();
+    assert!(text.contains("\"indeterminate\""), "{text}");
+
+    request["prefetch"]["conditions"] = outcome("warning");
+    let body: Value = app.post_json(SERVICE, &request).await.json().await.unwrap();
+    let text = body.to_string();
+    assert!(
+        !text.contains("\"indeterminate\""),
+        "a warning is not a failure: {text}"
+    );
+}

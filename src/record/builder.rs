@@ -342,6 +342,10 @@ impl<'t> RecordBuilder<'t> {
                             ),
                         }
                     }
+                } else if obj.get("resourceType").and_then(Value::as_str)
+                    == Some("OperationOutcome")
+                {
+                    self.source_failed(source, &Value::Object(obj));
                 } else {
                     self.add_resource(source, Value::Object(obj));
                 }
@@ -371,6 +375,29 @@ impl<'t> RecordBuilder<'t> {
                 code,
                 "search outcome entry in a Bundle (not a record resource)"
             );
+        }
+    }
+
+    /// A source whose whole value is an OperationOutcome: CDS Hooks 2.0 lets a client send one
+    /// for a prefetch key it failed to fetch, instead of the data. With an issue of severity
+    /// `error` or `fatal` the data exists but could not be read, so the record is unavailable
+    /// (the answer `indeterminate`, never "not documented" for what the chart may well hold);
+    /// with warnings or information only, it is a note about an empty answer.
+    fn source_failed(&mut self, source: &str, outcome: &Value) {
+        let (severity, code) = outcome_codes(Some(outcome));
+        if severity.split(',').any(|s| s == "fatal" || s == "error") {
+            tracing::warn!(
+                source,
+                severity,
+                code,
+                "the client sent an OperationOutcome for a prefetch key: the data could not be read"
+            );
+            self.unavailable(format!(
+                "{source}: the EHR could not provide it (an OperationOutcome, {})",
+                if code.is_empty() { "error" } else { &code }
+            ));
+        } else {
+            self.outcome(source, Some(outcome));
         }
     }
 
