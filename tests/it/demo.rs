@@ -14,9 +14,8 @@
 //!
 //! The table [`DEMO`] is the README's table; change both together.
 
-mod common;
-#[path = "support/fhir_server.rs"]
-mod fhir_server;
+use crate::common;
+use crate::support::fhir_server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -263,7 +262,7 @@ fn the_demo_bundle_is_valid_r4_with_one_patient_per_outcome() {
 /// src/retrieve-data-helpers/all-patient-retrieval.js), from the Bundle.
 #[test]
 fn the_readme_names_each_demo_patient_as_the_sandbox_lists_it() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let mut named = 0;
     for e in bundle()["entry"].as_array().expect("entries") {
         let r = &e["resource"];

@@ -9,7 +9,7 @@
 //! These tests capture the process's log (one capture per test binary, shared by its tests):
 //! a cause is looked for on a line carrying the call's own request id.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ const KEYS: [&str; 5] = [
 ];
 
 fn example() -> Value {
-    serde_json::from_str(include_str!("../examples/order-sign-iort.json")).unwrap()
+    serde_json::from_str(include_str!("../../examples/order-sign-iort.json")).unwrap()
 }
 
 /// The resource path each prefetch key's query asks for (from the service's templates).

@@ -1,6 +1,5 @@
 //! The one helper every black-box test uses: start the real application on a random loopback
 //! port and talk to it over HTTP.
-#![allow(dead_code)] // each test binary uses a different subset
 
 pub mod logs;
 

@@ -14,8 +14,7 @@
 //!   replayed here the way its fuzz target runs it; `fuzz/seed.sh` also feeds them back to the
 //!   fuzzers. See README, "Fuzzing".
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

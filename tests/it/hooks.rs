@@ -6,7 +6,7 @@
 //! Everything here runs from prefetch (or a dead FHIR server); the demo patients fetched from a
 //! real FHIR server are in `tests/demo.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

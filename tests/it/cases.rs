@@ -22,9 +22,8 @@
 //! `["fetch"]`); its description must then say why (for example, the case is about what a
 //! prefetch Bundle carries besides the record, which a FHIR server never answers).
 
-mod common;
-#[path = "support/fhir_server.rs"]
-mod fhir_server;
+use crate::common;
+use crate::support::fhir_server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,9 +9,8 @@
 //! sent with prefetch; here are the server's own checks, the discovery query against it, and
 //! the failure modes (nothing listening, a server that never answers).
 
-mod common;
-#[path = "support/fhir_server.rs"]
-mod fhir_server;
+use crate::common;
+use crate::support::fhir_server;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -506,7 +505,7 @@ async fn with_a_server_that_never_answers_every_iort_order_is_indeterminate_with
 /// reason (`Condition/cond-rectal-ca`), and that Condition.
 fn example_without_its_reason() -> (Value, Value) {
     let mut request: Value =
-        serde_json::from_str(include_str!("../examples/order-sign-iort.json")).unwrap();
+        serde_json::from_str(include_str!("../../examples/order-sign-iort.json")).unwrap();
     let reason = request["prefetch"]["conditions"]["entry"][0]["resource"].clone();
     assert_eq!(reason["id"], "cond-rectal-ca");
     request["prefetch"]["conditions"] = json!({"resourceType": "Bundle", "type": "searchset",

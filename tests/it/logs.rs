@@ -1,7 +1,7 @@
 //! What the logs of a real running service keep: never a query string's values (a client may
 //! put a token there), never a token. Its own test binary, so it can capture every log line.
 
-mod common;
+use crate::common;
 
 #[tokio::test]
 async fn query_string_values_are_never_logged() {

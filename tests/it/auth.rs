@@ -3,8 +3,7 @@
 //! and ES384 / RS384 keys generated here. Every refusal must be a bare 401 with
 //! `WWW-Authenticate: Bearer` and an empty body.
 
-#[path = "common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::sync::LazyLock;
@@ -938,7 +937,7 @@ async fn logs_give_the_reason_but_never_the_token() {
 /// its `jku`).
 #[tokio::test]
 async fn the_readme_sandbox_offline_configuration_pins_its_key() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme
         .find("# The CDS Hooks Sandbox, its keys pinned")
         .expect("the README block");

@@ -2,7 +2,7 @@
 //! with an issuer configured, a valid token is accepted on each endpoint and refusals are bare
 //! 401s; starting on a non-loopback address with no issuer refuses to start.
 
-mod common;
+use crate::common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -65,7 +65,7 @@ async fn app_trusting(key: &Key, fhir_servers: Vec<String>) -> common::TestApp {
 }
 
 fn request_body() -> Value {
-    serde_json::from_str(include_str!("../examples/order-sign-medication.json")).unwrap()
+    serde_json::from_str(include_str!("../../examples/order-sign-medication.json")).unwrap()
 }
 
 #[tokio::test]
@@ -135,7 +135,7 @@ async fn an_issuer_may_only_send_its_own_fhir_servers() {
     let app = app_trusting(&key, vec!["https://ehr.example.org/fhir".into()]).await;
     let url = format!("{}/cds-services/iort-coverage", app.address);
     let mut body: Value =
-        serde_json::from_str(include_str!("../examples/order-sign-iort.json")).unwrap();
+        serde_json::from_str(include_str!("../../examples/order-sign-iort.json")).unwrap();
     body.as_object_mut().unwrap().remove("prefetch");
     body["fhirServer"] = json!("https://elsewhere.example.org/fhir");
     let res = app

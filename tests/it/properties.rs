@@ -22,7 +22,7 @@
 //! the stages in-process (parse_call, record, facts, decision) so they can look at the
 //! determination itself, not just the rendered cards.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;

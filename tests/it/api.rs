@@ -1,11 +1,9 @@
 //! Black-box tests of the HTTP API: every endpoint and every error path, through the real
 //! server on a random port.
 
-mod common;
+use crate::common;
 // The benchmarks' record generator (a 1,000-resource record for the test below).
-#[allow(dead_code)]
-#[path = "../benches/support/records.rs"]
-mod records;
+use crate::records;
 
 use common::{fixture, spawn_app};
 use serde_json::{Value, json};
@@ -13,7 +11,7 @@ use serde_json::{Value, json};
 const SERVICE: &str = "/cds-services/iort-coverage";
 
 fn medication_request() -> Value {
-    serde_json::from_str(include_str!("../examples/order-sign-medication.json")).unwrap()
+    serde_json::from_str(include_str!("../../examples/order-sign-medication.json")).unwrap()
 }
 
 async fn assert_outcome(res: reqwest::Response, status: u16) -> Value {
@@ -819,7 +817,7 @@ async fn two_hundred_concurrent_requests_are_all_answered() {
 }
 
 fn fixture_or_example() -> Value {
-    serde_json::from_str(include_str!("../examples/order-sign-iort.json")).unwrap()
+    serde_json::from_str(include_str!("../../examples/order-sign-iort.json")).unwrap()
 }
 
 #[test]

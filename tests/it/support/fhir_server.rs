@@ -5,11 +5,10 @@
 //! server does (search semantics, token OR lists, paging with `next` links, bearer-token access
 //! control), which a mock only repeats back from the test's own assumptions.
 //!
-//! Include it with `#[path = "support/fhir_server.rs"] mod fhir_server;`. The first start in a test
+//! Use it as `crate::support::fhir_server`. The first start in the test
 //! binary installs the server's pinned npm packages (`npm ci`) when they are missing or older than
 //! `package-lock.json`; a lock file in cargo's target tmp dir makes concurrent test binaries do it once.
 //! Set `FHIR_SERVER_LOG=1` to see one line per request the server answers.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -132,10 +131,6 @@ impl FhirServer {
     /// `http://127.0.0.1:PORT/fhir/R4`
     pub fn base_url(&self) -> &str {
         self.root.base_url()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// The server's own base.
