@@ -23,18 +23,17 @@
 //! prefetch Bundle carries besides the record, which a FHIR server never answers).
 
 use crate::common;
+use crate::common::crd;
 use crate::support::fhir_server;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fhir_server::FhirServer;
 use serde_json::{Map, Value, json};
 
 const SERVICE: &str = "/cds-services/iort-coverage";
-const COVERAGE_INFO: &str =
-    "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information";
 const COVERED_CODES: [&str; 4] = ["covered", "not-covered", "conditional", "indeterminate"];
 /// Generous: the service must answer well within CRD's 5-10 s budget; this only stops a hang.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,12 +71,6 @@ impl Failures {
     fn add(&mut self, msg: impl Into<String>) {
         self.0.push(msg.into());
     }
-}
-
-fn cases_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("cases")
 }
 
 /// Read and shape-check one case file.
@@ -150,24 +143,9 @@ fn load_case(path: &Path) -> Result<Case, String> {
 
 /// Every case file, sorted; each loaded or with the reason it could not be.
 fn all_cases() -> Vec<(String, Result<Case, String>)> {
-    let dir = cases_dir();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no case files in {}", dir.display());
-    paths
-        .iter()
-        .map(|path| {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (name, load_case(path))
-        })
+    common::cases::files()
+        .into_iter()
+        .map(|(name, path)| (name, load_case(&path)))
         .collect()
 }
 
@@ -218,7 +196,9 @@ fn without_coverage_info(resource: &Value, draft: &Value) -> Value {
     if let Some(obj) = out.as_object_mut() {
         let emptied = match obj.get_mut("extension").and_then(Value::as_array_mut) {
             Some(exts) => {
-                exts.retain(|e| e.get("url").and_then(Value::as_str) != Some(COVERAGE_INFO));
+                exts.retain(|e| {
+                    e.get("url").and_then(Value::as_str) != Some(crd::COVERAGE_INFORMATION)
+                });
                 exts.is_empty()
             }
             None => false,
@@ -273,7 +253,7 @@ fn check_coverage_information(
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|e| e.get("url").and_then(Value::as_str) == Some(COVERAGE_INFO))
+        .filter(|e| e.get("url").and_then(Value::as_str) == Some(crd::COVERAGE_INFORMATION))
         .collect();
     let [info] = infos.as_slice() else {
         f.add(format!(
@@ -789,36 +769,6 @@ fn fetch_mode_request(request: &Value, fhir_base: &str) -> Value {
     r
 }
 
-/// `Type/id` -> the `covered` codes of the coverage-information extensions on that order's
-/// update actions (for telling a fetching failure from a decision failure).
-fn covered_codes(body: &Value) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for action in body["systemActions"].as_array().into_iter().flatten() {
-        let Some(order) = reference_of(&action["resource"]) else {
-            continue;
-        };
-        for ext in action["resource"]["extension"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if ext["url"] == COVERAGE_INFO {
-                let covered = ext["extension"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|e| e["url"] == "covered")
-                    .and_then(|e| e["valueCode"].as_str())
-                    .unwrap_or("(none)");
-                out.entry(order.clone())
-                    .or_default()
-                    .push(covered.to_owned());
-            }
-        }
-    }
-    out
-}
-
 /// The same table, each case's record loaded into its own partition (an independent store:
 /// ids repeat between cases) of one token-protected FHIR server on loopback, the request sent
 /// without `prefetch`. The service must fetch the record with its discovery queries and answer
@@ -851,10 +801,12 @@ async fn every_case_in_the_table_gets_the_expected_determination_when_the_record
             }
             if !f.0.is_empty() {
                 // Tell a fetching failure from a decision failure.
-                let fetched = answer.map(|b| covered_codes(&b)).unwrap_or_default();
+                let fetched = answer
+                    .map(|b| crd::covered_by_order(&b))
+                    .unwrap_or_default();
                 let prefetched = send(app, &case.request)
                     .await
-                    .map(|b| covered_codes(&b))
+                    .map(|b| crd::covered_by_order(&b))
                     .unwrap_or_default();
                 f.add(if fetched == prefetched {
                     format!("(the prefetch answer is the same: {prefetched:?})")

@@ -15,6 +15,8 @@
 //! The table [`DEMO`] is the README's table; change both together.
 
 use crate::common;
+use crate::common::crd;
+use crate::common::crd::type_id;
 use crate::support::fhir_server;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,8 +32,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const SIGN: &str = "/cds-services/iort-coverage";
 const PREVIEW: &str = "/cds-services/iort-coverage-preview";
-const COVERAGE_INFORMATION: &str =
-    "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information";
 
 /// One demo patient: id, the order-sign outcome, how the order-sign summary starts, how the
 /// patient-view summary starts, and a phrase of the patient-view summary that names the reason.
@@ -99,14 +99,6 @@ fn bundle() -> Value {
     demo_file("patients.json")
 }
 
-fn type_id(r: &Value) -> String {
-    format!(
-        "{}/{}",
-        r["resourceType"].as_str().unwrap_or("?"),
-        r["id"].as_str().unwrap_or("?")
-    )
-}
-
 /// The patient a resource is about (`Patient` itself, `subject`, or a Coverage's `beneficiary`).
 fn patient_of(r: &Value) -> Option<String> {
     if r["resourceType"] == "Patient" {
@@ -136,24 +128,10 @@ fn cards(response: &Value) -> &[Value] {
 
 /// The CRD `covered` code of each order in the response's update actions.
 fn outcomes(response: &Value) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for action in response["systemActions"].as_array().into_iter().flatten() {
-        let r = &action["resource"];
-        for ext in r["extension"].as_array().into_iter().flatten() {
-            if ext["url"] != COVERAGE_INFORMATION {
-                continue;
-            }
-            let covered = ext["extension"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|e| e["url"] == "covered")
-                .and_then(|e| e["valueCode"].as_str())
-                .unwrap_or("(none)");
-            out.insert(type_id(r), covered.to_owned());
-        }
-    }
-    out
+    crd::covered_by_order(response)
+        .into_iter()
+        .map(|(order, codes)| (order, codes.join(",")))
+        .collect()
 }
 
 async fn post_ok(app: &common::TestApp, path: &str, body: &Value) -> Value {

@@ -10,6 +10,7 @@
 //! a cause is looked for on a line carrying the call's own request id.
 
 use crate::common;
+use crate::common::crd;
 
 use std::time::{Duration, Instant};
 
@@ -138,32 +139,6 @@ fn assert_logged(request_id: &str, cause: &str) {
     }
 }
 
-/// The `covered` value of every CRD coverage-information extension in `systemActions`.
-fn covered(response: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for action in response["systemActions"].as_array().into_iter().flatten() {
-        for ext in action["resource"]["extension"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if !ext["url"]
-                .as_str()
-                .unwrap_or("")
-                .ends_with("ext-coverage-information")
-            {
-                continue;
-            }
-            for part in ext["extension"].as_array().into_iter().flatten() {
-                if part["url"] == "covered" {
-                    out.push(part["valueCode"].as_str().unwrap_or("").to_owned());
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Every card's summary and detail, for asserting what the clinician is told.
 fn card_text(response: &Value) -> String {
     response["cards"]
@@ -177,7 +152,7 @@ fn card_text(response: &Value) -> String {
 /// An indeterminate 200 answer whose card says `what`, with no token anywhere.
 fn assert_indeterminate(status: u16, body: &Value, text: &str, what: &str) {
     assert_eq!(status, 200, "{text}");
-    assert_eq!(covered(body), vec!["indeterminate"], "{text}");
+    assert_eq!(crd::covered_codes(body), vec!["indeterminate"], "{text}");
     assert!(
         card_text(body).contains(what),
         "card should say {what:?}: {}",
@@ -197,7 +172,7 @@ async fn a_full_fetch_gives_the_same_outcome_as_the_prefetched_example() {
 
     let (status, prefetched, _) = call(&app, &example()).await;
     assert_eq!(status, 200);
-    let expected = covered(&prefetched);
+    let expected = crd::covered_codes(&prefetched);
     assert_eq!(expected.len(), 1, "{prefetched}");
     assert_ne!(
         expected,
@@ -207,7 +182,7 @@ async fn a_full_fetch_gives_the_same_outcome_as_the_prefetched_example() {
 
     let (status, fetched, text) = call(&app, &request(&base(&server), &KEYS, true)).await;
     assert_eq!(status, 200, "{text}");
-    assert_eq!(covered(&fetched), expected, "{text}");
+    assert_eq!(crd::covered_codes(&fetched), expected, "{text}");
     let summaries = |v: &Value| -> Vec<Value> {
         v["cards"]
             .as_array()
@@ -256,7 +231,7 @@ async fn no_authorization_header_without_fhir_authorization() {
     let app = spawn_app_with(|_| {}).await;
     let (status, body, text) = call(&app, &request(&base(&server), &KEYS, false)).await;
     assert_eq!(status, 200, "{text}");
-    assert_ne!(covered(&body), vec!["indeterminate"], "{text}");
+    assert_ne!(crd::covered_codes(&body), vec!["indeterminate"], "{text}");
     let seen = server.received_requests().await.unwrap();
     assert_eq!(seen.len(), 5);
     assert!(
@@ -276,7 +251,10 @@ async fn partial_prefetch_fetches_only_the_missing_keys() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
-    assert_eq!(covered(&body), covered(&call(&app, &example()).await.1));
+    assert_eq!(
+        crd::covered_codes(&body),
+        crd::covered_codes(&call(&app, &example()).await.1)
+    );
     let seen = server.received_requests().await.unwrap();
     let mut paths: Vec<&str> = seen.iter().map(|r| r.url.path()).collect();
     paths.sort_unstable();
@@ -504,7 +482,7 @@ async fn a_fhir_server_outside_the_allow_list_is_refused_before_any_connection()
     let app = spawn_app_with(|s| s.fhir.allowed_base_urls = vec![base(&server)]).await;
     let (status, body, _) = call(&app, &request(&base(&server), &KEYS, true)).await;
     assert_eq!(status, 200);
-    assert_ne!(covered(&body), vec!["indeterminate"]);
+    assert_ne!(crd::covered_codes(&body), vec!["indeterminate"]);
 }
 
 #[tokio::test]
@@ -584,7 +562,7 @@ async fn a_full_epic_page_with_an_outcome_entry_is_assessed() {
     );
     let (status, body, text) = call(&app, &request).await;
     assert_eq!(status, 200, "{text}");
-    assert_eq!(covered(&body), ["covered"], "{text}");
+    assert_eq!(crd::covered_codes(&body), ["covered"], "{text}");
     assert!(!card_text(&body).contains("Record incomplete"), "{text}");
 }
 
@@ -602,7 +580,7 @@ async fn a_server_ignoring_the_code_filter_still_gives_the_right_answer() {
     let app = spawn_app_with(|_| {}).await;
     let (status, body, text) = call(&app, &request(&base(&server), &["observations"], true)).await;
     assert_eq!(status, 200, "{text}");
-    assert_eq!(covered(&body), ["covered"], "{text}");
+    assert_eq!(crd::covered_codes(&body), ["covered"], "{text}");
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
 
@@ -622,7 +600,7 @@ async fn only_iort_orders_reasons_are_read() {
         .push(ct);
     let (status, body, text) = call(&app, &request).await;
     assert_eq!(status, 200, "{text}");
-    assert_eq!(covered(&body), ["covered"], "{text}");
+    assert_eq!(crd::covered_codes(&body), ["covered"], "{text}");
     assert!(
         server.received_requests().await.unwrap().is_empty(),
         "a non-IORT order's reason was read"
@@ -639,7 +617,7 @@ async fn only_iort_orders_reasons_are_read() {
         .await;
     let (status, body, text) = call(&app, &request).await;
     assert_eq!(status, 200, "{text}");
-    assert_eq!(covered(&body), ["covered"], "{text}");
+    assert_eq!(crd::covered_codes(&body), ["covered"], "{text}");
     let seen = server.received_requests().await.unwrap();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].url.path(), "/fhir/Condition/cond-rectal-ca");
@@ -730,7 +708,7 @@ async fn loopback_is_refused_to_a_service_published_elsewhere_unless_listed() {
     for server_url in [&named, &literal] {
         let (status, body, text) = call(&app, &request(server_url, &KEYS, true)).await;
         assert_eq!(status, 200, "{text}");
-        assert_ne!(covered(&body), vec!["indeterminate"], "{text}");
+        assert_ne!(crd::covered_codes(&body), vec!["indeterminate"], "{text}");
     }
     assert_eq!(server.received_requests().await.unwrap().len(), 10);
 }

@@ -10,10 +10,10 @@
 //! the failure modes (nothing listening, a server that never answers).
 
 use crate::common;
+use crate::common::crd;
 use crate::support::fhir_server;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,8 +24,6 @@ use serde_json::{Value, json};
 
 const SERVICE: &str = "/cds-services/iort-coverage";
 const TOKEN: &str = "test-token-7c1f0e9a";
-const COVERAGE_INFORMATION: &str =
-    "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information";
 /// The service's default deadline for all FHIR fetching in one call.
 const DEADLINE: Duration = Duration::from_secs(3);
 /// Time allowed past the deadline to decide, render and answer (a loaded 2-core CI machine).
@@ -318,22 +316,10 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("cases");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    paths
+    common::cases::files()
         .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let case: Value =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        .map(|(_, path)| {
+            let case = common::cases::read(&path);
             let orders = case["expect"]["orders"]
                 .as_object()
                 .unwrap_or_else(|| panic!("{}: expect.orders", path.display()))
@@ -377,32 +363,10 @@ fn without_prefetch(request: &Value, fhir_base: &str, token: &str) -> Value {
 /// `Type/id` -> the `covered` code of each update action's coverage-information extension. An order
 /// with several actions or extensions shows them all, comma-separated, so that is caught too.
 fn outcomes(response: &Value) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for action in response["systemActions"].as_array().into_iter().flatten() {
-        if action["type"] != "update" {
-            continue;
-        }
-        let r = &action["resource"];
-        let key = format!(
-            "{}/{}",
-            r["resourceType"].as_str().unwrap_or("?"),
-            r["id"].as_str().unwrap_or("?")
-        );
-        for ext in r["extension"].as_array().into_iter().flatten() {
-            if ext["url"] != COVERAGE_INFORMATION {
-                continue;
-            }
-            let covered = ext["extension"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|e| e["url"] == "covered")
-                .and_then(|e| e["valueCode"].as_str())
-                .unwrap_or("(no covered)");
-            out.entry(key.clone()).or_default().push(covered.to_owned());
-        }
-    }
-    out.into_iter().map(|(k, v)| (k, v.join(","))).collect()
+    crd::covered_by_order(response)
+        .into_iter()
+        .map(|(order, codes)| (order, codes.join(",")))
+        .collect()
 }
 
 async fn post(app: &common::TestApp, request: &Value) -> (StatusCode, Value, Duration) {

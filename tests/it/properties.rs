@@ -50,20 +50,9 @@ static APP: LazyLock<common::TestApp> = LazyLock::new(|| RUNTIME.block_on(common
 
 /// The requests of `tests/cases/*.json`, in file order.
 static CASES: LazyLock<Vec<Value>> = LazyLock::new(|| {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cases");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("tests/cases exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
+    common::cases::files()
         .iter()
-        .map(|p| {
-            let doc: Value = serde_json::from_str(&std::fs::read_to_string(p).expect("readable"))
-                .expect("a case is JSON");
-            doc["request"].clone()
-        })
+        .map(|(_, path)| common::cases::read(path)["request"].clone())
         .collect()
 });
 
@@ -558,21 +547,11 @@ const LINKED_CASES: [(&str, &str); 5] = [
 
 /// The requests of [`LINKED_CASES`], each with its expected outcome.
 static LINKED: LazyLock<Vec<(String, Value, &'static str)>> = LazyLock::new(|| {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cases");
-    let names: Vec<String> = std::fs::read_dir(dir)
-        .expect("tests/cases exists")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
     LINKED_CASES
         .iter()
         .map(|(prefix, expected)| {
-            let name = names
-                .iter()
-                .find(|n| n.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no case {prefix}*"));
-            let text = std::fs::read_to_string(format!("{dir}/{name}")).expect("readable");
-            let doc: Value = serde_json::from_str(&text).expect("JSON");
-            (name.clone(), doc["request"].clone(), *expected)
+            let (name, doc) = common::cases::named(prefix);
+            (name, doc["request"].clone(), *expected)
         })
         .collect()
 });

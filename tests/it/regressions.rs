@@ -15,6 +15,7 @@
 //!   fuzzers. See README, "Fuzzing".
 
 use crate::common;
+use crate::common::crd;
 
 use std::path::{Path, PathBuf};
 
@@ -29,21 +30,10 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SERVICE: &str = "/cds-services/iort-coverage";
-const COVERAGE_INFORMATION: &str =
-    "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information";
-
-fn case(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/cases")
-        .join(name);
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&p).expect("case readable"))
-        .expect("case is JSON");
-    doc["request"].clone()
-}
 
 /// Case 001: rectal cancer, pT4a, involved margin: covered.
 fn covered_request() -> Value {
-    case("001-covered-pt4a-involved-margin-cpt-77425.json")
+    common::cases::request("001-covered-pt4a-involved-margin-cpt-77425.json")
 }
 
 fn contained_chain(levels: usize) -> Value {
@@ -62,22 +52,6 @@ fn extension_chain(levels: usize) -> Value {
     e
 }
 
-/// The `covered` code of each system action, in order.
-fn covered_codes(body: &Value) -> Vec<String> {
-    body["systemActions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["resource"]["extension"].as_array())
-        .flatten()
-        .filter(|e| e["url"] == COVERAGE_INFORMATION)
-        .filter_map(|e| e["extension"].as_array())
-        .flatten()
-        .filter(|x| x["url"] == "covered")
-        .filter_map(|x| x["valueCode"].as_str().map(str::to_owned))
-        .collect()
-}
-
 /// POST and return status and JSON body.
 async fn post(app: &TestApp, path: &str, body: Vec<u8>) -> (u16, Value) {
     let res = app.post_raw(path, "application/json", body).await;
@@ -94,7 +68,7 @@ async fn assert_still_serving(app: &TestApp) {
     assert_eq!(app.get("/healthz").await.status(), 200);
     let (status, body) = post(app, SERVICE, covered_request().to_string().into_bytes()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(covered_codes(&body), ["covered"]);
+    assert_eq!(crd::covered_codes(&body), ["covered"]);
 }
 
 fn diagnostics(body: &Value) -> String {
@@ -160,7 +134,7 @@ async fn a_realistic_depth_still_passes() {
                 "code": {"text": "x"}}]);
     let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(covered_codes(&body), ["covered"]);
+    assert_eq!(crd::covered_codes(&body), ["covered"]);
 }
 
 #[tokio::test]
@@ -204,7 +178,7 @@ async fn too_many_draft_orders_answer_400() {
         .pop();
     let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(covered_codes(&body), ["covered", "covered", "covered"]);
+    assert_eq!(crd::covered_codes(&body), ["covered", "covered", "covered"]);
 }
 
 /// `n` copies of the case's first Condition, with distinct ids (the first keeps its own: the
@@ -235,17 +209,17 @@ async fn a_record_over_the_limits_is_indeterminate_not_guessed() {
     many_conditions(&mut request, 6);
     let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(covered_codes(&body), ["indeterminate"]);
+    assert_eq!(crd::covered_codes(&body), ["indeterminate"]);
     // Bundles within the entry limit, but too many resources in all
     let mut request = covered_request();
     many_conditions(&mut request, 5);
     let (_, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
-    assert_eq!(covered_codes(&body), ["indeterminate"], "{body}");
+    assert_eq!(crd::covered_codes(&body), ["indeterminate"], "{body}");
     // within both: decided
     let mut request = covered_request();
     many_conditions(&mut request, 2);
     let (_, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
-    assert_eq!(covered_codes(&body), ["covered"], "{body}");
+    assert_eq!(crd::covered_codes(&body), ["covered"], "{body}");
 }
 
 /// The covered request with its observations left to be fetched from `server`.
@@ -284,7 +258,7 @@ async fn fhir_server_answers_over_the_limits_are_indeterminate() {
         let request = fetching_request(&server);
         let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
         assert_eq!(status, 200, "{name}: {body}");
-        assert_eq!(covered_codes(&body), [expected], "{name}: {body}");
+        assert_eq!(crd::covered_codes(&body), [expected], "{name}: {body}");
     }
     assert_still_serving(&app).await;
 }
@@ -475,7 +449,7 @@ async fn unknown_array_elements_in_a_draft_order_do_not_hang_the_worker() {
             .unwrap_or_else(|e| panic!("{extra}: no answer in time: {e}"));
         assert_eq!(res.status(), 200, "{extra}");
         let body: Value = res.json().await.expect("JSON");
-        assert_eq!(covered_codes(&body), ["covered"], "{extra}: {body}");
+        assert_eq!(crd::covered_codes(&body), ["covered"], "{extra}: {body}");
     }
     assert_still_serving(&app).await;
 }
@@ -546,7 +520,7 @@ async fn empty_arrays_and_type_confusion_never_answer_500() {
     let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        covered_codes(&body),
+        crd::covered_codes(&body),
         ["covered"],
         "an empty array says nothing: {body}"
     );
@@ -571,7 +545,7 @@ async fn empty_arrays_and_type_confusion_never_answer_500() {
             *slot = bad.clone();
             let (status, body) = post(&app, SERVICE, request.to_string().into_bytes()).await;
             assert_eq!(status, 200, "{key}{pointer}: {body}");
-            assert_eq!(covered_codes(&body).len(), 1, "{key}{pointer}: {body}");
+            assert_eq!(crd::covered_codes(&body).len(), 1, "{key}{pointer}: {body}");
         }
     }
 
@@ -594,7 +568,7 @@ async fn empty_arrays_and_type_confusion_never_answer_500() {
         )
         .await;
         assert_eq!(status, 200, "FHIR server{pointer}: {body}");
-        assert_eq!(covered_codes(&body).len(), 1, "{body}");
+        assert_eq!(crd::covered_codes(&body).len(), 1, "{body}");
     }
 }
 
@@ -645,7 +619,7 @@ async fn a_hostile_fhir_server_with_endless_pages_of_numbers_is_stopped_by_the_c
     let elapsed = started.elapsed();
     for (status, body) in [first, second] {
         assert_eq!(status, 200, "{body}");
-        assert_eq!(covered_codes(&body), ["indeterminate"], "{body}");
+        assert_eq!(crd::covered_codes(&body), ["indeterminate"], "{body}");
         let text = body.to_string();
         assert!(
             text.contains(iort_cds::gather::RECORD_UNREADABLE),

@@ -1,6 +1,8 @@
 //! The one helper every black-box test uses: start the real application on a random loopback
 //! port and talk to it over HTTP.
 
+pub mod cases;
+pub mod crd;
 pub mod logs;
 
 use std::sync::Once;
