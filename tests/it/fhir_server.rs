@@ -5,7 +5,7 @@
 //! bearer-token access control, paging two entries at a time), driven by `support/fhir_server.rs`.
 //! The first tests check the server itself, so that a failure of the acceptance test can be blamed on
 //! the service and not on the test bed. The acceptance test itself, the whole case table sent
-//! without prefetch against this server, is `tests/cases.rs` (fetch mode), beside the same table
+//! without prefetch against this server, is `tests/it/cases.rs` (fetch mode), beside the same table
 //! sent with prefetch; here are the server's own checks, the discovery query against it, and
 //! the failure modes (nothing listening, a server that never answers).
 
@@ -306,7 +306,7 @@ async fn the_discovery_observations_query_finds_every_code_it_names_on_a_real_se
 }
 
 // -------------------------------------------------------------------------------------------------
-// The case table without a server (the table itself runs in fetch mode in tests/cases.rs)
+// The case table without a server (the table itself runs in fetch mode in tests/it/cases.rs)
 
 struct Case {
     request: Value,

@@ -4,7 +4,7 @@
 //! silent for a patient without cancer, and says so honestly when the record cannot be read.
 //!
 //! Everything here runs from prefetch (or a dead FHIR server); the demo patients fetched from a
-//! real FHIR server are in `tests/demo.rs`.
+//! real FHIR server are in `tests/it/demo.rs`.
 
 use crate::common;
 
