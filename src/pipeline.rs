@@ -220,69 +220,78 @@ impl Engine {
     }
 
     /// Stages 2-5 for a parsed request, with the caller's FHIR server allow-list (`None`: not
-    /// restricted by the caller). The request is taken by value so its prefetch is moved into
-    /// the patient record, not copied (a deep copy was about a quarter of a typical call).
+    /// restricted by the caller). The request is taken apart by value: its prefetch moves into
+    /// the gather plan and from there into the patient record, never copied.
     pub async fn run(
         &self,
         service: &ServiceDefinition,
-        mut request: HookRequest,
+        request: HookRequest,
         caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
     ) -> Result<Answer, CallError> {
+        let HookRequest {
+            hook,
+            context,
+            prefetch,
+            fhir_server,
+            fhir_authorization,
+            crd_configuration,
+            ..
+        } = request;
+        let plan = gather::Plan::new(&service.prefetch, prefetch);
         // Missing prefetch with nowhere to fetch from is refused before anything else, even
         // when no order turns out to be IORT: the client must learn its prefetch is incomplete.
-        let missing = gather::prefetch::missing_keys(&service.prefetch, &request.prefetch);
-        if !missing.is_empty() && request.fhir_server.is_none() {
-            return Err(CallError::PreconditionFailed { missing });
+        if !plan.missing().is_empty() && fhir_server.is_none() {
+            return Err(CallError::PreconditionFailed {
+                missing: plan.missing().to_vec(),
+            });
         }
-        let orders = match request.hook {
+        let orders = match hook {
             // No order exists in patient-view: assess the hypothetical one, unless the client
             // wants no cards at all (max-cards 0), when there is nothing to fetch either.
-            Hook::PatientView if request.crd_configuration.max_cards == Some(0) => Vec::new(),
-            Hook::PatientView => self.what_if_orders(&request.context.patient_id),
+            Hook::PatientView if crd_configuration.max_cards == Some(0) => Vec::new(),
+            Hook::PatientView => self.what_if_orders(&context.patient_id),
             // order-select: only the orders the clinician selected (`Type/id` of draftOrders).
             Hook::OrderSelect => self
-                .iort_orders(&request.context.draft_orders)
+                .iort_orders(&context.draft_orders)
                 .into_iter()
                 .filter(|o| {
                     let r = format!("{}/{}", o.resource_type, o.id.as_deref().unwrap_or(""));
-                    request.context.selections.contains(&r)
+                    context.selections.contains(&r)
                 })
                 .collect(),
-            _ => self.iort_orders(&request.context.draft_orders),
+            _ => self.iort_orders(&context.draft_orders),
         };
         if orders.is_empty() {
             // The fast path: nothing to say, nothing fetched.
             return Ok(Answer::default());
         }
-        // Moved, not copied (see above). Nothing below reads `request.prefetch`.
-        let prefetched = std::mem::take(&mut request.prefetch);
         // The IORT orders' reasons, which gather reads by id when the record lacks them
         // (other orders' reasons are never fetched: they are not assessed).
         let reasons: Vec<String> = orders
             .iter()
             .flat_map(|o| gather::reasons::of_order(&o.raw))
             .collect();
-        let record = match self
-            .gatherer
-            .gather(service, &request, prefetched, &reasons, caller_allowed)
-            .await
-        {
+        let call = gather::Call {
+            context: &context,
+            fhir_server: fhir_server.as_deref(),
+            authorization: fhir_authorization.as_ref(),
+            caller_allowed,
+        };
+        let record = match self.gatherer.gather(service, call, plan, &reasons).await {
             Ok(r) => r,
             Err(GatherError::Refused(why)) => return Err(CallError::FhirServerRefused(why)),
         };
         let determinations = self.assess(orders, &record);
         let today = chrono::Utc::now().date_naive();
-        if request.hook == Hook::PatientView {
+        if hook == Hook::PatientView {
             if let Some(d) = determinations.first() {
                 // The outcome code only: no clinical content in logs.
                 tracing::info!(outcome = d.covered.code(), "patient-view what-if assessed");
             }
             return Ok(Answer {
-                response: self.renderer.what_if(
-                    determinations.first(),
-                    &request.crd_configuration,
-                    today,
-                ),
+                response: self
+                    .renderer
+                    .what_if(determinations.first(), &crd_configuration, today),
                 outcomes: Vec::new(),
             });
         }
@@ -296,7 +305,7 @@ impl Engine {
                 .collect(),
             response: self
                 .renderer
-                .render(&determinations, &request.crd_configuration, today),
+                .render(&determinations, &crd_configuration, today),
         })
     }
 

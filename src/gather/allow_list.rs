@@ -237,6 +237,16 @@ impl ServerPolicy {
         caller_allowed: Option<&[BaseUrl]>,
     ) -> Result<BaseUrl, String> {
         let base = BaseUrl::parse(fhir_server).map_err(|p| format!("URL (fhirServer) {p}"))?;
+        self.check_base(&base, caller_allowed)?;
+        Ok(base)
+    }
+
+    /// [`check`](Self::check) for a `fhirServer` already parsed.
+    pub fn check_base(
+        &self,
+        base: &BaseUrl,
+        caller_allowed: Option<&[BaseUrl]>,
+    ) -> Result<(), String> {
         if self.is_open() {
             if !base.is_https() && !base.is_loopback() {
                 return Err(format!(
@@ -259,14 +269,14 @@ impl ServerPolicy {
                     base.origin()
                 ));
             }
-        } else if !self.allowed.iter().any(|a| a.contains_base(&base)) {
+        } else if !self.allowed.iter().any(|a| a.contains_base(base)) {
             return Err(format!(
                 "{} is not under any allowed base URL (setting fhir.allowed_base_urls)",
                 base.origin()
             ));
         }
         if let Some(list) = caller_allowed
-            && !caller_may_name(list, &base)
+            && !caller_may_name(list, base)
         {
             return Err(format!(
                 "{} is not among the FHIR servers this client may name (its issuer's \
@@ -274,7 +284,7 @@ impl ServerPolicy {
                 base.origin()
             ));
         }
-        Ok(base)
+        Ok(())
     }
 }
 

@@ -49,8 +49,8 @@ use tokio::time::{Instant, timeout_at};
 use self::allow_list::{BaseUrl, ServerPolicy, bearer_header};
 use self::fhir_client::{FhirClient, Query};
 use self::settings::FhirSettings;
-use crate::hook::HookRequest;
 use crate::hook::discovery::ServiceDefinition;
+use crate::hook::{FhirAuthorization, HookContext};
 use crate::limits::Limits;
 use crate::record::RecordBuilder;
 pub use crate::record::{PatientRecord, RecordIssue};
@@ -68,6 +68,48 @@ pub enum GatherError {
     /// "the FHIR server ..." and names the rule; it never holds a token.
     #[error("{0}")]
     Refused(String),
+}
+
+/// The parts of a call the gather stage reads, lent by the pipeline (which owns the request).
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub context: &'a HookContext,
+    /// The request's `fhirServer`, as sent.
+    pub fhir_server: Option<&'a str>,
+    pub authorization: Option<&'a FhirAuthorization>,
+    /// The calling client's own list of FHIR servers (its issuer's `fhir_servers`), when it
+    /// has one: `fhirServer` must then lie under one of them as well (`None` or empty: no
+    /// restriction beyond `fhir.allowed_base_urls`).
+    pub caller_allowed: Option<&'a [BaseUrl]>,
+}
+
+/// The prefetch as sent and the declared keys it lacks, worked out once per call: the
+/// pipeline answers 412 from it (keys missing and no `fhirServer`), gather fetches from it.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Moved out of the request, then into the record: never deep-copied (a copy was about a
+    /// quarter of a typical call's time).
+    prefetched: Map<String, Value>,
+    missing: Vec<String>,
+}
+
+impl Plan {
+    /// `declared`: the service's prefetch templates by key.
+    pub fn new(
+        declared: &std::collections::BTreeMap<String, String>,
+        prefetched: Map<String, Value>,
+    ) -> Self {
+        let missing = prefetch::missing_keys(declared, &prefetched);
+        Self {
+            prefetched,
+            missing,
+        }
+    }
+
+    /// The declared prefetch keys the client did not send.
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
 }
 
 /// One request to the FHIR server: a missing prefetch key, or an order's reason by id.
@@ -137,33 +179,31 @@ impl Gatherer {
     /// ([`reasons::of_order`]): the Conditions they name that the record lacks after prefetch
     /// and fetching are read by id from `fhirServer` (see [`reasons`]).
     ///
-    /// `caller_allowed` is the calling client's own list of FHIR servers (its issuer's
-    /// `fhir_servers`), when it has one: `fhirServer` must then lie under one of them as well
-    /// (`None` or empty: no restriction beyond `fhir.allowed_base_urls`). The server is checked
-    /// only when something must be fetched; a refusal happens before any connection.
-    ///
-    /// The prefetch comes by value, apart from the rest of the request: a caller that owns the
-    /// request moves it out (`std::mem::take`) so the prefetched resources are moved into the
-    /// record instead of deep-copied. `request.prefetch` itself is not read.
+    /// The server is checked (allow-list, the caller's own list) only when something must be
+    /// fetched; a refusal happens before any connection.
     pub async fn gather(
         &self,
         service: &ServiceDefinition,
-        request: &HookRequest,
-        prefetched: Map<String, Value>,
+        call: Call<'_>,
+        plan: Plan,
         reasons: &[String],
-        caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
     ) -> Result<PatientRecord, GatherError> {
         let deadline = Instant::now() + self.timeout;
         let mut b =
-            RecordBuilder::with_limits(&request.context.patient_id, &self.terminology, self.limits);
-        let missing = prefetch::missing_keys(&service.prefetch, &prefetched);
+            RecordBuilder::with_limits(&call.context.patient_id, &self.terminology, self.limits);
+        let Plan {
+            prefetched,
+            missing,
+        } = plan;
         for (key, value) in prefetched {
             b.add_value(&key, value);
         }
-        let server = request.fhir_server.as_deref();
+        // Parsed once: for telling the reasons' absolute references to this server, and for
+        // the check before fetching.
+        let parsed = call.fhir_server.map(BaseUrl::parse);
         let mut reason_ids = reasons::to_fetch(
             reasons,
-            server.and_then(|s| BaseUrl::parse(s).ok()).as_ref(),
+            parsed.as_ref().and_then(|p| p.as_ref().ok()),
             &mut b,
         );
         reason_ids.retain(|id| !b.has("Condition", id));
@@ -174,7 +214,7 @@ impl Gatherer {
         if missing.is_empty() && reason_ids.is_empty() {
             return Ok(finish(b));
         }
-        let Some(fhir_server) = server else {
+        let Some(parsed) = parsed else {
             if !missing.is_empty() {
                 // The pipeline answers 412 before this; kept so the stage is safe on its own.
                 b.unavailable(format!(
@@ -185,7 +225,14 @@ impl Gatherer {
             // Reasons with nowhere to read them from: the facts note them as not in the record.
             return Ok(finish(b));
         };
-        let base = match self.policy.check(fhir_server, caller_allowed) {
+        let checked = parsed
+            .map_err(|p| format!("URL (fhirServer) {p}"))
+            .and_then(|base| {
+                self.policy
+                    .check_base(&base, call.caller_allowed)
+                    .map(|()| base)
+            });
+        let base = match checked {
             Ok(base) => base,
             Err(why) => {
                 tracing::warn!(reason = %why, "refused to contact the request's fhirServer");
@@ -202,7 +249,7 @@ impl Gatherer {
                 return Ok(finish(b));
             }
         };
-        let auth = match &request.fhir_authorization {
+        let auth = match call.authorization {
             None => None,
             Some(a) => match bearer_header(&a.access_token) {
                 Some(h) => Some(h),
@@ -230,7 +277,7 @@ impl Gatherer {
             let Some(template) = service.prefetch.get(key) else {
                 continue;
             };
-            match tokens::fill(template, &request.context) {
+            match tokens::fill(template, call.context) {
                 Ok(filled) => match Query::new(key, &filled, &base) {
                     Some(query) => jobs.push(Job {
                         query,
@@ -430,6 +477,7 @@ mod tests {
     use super::*;
     use crate::assets::Assets;
     use crate::configuration::Settings;
+    use crate::hook::HookRequest;
     use crate::hook::discovery::Discovery;
     use serde_json::{Value, json};
     use wiremock::matchers::{header, method, path, query_param};
@@ -466,6 +514,26 @@ mod tests {
         let mut s = Settings::default();
         adjust(&mut s);
         build(&s).unwrap()
+    }
+
+    impl Gatherer {
+        /// [`Gatherer::gather`] for a whole request, its prefetch copied.
+        async fn gather_request(
+            &self,
+            service: &ServiceDefinition,
+            req: &HookRequest,
+            reasons: &[String],
+            caller_allowed: Option<&[BaseUrl]>,
+        ) -> Result<PatientRecord, GatherError> {
+            let call = Call {
+                context: &req.context,
+                fhir_server: req.fhir_server.as_deref(),
+                authorization: req.fhir_authorization.as_ref(),
+                caller_allowed,
+            };
+            let plan = Plan::new(&service.prefetch, req.prefetch.clone());
+            self.gather(service, call, plan, reasons).await
+        }
     }
 
     /// The example request without the given prefetch keys, pointed at `server`.
@@ -523,7 +591,7 @@ mod tests {
         ];
         let req = request(&format!("{}/fhir", server.uri()), &all, Some("tok-123"));
         let fetched = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), &[], None)
+            .gather_request(&service(), &req, &[], None)
             .await
             .unwrap();
         let prefetched = prefetch::record_from_prefetch(
@@ -544,7 +612,7 @@ mod tests {
         mount_example(&server, None).await;
         let req = request(&format!("{}/fhir", server.uri()), &["observations"], None);
         let record = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), &[], None)
+            .gather_request(&service(), &req, &[], None)
             .await
             .unwrap();
         let seen = server.received_requests().await.unwrap();
@@ -569,7 +637,7 @@ mod tests {
         v["fhirServer"] = json!(server.uri());
         let req = HookRequest::from_json(v).unwrap();
         let record = gatherer(|_| {})
-            .gather(&svc, &req, req.prefetch.clone(), &[], None)
+            .gather_request(&svc, &req, &[], None)
             .await
             .unwrap();
         assert!(record.unavailable.is_none());
@@ -600,10 +668,7 @@ mod tests {
         let g = gatherer(|s| s.fhir.timeout_ms = 300);
         let req = request(&server.uri(), &["conditions", "observations"], None);
         let started = std::time::Instant::now();
-        let record = g
-            .gather(&service(), &req, req.prefetch.clone(), &[], None)
-            .await
-            .unwrap();
+        let record = g.gather_request(&service(), &req, &[], None).await.unwrap();
         let took = started.elapsed();
         assert!(took < Duration::from_millis(1000), "{took:?}");
         // Two queries late, one neutral sentence (the causes are logged).
@@ -625,7 +690,7 @@ mod tests {
             None,
         );
         let record = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), &[], None)
+            .gather_request(&service(), &req, &[], None)
             .await
             .unwrap();
         assert_eq!(record.unavailable.as_deref(), Some(RECORD_UNREADABLE));
@@ -644,7 +709,7 @@ mod tests {
             Some("tok"),
         );
         let e = g
-            .gather(&service(), &req, req.prefetch.clone(), &[], None)
+            .gather_request(&service(), &req, &[], None)
             .await
             .unwrap_err();
         let GatherError::Refused(why) = e;
@@ -656,18 +721,14 @@ mod tests {
         let caller = vec![BaseUrl::parse("https://ehr.example.org/fhir").unwrap()];
         assert!(
             gatherer(|_| {})
-                .gather(&service(), &req, req.prefetch.clone(), &[], Some(&caller))
+                .gather_request(&service(), &req, &[], Some(&caller))
                 .await
                 .is_err()
         );
         assert!(server.received_requests().await.unwrap().is_empty());
         // nothing missing: nothing to check, nothing fetched
         let full = request(&format!("{}/fhir", server.uri()), &[], None);
-        assert!(
-            g.gather(&service(), &full, full.prefetch.clone(), &[], None)
-                .await
-                .is_ok()
-        );
+        assert!(g.gather_request(&service(), &full, &[], None).await.is_ok());
     }
 
     /// Loopback servers only for a service that listens on loopback alone: not on `0.0.0.0`
@@ -683,7 +744,7 @@ mod tests {
             |s| s.public_base_url = Some("https://cds.example.org".into()),
         ] {
             let GatherError::Refused(why) = gatherer(adjust)
-                .gather(&service(), &req, req.prefetch.clone(), &[], None)
+                .gather_request(&service(), &req, &[], None)
                 .await
                 .unwrap_err();
             assert!(
@@ -706,7 +767,7 @@ mod tests {
         ];
         for adjust in allowed {
             let record = gatherer(adjust)
-                .gather(&service(), &req, req.prefetch.clone(), &[], None)
+                .gather_request(&service(), &req, &[], None)
                 .await
                 .unwrap();
             assert!(record.unavailable.is_none(), "{:?}", record.unavailable);
@@ -722,7 +783,7 @@ mod tests {
             a.access_token = "line\nbreak".to_owned();
         }
         let record = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), &[], None)
+            .gather_request(&service(), &req, &[], None)
             .await
             .unwrap();
         assert!(record.unavailable.unwrap().contains("access token"));
@@ -790,7 +851,7 @@ mod tests {
             ],
         );
         let record = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .gather_request(&service(), &req, &reasons, None)
             .await
             .unwrap();
         assert!(record.unavailable.is_none(), "{:?}", record.unavailable);
@@ -811,7 +872,7 @@ mod tests {
         let full = request(&base, &[], None);
         let reasons = vec!["Condition/cond-rectal-ca".to_owned()];
         gatherer(|_| {})
-            .gather(&service(), &full, full.prefetch.clone(), &reasons, None)
+            .gather_request(&service(), &full, &reasons, None)
             .await
             .unwrap();
         assert_eq!(server.received_requests().await.unwrap().len(), 1);
@@ -850,7 +911,7 @@ mod tests {
         );
         let started = std::time::Instant::now();
         let record = gatherer(|s| s.fhir.timeout_ms = 500)
-            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .gather_request(&service(), &req, &reasons, None)
             .await
             .unwrap();
         assert!(
@@ -896,7 +957,7 @@ mod tests {
             ],
         );
         let record = gatherer(|s| s.fhir.max_reason_fetches = 1)
-            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .gather_request(&service(), &req, &reasons, None)
             .await
             .unwrap();
         assert!(record.unavailable.is_none());
@@ -920,7 +981,7 @@ mod tests {
         let g =
             gatherer(|s| s.fhir.allowed_base_urls = vec!["https://ehr.example.org/fhir".into()]);
         let record = g
-            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .gather_request(&service(), &req, &reasons, None)
             .await
             .unwrap();
         assert!(record.unavailable.is_none());
@@ -950,7 +1011,7 @@ mod tests {
             &["Condition/cond-rectal-ca", "Condition/extra"],
         );
         let record = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .gather_request(&service(), &req, &reasons, None)
             .await
             .unwrap();
         assert!(record.unavailable.is_none(), "{:?}", record.unavailable);
@@ -980,7 +1041,7 @@ mod tests {
             &["Condition/rc"],
         );
         let record = gatherer(|_| {})
-            .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
+            .gather_request(&service(), &req, &reasons, None)
             .await
             .unwrap();
         assert_eq!(record.unavailable.as_deref(), Some(RECORD_UNREADABLE));
