@@ -39,6 +39,7 @@ pub mod policy;
 pub mod reach;
 pub mod record;
 pub mod render;
+pub mod resource_ref;
 pub mod startup;
 pub mod telemetry;
 pub mod terminology;

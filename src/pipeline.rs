@@ -255,8 +255,10 @@ impl Engine {
                 .iort_orders(&context.draft_orders)
                 .into_iter()
                 .filter(|o| {
-                    let r = format!("{}/{}", o.resource_type, o.id.as_deref().unwrap_or(""));
-                    context.selections.contains(&r)
+                    context
+                        .selections
+                        .iter()
+                        .any(|s| o.reference().is_named_by(s))
                 })
                 .collect(),
             _ => self.iort_orders(&context.draft_orders),

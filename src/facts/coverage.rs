@@ -10,6 +10,7 @@
 use crate::facts::CoverageRef;
 use crate::facts::fhir::{reference_id, text};
 use crate::record::{PatientRecord, RecordIssue};
+use crate::resource_ref::ResourceRef;
 use crate::terminology::{Terminology, ValueSetId};
 
 pub(crate) fn find(
@@ -45,7 +46,7 @@ pub(crate) fn find(
             best = Some((
                 order,
                 CoverageRef {
-                    reference: format!("Coverage/{id}"),
+                    reference: ResourceRef::new("Coverage", Some(id)).to_string(),
                     payor,
                 },
             ));

@@ -5,6 +5,7 @@
 //! which date a resource is dated by, how a reference names a resource) instead of each
 //! re-deriving them.
 
+use crate::resource_ref::ResourceRef;
 use fhirbolt::model::r4::resources::{Condition, Observation, Procedure};
 use fhirbolt::model::r4::resources::{ConditionOnset, ObservationEffective, ProcedurePerformed};
 use fhirbolt::model::r4::types::{CodeableConcept, Coding, Reference};
@@ -55,12 +56,9 @@ pub(crate) fn reference_id<'a>(reference: &'a Reference, resource_type: &str) ->
     found
 }
 
-/// `Type/id`, or `Type/(no id)` for a resource without one (evidence must still name it).
+/// `Type/id` of a resource, as [`ResourceRef`] writes it.
 pub(crate) fn resource_ref(resource_type: &str, id: Option<&str>) -> String {
-    match id {
-        Some(id) => format!("{resource_type}/{id}"),
-        None => format!("{resource_type}/(no id)"),
-    }
+    ResourceRef::new(resource_type, id).to_string()
 }
 
 /// `SNOMED CT 1229865000` / `ICD-10-CM C20`: a coding as the EHR team looks it up.

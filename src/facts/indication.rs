@@ -38,6 +38,7 @@
 //! does not make this year's margin finding ambiguous; two current primaries do, and then the
 //! card says which finding is unlinked and how to link it.
 
+use crate::resource_ref::ResourceRef;
 use std::collections::HashSet;
 
 use fhirbolt::model::r4::Resource;
@@ -179,8 +180,8 @@ pub(crate) struct Scope<'a> {
     /// When they may not: the other current primary cancers that could own them
     /// (`Condition/id`), for the card's note.
     pub competing: Vec<String>,
-    /// `Type/id` of the order, to name a scope Condition contained in it (`ServiceRequest/x#dx`).
-    order_ref: String,
+    /// The order, to name a scope Condition contained in it (`ServiceRequest/x#dx`).
+    order: ResourceRef<'a>,
     /// Scope Conditions that are not record Conditions (contained in the order).
     contained: Vec<&'a Condition>,
 }
@@ -198,7 +199,7 @@ pub(crate) enum Link {
 
 impl<'a> Scope<'a> {
     fn new(
-        order_ref: &str,
+        order_ref: ResourceRef<'a>,
         status: IndicationStatus,
         conditions: Vec<&'a Condition>,
         cancers: &[Cancer<'a>],
@@ -258,7 +259,7 @@ impl<'a> Scope<'a> {
             condition_ids,
             unlinked_ok: competing.is_empty(),
             competing,
-            order_ref: order_ref.to_owned(),
+            order: order_ref,
             contained,
         }
     }
@@ -267,11 +268,7 @@ impl<'a> Scope<'a> {
     pub fn condition_evidence(&self, c: &Condition, detail: String) -> Evidence {
         let mut e = condition_evidence(c, detail);
         if self.contained.iter().any(|x| std::ptr::eq(*x, c)) {
-            e.reference = format!(
-                "{}#{}",
-                self.order_ref,
-                condition_id(c).unwrap_or("(no id)")
-            );
+            e.reference = self.order.contained(condition_id(c));
         }
         e
     }
@@ -316,7 +313,7 @@ impl<'a> Scope<'a> {
             .conditions
             .first()
             .and_then(|c| condition_id(c))
-            .map(|id| format!("Condition/{id}"))
+            .map(|id| ResourceRef::new("Condition", Some(id)).to_string())
             .unwrap_or_else(|| "the cancer Condition".to_owned());
         format!(
             "{finding} is not linked to the cancer this order treats, and the patient has \
@@ -415,14 +412,14 @@ fn resolve_reason<'a>(
         .find(|c| condition_id(c) == Some(id))
     {
         Some(c) => usable(c),
-        None => Reason::Missing(format!("Condition/{id}")),
+        None => Reason::Missing(ResourceRef::new("Condition", Some(id)).to_string()),
     }
 }
 
 /// The indication of the order and the scope of its other facts.
 pub(crate) fn find<'a>(
     sr: Option<&'a ServiceRequest>,
-    order_ref: &str,
+    order_ref: ResourceRef<'a>,
     record: &'a PatientRecord,
     t: &Terminology,
     issues: &mut Vec<RecordIssue>,
@@ -443,12 +440,12 @@ pub(crate) fn find<'a>(
         let scope = Scope::new(order_ref, status, conditions, &cancers, record, t);
         let mut condition = chosen
             .and_then(condition_id)
-            .map(|id| format!("Condition/{id}"));
+            .map(|id| ResourceRef::new("Condition", Some(id)).to_string());
         // A Condition contained in the order is named as FHIR names it, inside the order
         // (`ServiceRequest/x#dx`), never as a record Condition it is not.
         let in_record = |c: &Condition| record.conditions.iter().any(|r| std::ptr::eq(r, c));
         if let Some(id) = chosen.filter(|c| !in_record(c)).and_then(condition_id) {
-            let local = format!("{order_ref}#{id}");
+            let local = order_ref.contained(Some(id));
             for e in &mut evidence {
                 if condition.as_deref() == Some(e.reference.as_str()) {
                     e.reference = local.clone();
@@ -552,7 +549,7 @@ pub(crate) fn find<'a>(
         if let Some(&(site, cc, coding)) = reasons.first() {
             let label = concept_label(cc, Some(coding));
             let order_evidence = Evidence {
-                reference: order_ref.to_owned(),
+                reference: order_ref.to_string(),
                 date: text(sr.authored_on.as_ref()).map(crate::facts::fhir::chart_date),
                 source: "order",
                 detail: format!("order reason: {}", label.words),
@@ -646,7 +643,7 @@ mod tests {
         let mut issues = Vec::new();
         let (fact, scope) = find(
             sr.as_ref(),
-            "ServiceRequest/o1",
+            ResourceRef::new("ServiceRequest", Some("o1")),
             rec,
             terminology(),
             &mut issues,

@@ -440,6 +440,7 @@ mod tests {
     use super::*;
     use crate::facts::indication;
     use crate::facts::test_support::{condition, observation, procedure, record, terminology};
+    use crate::resource_ref::ResourceRef;
     use fhirbolt::model::r4::resources::{Condition, Procedure};
     use serde_json::{Value as Json, json};
 
@@ -504,8 +505,13 @@ mod tests {
 
     fn margins(rec: &PatientRecord) -> MarginFact {
         let mut issues = Vec::new();
-        let (_, scope) =
-            indication::find(None, "ServiceRequest/o", rec, terminology(), &mut issues);
+        let (_, scope) = indication::find(
+            None,
+            ResourceRef::new("ServiceRequest", Some("o")),
+            rec,
+            terminology(),
+            &mut issues,
+        );
         find(&scope, rec, terminology(), &MarginThresholds::default())
     }
 

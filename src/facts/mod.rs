@@ -27,6 +27,7 @@ mod test_support;
 
 pub use fhir::parse_resource;
 
+use crate::resource_ref::ResourceRef;
 use fhirbolt::model::r4::resources::ServiceRequest;
 use serde_json::Value;
 
@@ -90,6 +91,13 @@ pub struct IortOrder {
     /// parse was about 6% of a typical call; BENCHMARKS.md). `None` for an order built
     /// without it: [`extract`] then reads `raw`.
     pub service_request: Option<Box<ServiceRequest>>,
+}
+
+impl IortOrder {
+    /// `Type/id` of the order.
+    pub fn reference(&self) -> ResourceRef<'_> {
+        ResourceRef::new(&self.resource_type, self.id.as_deref())
+    }
 }
 
 /// What the indication is.
@@ -250,7 +258,7 @@ pub fn extract(
     terminology: &Terminology,
     thresholds: &MarginThresholds,
 ) -> OrderFacts {
-    let order_ref = fhir::resource_ref(&order.resource_type, order.id.as_deref());
+    let order_ref = order.reference();
     let read_again = match order.service_request {
         Some(_) => None,
         None => orders::service_request_from_raw(&order.raw),
@@ -261,7 +269,7 @@ pub fn extract(
     let (indication, staging, recurrence, margins) = {
         let request = order.service_request.as_deref().or(read_again.as_ref());
         let (indication, scope) =
-            indication::find(request, &order_ref, record, terminology, &mut record_issues);
+            indication::find(request, order_ref, record, terminology, &mut record_issues);
         let staging = staging::find(&scope, record, terminology);
         let recurrence = recurrence::find(&scope, terminology);
         let margins = margins::find(&scope, record, terminology, thresholds);

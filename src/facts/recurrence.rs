@@ -44,6 +44,7 @@ mod tests {
     use crate::facts::indication;
     use crate::facts::test_support::{condition, record, terminology};
     use crate::record::PatientRecord;
+    use crate::resource_ref::ResourceRef;
     use serde_json::json;
 
     fn cancer(id: &str, code: &str, clinical: &str) -> fhirbolt::model::r4::resources::Condition {
@@ -57,8 +58,13 @@ mod tests {
 
     fn recurrence(rec: &PatientRecord) -> RecurrenceFact {
         let mut issues = Vec::new();
-        let (_, scope) =
-            indication::find(None, "ServiceRequest/o", rec, terminology(), &mut issues);
+        let (_, scope) = indication::find(
+            None,
+            ResourceRef::new("ServiceRequest", Some("o")),
+            rec,
+            terminology(),
+            &mut issues,
+        );
         find(&scope, terminology())
     }
 

@@ -244,6 +244,7 @@ mod tests {
     use super::*;
     use crate::facts::indication;
     use crate::facts::test_support::{condition, observation, record, terminology};
+    use crate::resource_ref::ResourceRef;
     use fhirbolt::model::r4::resources::Condition;
     use serde_json::{Value, json};
 
@@ -283,8 +284,13 @@ mod tests {
 
     fn staging(rec: &PatientRecord) -> StagingFact {
         let mut issues = Vec::new();
-        let (_, scope) =
-            indication::find(None, "ServiceRequest/o", rec, terminology(), &mut issues);
+        let (_, scope) = indication::find(
+            None,
+            ResourceRef::new("ServiceRequest", Some("o")),
+            rec,
+            terminology(),
+            &mut issues,
+        );
         find(&scope, rec, terminology())
     }
 

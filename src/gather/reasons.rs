@@ -17,6 +17,7 @@
 //! now. Only the IORT orders' reasons come here (the pipeline finds those before gathering),
 //! at most `fhir.max_reason_fetches` per call.
 
+use crate::resource_ref::ResourceRef;
 use serde_json::Value;
 
 use super::allow_list::BaseUrl;
@@ -75,7 +76,7 @@ pub fn to_fetch(
 pub fn not_fetched(b: &mut RecordBuilder<'_>, id: &str, why: &str) {
     b.issue(
         SOURCE,
-        Some(format!("Condition/{id}")),
+        Some(ResourceRef::new("Condition", Some(id)).to_string()),
         format!("the order's reason could not be read: {why}"),
     );
 }

@@ -1,5 +1,6 @@
 //! The parsed hook request: built once from a schema-valid JSON body, trusted after.
 
+use crate::resource_ref::ResourceRef;
 use std::fmt;
 
 use fhirbolt::model::r4::Resource;
@@ -89,12 +90,9 @@ impl DraftOrder {
         })
     }
 
-    /// `Type/id` (or `Type/#index` when the EHR sent no id), for logs and `selections`.
-    pub fn reference(&self) -> String {
-        match &self.id {
-            Some(id) => format!("{}/{}", self.resource_type, id),
-            None => format!("{}/(no id)", self.resource_type),
-        }
+    /// `Type/id` of the order, for logs.
+    pub fn reference(&self) -> ResourceRef<'_> {
+        ResourceRef::new(&self.resource_type, self.id.as_deref())
     }
 }
 
@@ -353,7 +351,10 @@ mod tests {
             r.context.draft_orders[1].parsed.is_err(),
             "bad order kept, not fatal"
         );
-        assert_eq!(r.context.draft_orders[1].reference(), "ServiceRequest/bad");
+        assert_eq!(
+            r.context.draft_orders[1].reference().to_string(),
+            "ServiceRequest/bad"
+        );
         assert_eq!(r.crd_configuration, CrdConfiguration::default());
     }
 

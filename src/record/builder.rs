@@ -22,6 +22,7 @@
 //!   JSON, counted in [`PatientRecord::observations_dropped`], and never count against
 //!   `limits.max_record_resources`: noise must not make a record "too large to assess".
 
+use crate::resource_ref::ResourceRef;
 use std::collections::HashSet;
 
 use fhirbolt::model::r4::Resource;
@@ -451,7 +452,7 @@ impl<'t> RecordBuilder<'t> {
             .get("id")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let reference = format!("{}/{}", rtype, id.as_deref().unwrap_or("(no id)"));
+        let reference = ResourceRef::new(&rtype, id.as_deref()).to_string();
         if let Some(id) = &id
             && !self.seen.insert((rtype.clone(), id.clone()))
         {

@@ -235,8 +235,8 @@ pub fn build(d: &Determination, policy: &Policy, today: NaiveDate) -> CardContex
             reference: f
                 .order
                 .id
-                .as_ref()
-                .map(|id| format!("{}/{}", f.order.resource_type, id)),
+                .is_some()
+                .then(|| f.order.reference().to_string()),
             display: f.order.display.clone(),
             cpt: f.order.billing_code.as_ref().map(|c| CodeCtx {
                 system: c.system.clone(),
