@@ -11,7 +11,7 @@
 //! can render.
 
 use chrono::NaiveDate;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::assets::{Assets, Folder};
 use crate::decision::Criterion;
@@ -42,7 +42,8 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> PolicyError 
 }
 
 /// The payer, as the clinician knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Payer {
     /// Full name, e.g. "Blue Cross Blue Shield of Arizona" (CRD: `Card.source.label`).
     pub name: String,
@@ -50,8 +51,28 @@ pub struct Payer {
     pub short_label: String,
 }
 
+/// The policy document: what it is called, its dates, where it is published.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// e.g. "Intraoperative Radiotherapy".
+    pub title: String,
+    /// e.g. "Evidence-Based Criteria".
+    pub document_type: String,
+    /// e.g. "Medicine".
+    pub section: String,
+    pub original_effective: NaiveDate,
+    /// The version the service applies.
+    pub current_effective: NaiveDate,
+    pub last_review: NaiveDate,
+    pub last_criteria_revision: NaiveDate,
+    pub next_review: NextReview,
+    pub link: PolicyLink,
+}
+
 /// The payer's next scheduled review of the policy, as the document states it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct NextReview {
     /// As written in the policy, e.g. "3rd quarter 2025".
     pub text: String,
@@ -60,7 +81,8 @@ pub struct NextReview {
 }
 
 /// What the policy link points at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LinkTarget {
     /// The policy document itself.
     Policy,
@@ -69,18 +91,21 @@ pub enum LinkTarget {
 }
 
 /// The link shown on every card (and carried as the CRD `policy-link` detail).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct PolicyLink {
     /// Absolute `https` URL.
     pub url: String,
     pub label: String,
     pub target: LinkTarget,
     /// For an index link: what to search for there.
+    #[serde(default)]
     pub search_hint: Option<String>,
 }
 
 /// The policy's own statements, quoted on the cards.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Statements {
     pub medically_necessary: String,
     pub investigational: String,
@@ -89,8 +114,11 @@ pub struct Statements {
 }
 
 /// The texts for one criterion.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct CriterionText {
+    /// Named by its [`Criterion::id`] in the file.
+    #[serde(rename = "id")]
     pub criterion: Criterion,
     /// Short name, e.g. "Positive or close margins".
     pub label: String,
@@ -109,34 +137,28 @@ pub struct CriterionText {
 }
 
 /// A code the policy applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct PolicyCode {
     pub system: String,
     pub code: String,
     pub display: String,
 }
 
-/// The policy as data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The policy as data: the file's shape, read by serde and then checked
+/// ([`Policy::from_json`]). The card templates see it as it is (`policy.payer.name`,
+/// `policy.document.title`, ...; see `cards/README.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     pub payer: Payer,
-    /// e.g. "Intraoperative Radiotherapy".
-    pub title: String,
-    /// e.g. "Evidence-Based Criteria".
-    pub document_type: String,
-    /// e.g. "Medicine".
-    pub section: String,
-    pub original_effective: NaiveDate,
-    /// The version the service applies.
-    pub current_effective: NaiveDate,
-    pub last_review: NaiveDate,
-    pub last_criteria_revision: NaiveDate,
-    pub next_review: NextReview,
-    pub link: PolicyLink,
+    /// The file's `policy` object (`policy.document` in the card templates).
+    #[serde(rename(deserialize = "policy"))]
+    pub document: Document,
     /// The CPT codes the policy lists.
     pub cpt_codes: Vec<PolicyCode>,
     pub statements: Statements,
-    /// One per [`Criterion`], in the order of [`Criterion::ALL`].
+    /// One per [`Criterion`], in the order of [`Criterion::ALL`] (sorted so at load).
     pub criteria: Vec<CriterionText>,
     /// `Card.source.topic` (CRD: required, extensible binding to the card-type value set).
     pub card_topic: Coding,
@@ -151,11 +173,118 @@ impl Policy {
         Self::from_json(json)
     }
 
-    /// Build from the file's JSON (separate from [`load`](Self::load) for tests).
+    /// Read the file's JSON and check it: unknown keys, malformed dates and a criterion
+    /// missing or listed twice are errors naming the field (its path in the file).
     pub fn from_json(json: serde_json::Value) -> Result<Self, PolicyError> {
-        let raw: raw::PolicyFile =
-            serde_json::from_value(json).map_err(|e| invalid("(document)", e.to_string()))?;
-        raw.into_policy()
+        let mut policy: Policy = serde_path_to_error::deserialize(json).map_err(|e| {
+            let field = e.path().to_string();
+            invalid(field, e.into_inner().to_string())
+        })?;
+        policy.check()?;
+        Ok(policy)
+    }
+
+    /// What serde cannot say: texts not blank, dates in order, an https link, every
+    /// criterion exactly once (then sorted into [`Criterion::ALL`] order).
+    fn check(&mut self) -> Result<(), PolicyError> {
+        let d = &self.document;
+        let mut texts: Vec<(String, &str)> = vec![
+            ("payer.name".into(), &self.payer.name),
+            ("payer.short_label".into(), &self.payer.short_label),
+            ("policy.title".into(), &d.title),
+            ("policy.document_type".into(), &d.document_type),
+            ("policy.section".into(), &d.section),
+            ("policy.next_review.text".into(), &d.next_review.text),
+            ("policy.link.label".into(), &d.link.label),
+            (
+                "statements.medically_necessary".into(),
+                &self.statements.medically_necessary,
+            ),
+            (
+                "statements.investigational".into(),
+                &self.statements.investigational,
+            ),
+            ("statements.exceptions".into(), &self.statements.exceptions),
+        ];
+        for (i, c) in self.cpt_codes.iter().enumerate() {
+            texts.push((format!("cpt_codes[{i}].system"), &c.system));
+            texts.push((format!("cpt_codes[{i}].code"), &c.code));
+            texts.push((format!("cpt_codes[{i}].display"), &c.display));
+        }
+        for (i, c) in self.criteria.iter().enumerate() {
+            for (name, value) in [
+                ("label", &c.label),
+                ("requirement", &c.requirement),
+                ("short_missing", &c.short_missing),
+                ("short_not_met", &c.short_not_met),
+                ("to_document", &c.to_document),
+                ("how_to_document", &c.how_to_document),
+            ] {
+                texts.push((format!("criteria[{i}].{name}"), value));
+            }
+        }
+        if let Some((field, _)) = texts.iter().find(|(_, v)| v.trim().is_empty()) {
+            return Err(invalid(field.as_str(), "must not be empty"));
+        }
+
+        if d.current_effective < d.original_effective {
+            return Err(invalid(
+                "policy.current_effective",
+                "is before policy.original_effective",
+            ));
+        }
+        if d.next_review.due_by < d.last_review {
+            return Err(invalid(
+                "policy.next_review.due_by",
+                "is before policy.last_review",
+            ));
+        }
+        // Card links must be absolute (CDS Hooks `absolute` link type); no plain http.
+        let url = d.link.url.trim();
+        if !url.starts_with("https://") || url.len() <= "https://".len() {
+            return Err(invalid("policy.link.url", "must be an absolute https URL"));
+        }
+        self.document.link.url = url.to_owned();
+        if self
+            .document
+            .link
+            .search_hint
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            self.document.link.search_hint = None;
+        }
+        if self.cpt_codes.is_empty() {
+            return Err(invalid("cpt_codes", "must list at least one code"));
+        }
+
+        for (i, c) in self.criteria.iter().enumerate() {
+            if self.criteria[..i]
+                .iter()
+                .any(|o| o.criterion == c.criterion)
+            {
+                return Err(invalid(
+                    format!("criteria[{i}].id"),
+                    format!("`{}` is listed twice", c.criterion.id()),
+                ));
+            }
+        }
+        if let Some(c) = Criterion::ALL
+            .into_iter()
+            .find(|c| !self.criteria.iter().any(|t| t.criterion == *c))
+        {
+            return Err(invalid(
+                "criteria",
+                format!("criterion `{}` is missing", c.id()),
+            ));
+        }
+        self.criteria.sort_by_key(|t| t.criterion);
+
+        coding("card_topic", &self.card_topic)?;
+        for (i, c) in self.override_reasons.iter().enumerate() {
+            coding(&format!("override_reasons[{i}]"), c)?;
+        }
+        Ok(())
     }
 
     /// The texts for one criterion. Every criterion has texts (checked at load).
@@ -171,7 +300,7 @@ impl Policy {
     /// Whether the policy's next scheduled review date has passed: the payer may have
     /// published a newer version than the one applied, and the card should say so.
     pub fn review_overdue(&self, today: NaiveDate) -> bool {
-        today > self.next_review.due_by
+        today > self.document.next_review.due_by
     }
 
     /// Which version was applied, for cards and the CRD detail, e.g.
@@ -180,264 +309,32 @@ impl Policy {
         format!(
             "{} {} \"{}\", effective {}",
             self.payer.short_label,
-            self.document_type,
-            self.title,
-            self.current_effective.format("%Y-%m-%d")
+            self.document.document_type,
+            self.document.title,
+            self.document.current_effective.format("%Y-%m-%d")
         )
+    }
+
+    /// The CPT codes the policy lists, e.g. "0735T, 77424, 77425, 77469".
+    pub fn cpt_code_list(&self) -> String {
+        self.cpt_codes
+            .iter()
+            .map(|c| c.code.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
-/// The file's shape, as serde reads it; [`PolicyFile::into_policy`] checks and types it.
-mod raw {
-    use super::*;
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct PolicyFile {
-        pub payer: RawPayer,
-        pub policy: RawPolicy,
-        pub cpt_codes: Vec<RawCode>,
-        pub statements: RawStatements,
-        pub criteria: Vec<RawCriterion>,
-        pub card_topic: Coding,
-        pub override_reasons: Vec<Coding>,
+/// A coding the cards show: system, code and display present (CDS Hooks requires a display
+/// on override reasons, and the card topic is shown).
+fn coding(field: &str, c: &Coding) -> Result<(), PolicyError> {
+    if c.system.trim().is_empty() || c.code.trim().is_empty() {
+        return Err(invalid(field, "system and code are required"));
     }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawPayer {
-        pub name: String,
-        pub short_label: String,
+    if c.display.as_deref().is_none_or(|d| d.trim().is_empty()) {
+        return Err(invalid(field, "display is required"));
     }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawPolicy {
-        pub title: String,
-        pub document_type: String,
-        pub section: String,
-        pub original_effective: String,
-        pub current_effective: String,
-        pub last_review: String,
-        pub last_criteria_revision: String,
-        pub next_review: RawNextReview,
-        pub link: RawLink,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawNextReview {
-        pub text: String,
-        pub due_by: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawLink {
-        pub url: String,
-        pub label: String,
-        pub target: RawLinkTarget,
-        #[serde(default)]
-        pub search_hint: Option<String>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "lowercase")]
-    pub enum RawLinkTarget {
-        Policy,
-        Index,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawCode {
-        pub system: String,
-        pub code: String,
-        pub display: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawStatements {
-        pub medically_necessary: String,
-        pub investigational: String,
-        pub exceptions: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawCriterion {
-        pub id: String,
-        pub label: String,
-        pub requirement: String,
-        pub short_missing: String,
-        pub short_not_met: String,
-        pub to_document: String,
-        pub how_to_document: String,
-    }
-
-    fn date(field: &str, s: &str) -> Result<NaiveDate, PolicyError> {
-        NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map_err(|_| invalid(field, format!("`{s}` is not a date (YYYY-MM-DD)")))
-    }
-
-    fn text(field: &str, s: String) -> Result<String, PolicyError> {
-        if s.trim().is_empty() {
-            Err(invalid(field, "must not be empty"))
-        } else {
-            Ok(s)
-        }
-    }
-
-    fn coding(field: &str, c: Coding) -> Result<Coding, PolicyError> {
-        if c.system.trim().is_empty() || c.code.trim().is_empty() {
-            return Err(invalid(field, "system and code are required"));
-        }
-        // CDS Hooks requires a display on override reasons, and the card topic is shown.
-        if c.display.as_deref().is_none_or(|d| d.trim().is_empty()) {
-            return Err(invalid(field, "display is required"));
-        }
-        Ok(c)
-    }
-
-    impl PolicyFile {
-        pub fn into_policy(self) -> Result<Policy, PolicyError> {
-            let p = self.policy;
-            let original_effective = date("policy.original_effective", &p.original_effective)?;
-            let current_effective = date("policy.current_effective", &p.current_effective)?;
-            let last_review = date("policy.last_review", &p.last_review)?;
-            let last_criteria_revision =
-                date("policy.last_criteria_revision", &p.last_criteria_revision)?;
-            let due_by = date("policy.next_review.due_by", &p.next_review.due_by)?;
-            if current_effective < original_effective {
-                return Err(invalid(
-                    "policy.current_effective",
-                    "is before policy.original_effective",
-                ));
-            }
-            if due_by < last_review {
-                return Err(invalid(
-                    "policy.next_review.due_by",
-                    "is before policy.last_review",
-                ));
-            }
-
-            let url = p.link.url.trim().to_owned();
-            // Card links must be absolute (CDS Hooks `absolute` link type); no plain http.
-            if !url.starts_with("https://") || url.len() <= "https://".len() {
-                return Err(invalid("policy.link.url", "must be an absolute https URL"));
-            }
-            let target = match p.link.target {
-                RawLinkTarget::Policy => LinkTarget::Policy,
-                RawLinkTarget::Index => LinkTarget::Index,
-            };
-            let search_hint = p.link.search_hint.filter(|s| !s.trim().is_empty());
-
-            if self.cpt_codes.is_empty() {
-                return Err(invalid("cpt_codes", "must list at least one code"));
-            }
-            let cpt_codes = self
-                .cpt_codes
-                .into_iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    Ok(PolicyCode {
-                        system: text(&format!("cpt_codes[{i}].system"), c.system)?,
-                        code: text(&format!("cpt_codes[{i}].code"), c.code)?,
-                        display: text(&format!("cpt_codes[{i}].display"), c.display)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, PolicyError>>()?;
-
-            // Exactly one entry per criterion; stored in `Criterion::ALL` order.
-            let mut by_criterion: Vec<Option<CriterionText>> = vec![None; Criterion::ALL.len()];
-            for (i, c) in self.criteria.into_iter().enumerate() {
-                let field = |name: &str| format!("criteria[{i}].{name}");
-                let criterion = Criterion::from_id(&c.id).ok_or_else(|| {
-                    invalid(
-                        field("id"),
-                        format!(
-                            "unknown criterion `{}` (expected one of: {})",
-                            c.id,
-                            Criterion::ALL.map(Criterion::id).join(", ")
-                        ),
-                    )
-                })?;
-                let slot = Criterion::ALL
-                    .iter()
-                    .position(|k| *k == criterion)
-                    .and_then(|pos| by_criterion.get_mut(pos))
-                    .ok_or_else(|| invalid(field("id"), "unknown criterion"))?;
-                if slot.is_some() {
-                    return Err(invalid(field("id"), format!("`{}` is listed twice", c.id)));
-                }
-                *slot = Some(CriterionText {
-                    criterion,
-                    label: text(&field("label"), c.label)?,
-                    requirement: text(&field("requirement"), c.requirement)?,
-                    short_missing: text(&field("short_missing"), c.short_missing)?,
-                    short_not_met: text(&field("short_not_met"), c.short_not_met)?,
-                    to_document: text(&field("to_document"), c.to_document)?,
-                    how_to_document: text(&field("how_to_document"), c.how_to_document)?,
-                });
-            }
-            let criteria = by_criterion
-                .into_iter()
-                .zip(Criterion::ALL)
-                .map(|(slot, c)| {
-                    slot.ok_or_else(|| {
-                        invalid("criteria", format!("criterion `{}` is missing", c.id()))
-                    })
-                })
-                .collect::<Result<Vec<_>, PolicyError>>()?;
-
-            let override_reasons = self
-                .override_reasons
-                .into_iter()
-                .enumerate()
-                .map(|(i, c)| coding(&format!("override_reasons[{i}]"), c))
-                .collect::<Result<Vec<_>, PolicyError>>()?;
-
-            Ok(Policy {
-                payer: Payer {
-                    name: text("payer.name", self.payer.name)?,
-                    short_label: text("payer.short_label", self.payer.short_label)?,
-                },
-                title: text("policy.title", p.title)?,
-                document_type: text("policy.document_type", p.document_type)?,
-                section: text("policy.section", p.section)?,
-                original_effective,
-                current_effective,
-                last_review,
-                last_criteria_revision,
-                next_review: NextReview {
-                    text: text("policy.next_review.text", p.next_review.text)?,
-                    due_by,
-                },
-                link: PolicyLink {
-                    url,
-                    label: text("policy.link.label", p.link.label)?,
-                    target,
-                    search_hint,
-                },
-                cpt_codes,
-                statements: Statements {
-                    medically_necessary: text(
-                        "statements.medically_necessary",
-                        self.statements.medically_necessary,
-                    )?,
-                    investigational: text(
-                        "statements.investigational",
-                        self.statements.investigational,
-                    )?,
-                    exceptions: text("statements.exceptions", self.statements.exceptions)?,
-                },
-                criteria,
-                card_topic: coding("card_topic", self.card_topic)?,
-                override_reasons,
-            })
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -460,16 +357,16 @@ mod tests {
         let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
         assert_eq!(p.payer.name, "Blue Cross Blue Shield of Arizona");
         assert_eq!(p.payer.short_label, "BCBSAZ");
-        assert_eq!(p.title, "Intraoperative Radiotherapy");
-        assert_eq!(p.original_effective, d(2022, 9, 19));
-        assert_eq!(p.current_effective, d(2024, 9, 3));
-        assert_eq!(p.last_review, d(2024, 9, 3));
-        assert_eq!(p.last_criteria_revision, d(2023, 9, 21));
-        assert_eq!(p.next_review.text, "3rd quarter 2025");
-        assert_eq!(p.next_review.due_by, d(2025, 9, 30));
+        assert_eq!(p.document.title, "Intraoperative Radiotherapy");
+        assert_eq!(p.document.original_effective, d(2022, 9, 19));
+        assert_eq!(p.document.current_effective, d(2024, 9, 3));
+        assert_eq!(p.document.last_review, d(2024, 9, 3));
+        assert_eq!(p.document.last_criteria_revision, d(2023, 9, 21));
+        assert_eq!(p.document.next_review.text, "3rd quarter 2025");
+        assert_eq!(p.document.next_review.due_by, d(2025, 9, 30));
         let codes: Vec<&str> = p.cpt_codes.iter().map(|c| c.code.as_str()).collect();
         assert_eq!(codes, vec!["0735T", "77424", "77425", "77469"]);
-        assert!(p.link.url.starts_with("https://"));
+        assert!(p.document.link.url.starts_with("https://"));
         assert_eq!(
             p.card_topic.system,
             "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"

@@ -77,6 +77,25 @@ impl Criterion {
     }
 }
 
+/// Written as its [`id`](Criterion::id), as in the policy file and the card templates.
+impl serde::Serialize for Criterion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Criterion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let id = String::deserialize(d)?;
+        Criterion::from_id(&id).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown criterion `{id}` (expected one of: {})",
+                Criterion::ALL.map(Criterion::id).join(", ")
+            ))
+        })
+    }
+}
+
 /// One criterion's result with the evidence behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CriterionResult {

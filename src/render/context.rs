@@ -11,10 +11,10 @@ use serde::Serialize;
 
 use crate::decision::{CriterionResult, Determination, Tri};
 use crate::facts::{Evidence, IndicationStatus, MarginStatus, TCategory};
-use crate::policy::{LinkTarget, Policy};
+use crate::policy::Policy;
 
 #[derive(Debug, Serialize)]
-pub struct CardContext {
+pub struct CardContext<'a> {
     /// `covered` | `not-covered` | `conditional` | `indeterminate`.
     pub outcome: &'static str,
     pub order: OrderCtx,
@@ -28,7 +28,7 @@ pub struct CardContext {
     pub coverage: Option<CoverageCtx>,
     pub record_issues: Vec<IssueCtx>,
     pub technical_reason: Option<String>,
-    pub policy: PolicyCtx,
+    pub policy: PolicyCtx<'a>,
     /// ISO date of the assessment.
     pub today: String,
 }
@@ -108,36 +108,18 @@ pub struct IssueCtx {
     pub source: String,
 }
 
+/// The policy as the templates see it: the policy file's data as it is (`policy.payer.name`,
+/// `policy.document.title`, `policy.statements.exceptions`, ...), and what follows from it
+/// today.
 #[derive(Debug, Serialize)]
-pub struct PolicyCtx {
-    pub payer: String,
-    pub short_label: String,
-    pub title: String,
-    pub document_type: String,
-    pub section: String,
-    pub original_effective: String,
-    pub current_effective: String,
-    pub last_review: String,
-    pub last_criteria_revision: String,
-    pub next_review: String,
+pub struct PolicyCtx<'a> {
+    #[serde(flatten)]
+    pub data: &'a Policy,
     /// The next scheduled review date has passed: a newer version may exist.
     pub review_overdue: bool,
     pub version_label: String,
-    pub link: LinkCtx,
-    pub medically_necessary: String,
-    pub investigational: String,
-    pub exceptions: String,
     /// The CPT codes the policy lists, e.g. "0735T, 77424, 77425, 77469".
-    pub cpt_codes: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LinkCtx {
-    pub url: String,
-    pub label: String,
-    /// `policy` | `index`.
-    pub target: &'static str,
-    pub search_hint: Option<String>,
+    pub cpt_code_list: String,
 }
 
 fn iso(d: NaiveDate) -> String {
@@ -176,43 +158,17 @@ fn criterion(r: &CriterionResult, policy: &Policy) -> CriterionCtx {
 }
 
 /// The policy part of the context (the same for every card of a response).
-pub fn policy_ctx(policy: &Policy, today: NaiveDate) -> PolicyCtx {
+pub fn policy_ctx(policy: &Policy, today: NaiveDate) -> PolicyCtx<'_> {
     PolicyCtx {
-        payer: policy.payer.name.clone(),
-        short_label: policy.payer.short_label.clone(),
-        title: policy.title.clone(),
-        document_type: policy.document_type.clone(),
-        section: policy.section.clone(),
-        original_effective: iso(policy.original_effective),
-        current_effective: iso(policy.current_effective),
-        last_review: iso(policy.last_review),
-        last_criteria_revision: iso(policy.last_criteria_revision),
-        next_review: policy.next_review.text.clone(),
+        data: policy,
         review_overdue: policy.review_overdue(today),
         version_label: policy.version_label(),
-        link: LinkCtx {
-            url: policy.link.url.clone(),
-            label: policy.link.label.clone(),
-            target: match policy.link.target {
-                LinkTarget::Policy => "policy",
-                LinkTarget::Index => "index",
-            },
-            search_hint: policy.link.search_hint.clone(),
-        },
-        medically_necessary: policy.statements.medically_necessary.clone(),
-        investigational: policy.statements.investigational.clone(),
-        exceptions: policy.statements.exceptions.clone(),
-        cpt_codes: policy
-            .cpt_codes
-            .iter()
-            .map(|c| c.code.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        cpt_code_list: policy.cpt_code_list(),
     }
 }
 
 /// The full context for one card.
-pub fn build(d: &Determination, policy: &Policy, today: NaiveDate) -> CardContext {
+pub fn build<'a>(d: &Determination, policy: &'a Policy, today: NaiveDate) -> CardContext<'a> {
     let f = &d.facts;
     let criteria: Vec<CriterionCtx> = d.criteria.iter().map(|r| criterion(r, policy)).collect();
     let missing = criteria

@@ -221,14 +221,18 @@ pub fn extension(
     if policy.review_overdue(today) {
         qualification.push_str(&format!(
             "; the policy's scheduled review ({}) has passed, a newer version may apply",
-            policy.next_review.text
+            policy.document.next_review.text
         ));
     }
     ext.push(detail(
         "cat-other",
         "policy-link",
         "Policy Link",
-        sub("value", "valueUrl", Value::String(policy.link.url.clone())),
+        sub(
+            "value",
+            "valueUrl",
+            Value::String(policy.document.link.url.clone()),
+        ),
         Some(qualification),
     ));
 

@@ -225,13 +225,13 @@ impl Renderer {
             indicator,
             source: Source {
                 label: p.payer.name.clone(),
-                url: Some(p.link.url.clone()),
+                url: Some(p.document.link.url.clone()),
                 topic: Some(p.card_topic.clone()),
             },
             override_reasons,
             links: vec![Link {
-                label: p.link.label.clone(),
-                url: p.link.url.clone(),
+                label: p.document.link.label.clone(),
+                url: p.document.link.url.clone(),
                 kind: "absolute".to_owned(),
             }],
         }

@@ -134,7 +134,10 @@ fn assert_common_card(card: &Card, p: &Policy) {
     assert!(!card.summary.contains('\n'));
     assert!(uuid::Uuid::parse_str(card.uuid.as_deref().unwrap()).is_ok());
     assert_eq!(card.source.label, "Blue Cross Blue Shield of Arizona");
-    assert_eq!(card.source.url.as_deref(), Some(p.link.url.as_str()));
+    assert_eq!(
+        card.source.url.as_deref(),
+        Some(p.document.link.url.as_str())
+    );
     let topic = card.source.topic.as_ref().unwrap();
     assert_eq!(
         topic.system,
@@ -144,14 +147,14 @@ fn assert_common_card(card: &Card, p: &Policy) {
     assert!(topic.display.is_some());
     assert_eq!(card.links.len(), 1);
     assert_eq!(card.links[0].kind, "absolute");
-    assert_eq!(card.links[0].url, p.link.url);
+    assert_eq!(card.links[0].url, p.document.link.url);
     let detail = card.detail.as_deref().unwrap();
     assert!(detail.contains("Intraoperative Radiotherapy"), "{detail}");
     assert!(
         detail.contains("2024-09-03"),
         "policy effective date: {detail}"
     );
-    assert!(detail.contains(&p.link.url));
+    assert!(detail.contains(&p.document.link.url), "{detail}");
 }
 
 fn assert_lists_criteria_with_evidence(detail: &str, d: &Determination, p: &Policy) {
@@ -246,7 +249,10 @@ fn covered_card_and_action() {
         .into_iter()
         .find(|d| subs(d, "code")[0]["valueCodeableConcept"]["coding"][0]["code"] == "policy-link")
         .expect("policy-link detail");
-    assert_eq!(subs(link, "value")[0]["valueUrl"], p.link.url.as_str());
+    assert_eq!(
+        subs(link, "value")[0]["valueUrl"],
+        p.document.link.url.as_str()
+    );
     let q = subs(link, "qualification")[0]["valueString"]
         .as_str()
         .unwrap();
@@ -494,7 +500,7 @@ fn record_values_are_markdown_escaped() {
     );
     // The template's own Markdown is intact.
     assert!(detail.contains("**Rectal cancer**"));
-    assert!(detail.contains(&format!("]({})", policy().link.url)));
+    assert!(detail.contains(&format!("]({})", policy().document.link.url)));
 }
 
 #[test]
@@ -795,7 +801,7 @@ fn template_failing_at_render_falls_back_without_panic() {
 fn long_summary_is_cut_below_140_chars() {
     let dir = CardsDir::with(&[(
         SUMMARY_TEMPLATE,
-        "{% for i in range(300) %}é{% endfor %} {{ policy.payer }}",
+        "{% for i in range(300) %}é{% endfor %} {{ policy.payer.name }}",
     )]);
     let r = Renderer::load(&dir.assets(), &policy()).unwrap();
     let card = r.card(&covered(), today());
