@@ -90,6 +90,8 @@ pub struct Gatherer {
     max_reason_fetches: usize,
     /// The value sets, loaded once at start-up, for the record builder's Observation filter.
     terminology: Arc<Terminology>,
+    /// Where failed queries are counted by kind (`None`: not counted).
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Gatherer {
@@ -128,7 +130,19 @@ impl Gatherer {
             limits,
             max_reason_fetches: fhir.max_reason_fetches,
             terminology,
+            metrics: None,
         })
+    }
+
+    /// Count the queries that fail, by kind, in `metrics` (see [`crate::metrics`]).
+    pub fn count_failures_in(&mut self, metrics: crate::metrics::Metrics) {
+        self.metrics = Some(metrics);
+    }
+
+    fn failed(&self, kind: fhir_client::FailureKind) {
+        if let Some(m) = &self.metrics {
+            m.fhir_fetch_failed(kind);
+        }
     }
 
     /// The patient record for this call.
@@ -370,10 +384,16 @@ impl Gatherer {
                             ),
                         }
                     }
-                    Ok(Err(f)) => Some(f.what),
-                    Err(_) => Some(format!(
-                        "the FHIR server did not answer within {timeout_ms} ms"
-                    )),
+                    Ok(Err(f)) => {
+                        self.failed(f.kind);
+                        Some(f.what)
+                    }
+                    Err(_) => {
+                        self.failed(fhir_client::FailureKind::Timeout);
+                        Some(format!(
+                            "the FHIR server did not answer within {timeout_ms} ms"
+                        ))
+                    }
                 };
                 if let Some(what) = failed {
                     tracing::warn!(condition = %id, ms, problem = %what, "an order's reason Condition could not be read");
@@ -387,10 +407,12 @@ impl Gatherer {
                     b.absorb(&q.key, part);
                 }
                 Ok(Err(f)) => {
+                    self.failed(f.kind);
                     tracing::warn!(key = %q.key, status = ?f.status, ms, problem = %format!("{}: {}", q.label(), f.what), "FHIR fetch failed");
                     unreadable(b, &mut told);
                 }
                 Err(_) => {
+                    self.failed(fhir_client::FailureKind::Timeout);
                     tracing::warn!(key = %q.key, ms, problem = %format!("{}: the FHIR server did not answer within {timeout_ms} ms", q.label()), "FHIR fetch failed");
                     unreadable(b, &mut told);
                 }

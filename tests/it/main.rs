@@ -29,5 +29,6 @@ mod fetch_faults;
 mod fhir_server;
 mod hooks;
 mod logs;
+mod metrics;
 mod properties;
 mod regressions;
