@@ -619,7 +619,9 @@ mod tests {
             )
             .mount(&server)
             .await;
-        let g = gatherer(|s| s.fhir.timeout_ms = 300);
+        let mut g = gatherer(|s| s.fhir.timeout_ms = 300);
+        let metrics = crate::metrics::Metrics::new(["s"]);
+        g.count_failures_in(metrics.clone());
         let req = request(&server.uri(), &["conditions", "observations"], None);
         let started = std::time::Instant::now();
         let record = g
@@ -628,8 +630,13 @@ mod tests {
             .unwrap();
         let took = started.elapsed();
         assert!(took < Duration::from_millis(1000), "{took:?}");
-        // Two queries late, one neutral sentence (the causes are logged).
+        // Two queries late, one neutral sentence (the causes are logged), two counted.
         assert_eq!(record.unavailable.as_deref(), Some(RECORD_UNREADABLE));
+        let text = metrics.encode(false).unwrap().0;
+        assert!(
+            text.contains("iort_cds_fhir_fetch_failures_total{kind=\"timeout\"} 2\n"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -871,7 +878,10 @@ mod tests {
             ],
         );
         let started = std::time::Instant::now();
-        let record = gatherer(|s| s.fhir.timeout_ms = 500)
+        let mut g = gatherer(|s| s.fhir.timeout_ms = 500);
+        let metrics = crate::metrics::Metrics::new(["s"]);
+        g.count_failures_in(metrics.clone());
+        let record = g
             .gather(&service(), &req, req.prefetch.clone(), &reasons, None)
             .await
             .unwrap();
@@ -896,6 +906,25 @@ mod tests {
             assert!(issue.problem.contains(problem), "{id}: {}", issue.problem);
         }
         assert_eq!(record.issues.len(), 5);
+        // Counted: the 503 and the late answer; a Condition the server does not have (404,
+        // 410) or that is another patient's was an answer.
+        let text = metrics.encode(false).unwrap().0;
+        let count = |kind: &str| {
+            let line = format!("iort_cds_fhir_fetch_failures_total{{kind=\"{kind}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .unwrap_or_else(|| panic!("{kind}: {text}"))
+                .to_owned()
+        };
+        assert_eq!(
+            (count("status"), count("timeout")),
+            ("1".into(), "1".into())
+        );
+        let all: u32 = fhir_client::FailureKind::ALL
+            .iter()
+            .map(|k| count(k.as_str()).parse::<u32>().unwrap())
+            .sum();
+        assert_eq!(all, 2, "{text}");
     }
 
     #[tokio::test]
