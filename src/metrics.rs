@@ -3,9 +3,9 @@
 //! Why this shape:
 //!
 //! - **The crate.** `prometheus-client`, the Prometheus project's own Rust client for the
-//!   OpenMetrics data model: small (itoa, dtoa, parking_lot and its derive macros; no
-//!   global state, no default registry), and it encodes both the OpenMetrics text format and the older Prometheus text
-//!   format 0.0.4 that every scraper reads. `/metrics` answers OpenMetrics when the scraper's
+//!   OpenMetrics data model: small (itoa, dtoa, parking_lot and a derive-macro crate of its
+//!   own; no global state, no default registry), and it encodes both the OpenMetrics text
+//!   format and the older Prometheus text format 0.0.4 that every scraper reads. `/metrics` answers OpenMetrics when the scraper's
 //!   `Accept` names `application/openmetrics-text` (Prometheus does) and 0.0.4 otherwise (curl,
 //!   older agents).
 //! - **One registry per application, not per process.** [`Metrics`] is built at start-up
