@@ -5,9 +5,9 @@
 //! - **The crate.** `prometheus-client`, the Prometheus project's own Rust client for the
 //!   OpenMetrics data model: small (itoa, dtoa, parking_lot and a derive-macro crate of its
 //!   own; no global state, no default registry), and it encodes both the OpenMetrics text
-//!   format and the older Prometheus text format 0.0.4 that every scraper reads. `/metrics` answers OpenMetrics when the scraper's
-//!   `Accept` names `application/openmetrics-text` (Prometheus does) and 0.0.4 otherwise (curl,
-//!   older agents).
+//!   format and the older Prometheus text format 0.0.4 that every scraper reads. `/metrics`
+//!   answers OpenMetrics when the scraper's `Accept` names `application/openmetrics-text`
+//!   (Prometheus does) and 0.0.4 otherwise (curl, older agents).
 //! - **One registry per application, not per process.** [`Metrics`] is built at start-up
 //!   ([`install`]) and shared as actix app data, so several applications in one process (the
 //!   integration tests start many) each count their own calls.
@@ -452,9 +452,10 @@ mod tests {
         );
         assert!(!t.contains("patient-123") && !t.contains("svc-a-\""), "{t}");
         assert!(
-            t.contains(
-                "iort_cds_call_duration_seconds_bucket{service=\"svc-a\",outcome=\"answered\",le=\"0.005\"} 1\n"
-            ),
+            t.contains(concat!(
+                "iort_cds_call_duration_seconds_bucket",
+                "{service=\"svc-a\",outcome=\"answered\",le=\"0.005\"} 1\n"
+            )),
             "{t}"
         );
     }
