@@ -88,6 +88,8 @@ pub struct Settings {
     /// Bounds on the shape of request bodies and FHIR answers (`[limits]`): JSON depth, string
     /// length, Bundle entries, resources per record. See [`crate::limits`].
     pub limits: Limits,
+    /// The Prometheus endpoint `/metrics` (`[metrics]`), see [`crate::metrics`].
+    pub metrics: crate::metrics::MetricsSettings,
 }
 
 impl Default for Settings {
@@ -109,6 +111,7 @@ impl Default for Settings {
             insecure_no_auth: false,
             fhir: FhirSettings::default(),
             limits: Limits::default(),
+            metrics: crate::metrics::MetricsSettings::default(),
         }
     }
 }

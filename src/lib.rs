@@ -18,7 +18,8 @@
 //! Beside the pipeline: [`http`] (routes, errors as OperationOutcome), [`auth`] (the CDS Hooks
 //! client JWT, secure by default), [`startup`] (builds the
 //! actix-web app), [`configuration`] (defaults < TOML file < environment < flags),
-//! [`limits`] (bounds on the shape of request and FHIR JSON),
+//! [`limits`] (bounds on the shape of request and FHIR JSON), [`metrics`] (Prometheus
+//! `/metrics`),
 //! [`telemetry`] (tracing without tokens or clinical content), [`assets`] (the FHIR profiles,
 //! value sets, JSON Schemas, policy data and card templates, embedded at compile time and
 //! optionally overridden from disk), and [`pipeline`], which runs the stages in order.
@@ -34,6 +35,7 @@ pub mod gather;
 pub mod hook;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod reach;

@@ -4,7 +4,8 @@
 //! picks a free port, which the black-box tests use) and returns before serving, so the caller
 //! knows the address. Middleware order, outermost first: request tracing (request id) ->
 //! CORS (preflights answered before anything else; CORS headers on errors and 401s too) ->
-//! access log -> client authentication (the CDS Hooks JWT) -> routes. Calls run on one
+//! access log -> call metrics (so 401s are counted) -> client authentication (the CDS Hooks
+//! JWT) -> routes. Calls run on one
 //! [`ComputePool`] shared by all workers (`call_threads`, default one per core).
 
 use std::net::TcpListener;
@@ -44,7 +45,7 @@ impl Application {
     /// Serve an already loaded engine on an already bound listener.
     pub fn with_engine(
         mut settings: Settings,
-        engine: Engine,
+        mut engine: Engine,
         listener: TcpListener,
     ) -> Result<Self, StartupError> {
         // One public base URL for everything (as `Settings::load` does for a loaded file).
@@ -62,6 +63,7 @@ impl Application {
                 .map_err(|e| StartupError::Other(e.to_string()))?,
         );
         engine.gatherer.warn_if_open();
+        let metrics = crate::http::metrics::install(&settings.metrics, &mut engine);
         let engine = web::Data::from(Arc::new(engine));
         let http = web::Data::new(HttpSettings {
             body_pace: body::BodyPace {
@@ -90,6 +92,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(auth::require_jwt))
+                .wrap(from_fn(crate::http::metrics::observe_calls))
                 .wrap(from_fn(telemetry::access_log))
                 .wrap(cors::middleware(&cors_policy))
                 .wrap(TracingLogger::<telemetry::PathOnlySpans>::new())
@@ -98,6 +101,7 @@ impl Application {
                 .app_data(pool.clone())
                 .app_data(authenticator.clone())
                 .configure(routes::configure)
+                .configure(|cfg| crate::http::metrics::configure(cfg, metrics.clone()))
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(settings.shutdown_timeout_secs)

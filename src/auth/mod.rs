@@ -249,9 +249,10 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// Paths that never need a token: liveness and readiness probes. (CORS preflight requests are
-/// exempt too, see [`Authenticator::is_exempt`].)
-pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
+/// Paths that never need a token: liveness and readiness probes, and the metrics scraped by
+/// Prometheus (see [`crate::metrics`]). (CORS preflight requests are exempt too, see
+/// [`Authenticator::is_exempt`].)
+pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", crate::metrics::PATH];
 
 fn unix_now() -> u64 {
     SystemTime::now()

@@ -88,11 +88,20 @@ impl Query {
         limits: &Limits,
     ) -> Result<Answer, Failure> {
         let over = |e: limits::LimitExceeded| {
-            Failure::new(Some(status), format!("the FHIR server's answer has {e}"))
+            Failure::new(
+                FailureKind::TooLarge,
+                Some(status),
+                format!("the FHIR server's answer has {e}"),
+            )
         };
         limits::check_json(body, limits).map_err(over)?;
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|_| Failure::new(Some(status), "the FHIR server's answer is not JSON"))?;
+        let value: Value = serde_json::from_slice(body).map_err(|_| {
+            Failure::new(
+                FailureKind::Malformed,
+                Some(status),
+                "the FHIR server's answer is not JSON",
+            )
+        })?;
         limits::check_resource_nesting(&value).map_err(over)?;
         if let Some(entries) = value.get("entry").and_then(Value::as_array) {
             limits
@@ -142,16 +151,70 @@ pub struct Answer {
 /// Why a query gave no usable answer. `what` completes "<label>: ..." in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// The cause, coarsely, for counting ([`crate::metrics`]).
+    pub kind: FailureKind,
     /// The HTTP status, when there was an answer.
     pub status: Option<u16>,
     pub what: String,
 }
 
 impl Failure {
-    fn new(status: Option<StatusCode>, what: impl Into<String>) -> Self {
+    fn new(kind: FailureKind, status: Option<StatusCode>, what: impl Into<String>) -> Self {
         Self {
+            kind,
             status: status.map(|s| s.as_u16()),
             what: what.into(),
+        }
+    }
+}
+
+/// The kind of a [`Failure`]: a small fixed set, so an operator can count failures by cause
+/// (a metric label) without the log's text, which is precise but open-ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// No answer, or not all of it, in time (the call's deadline or the client's backstop).
+    Timeout,
+    /// No connection: refused, reset, the name not resolved, the TLS handshake failed.
+    Unreachable,
+    /// The address may not be contacted (`fhir` settings): nothing was sent.
+    NotContacted,
+    /// 401 or 403: the access token was not accepted.
+    Denied,
+    /// Any other answer than 2xx (redirects included: they are not followed).
+    Status,
+    /// Over a bound: bytes, pages, JSON values (this call's or all calls'), the shape limits.
+    TooLarge,
+    /// Not JSON, not the resource asked for, an OperationOutcome instead of data, a next-page
+    /// link off the server.
+    Malformed,
+    /// The request or the answer's body failed otherwise.
+    Other,
+}
+
+impl FailureKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [FailureKind; 8] = [
+        FailureKind::Timeout,
+        FailureKind::Unreachable,
+        FailureKind::NotContacted,
+        FailureKind::Denied,
+        FailureKind::Status,
+        FailureKind::TooLarge,
+        FailureKind::Malformed,
+        FailureKind::Other,
+    ];
+
+    /// The stable name (a metric label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::NotContacted => "not_contacted",
+            FailureKind::Denied => "denied",
+            FailureKind::Status => "status",
+            FailureKind::TooLarge => "too_large",
+            FailureKind::Malformed => "malformed",
+            FailureKind::Other => "other",
         }
     }
 }
@@ -351,12 +414,16 @@ impl FhirClient {
             let body = self.read_body(response).await?;
             // Count the values before parsing them, and take room for them.
             let values = limits::check_json(&body, &self.limits).map_err(|e| {
-                Failure::new(Some(status), format!("the FHIR server's answer has {e}"))
+                Failure::new(
+                    FailureKind::TooLarge,
+                    Some(status),
+                    format!("the FHIR server's answer has {e}"),
+                )
             })?;
             budget
                 .take(values)
                 .await
-                .map_err(|what| Failure::new(Some(status), what))?;
+                .map_err(|what| Failure::new(FailureKind::TooLarge, Some(status), what))?;
             let answer = query.read_answer(status, &body, &self.limits)?;
             drop(body);
             if let Some(value) = answer.value {
@@ -371,6 +438,7 @@ impl FhirClient {
                     };
                     if pages >= self.max_pages {
                         return Err(Failure::new(
+                            FailureKind::TooLarge,
                             Some(status),
                             format!(
                                 "more than {} pages of results (not all read)",
@@ -383,6 +451,7 @@ impl FhirClient {
                         Ok(u) if base.contains(&u) => u,
                         _ => {
                             return Err(Failure::new(
+                                FailureKind::Malformed,
                                 Some(status),
                                 "a next-page link leads outside the FHIR server (not followed)",
                             ));
@@ -400,6 +469,7 @@ impl FhirClient {
             && let Err(category) = policy.check(ip)
         {
             return Err(Failure::new(
+                FailureKind::NotContacted,
                 None,
                 format!("the FHIR server's address is {category}: not contacted"),
             ));
@@ -411,10 +481,10 @@ impl FhirClient {
         if let Some(auth) = auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        request
-            .send()
-            .await
-            .map_err(|e| Failure::new(None, send_failure(e)))
+        request.send().await.map_err(|e| {
+            let (kind, what) = send_failure(e);
+            Failure::new(kind, None, what)
+        })
     }
 
     /// The body, read chunk by chunk and abandoned as soon as it passes the size bound (a
@@ -424,6 +494,7 @@ impl FhirClient {
         let limit = self.max_response_bytes;
         let too_large = || {
             Failure::new(
+                FailureKind::TooLarge,
                 Some(status),
                 format!("the FHIR server's answer is larger than {limit} bytes"),
             )
@@ -444,12 +515,18 @@ impl FhirClient {
                 }
                 Ok(None) => return Ok(body),
                 Err(e) => {
-                    let what = if e.is_timeout() {
-                        "the FHIR server did not finish its answer in time"
+                    let (kind, what) = if e.is_timeout() {
+                        (
+                            FailureKind::Timeout,
+                            "the FHIR server did not finish its answer in time",
+                        )
                     } else {
-                        "the FHIR server's answer could not be read"
+                        (
+                            FailureKind::Other,
+                            "the FHIR server's answer could not be read",
+                        )
                     };
-                    return Err(Failure::new(Some(status), what));
+                    return Err(Failure::new(kind, Some(status), what));
                 }
             }
         }
@@ -459,41 +536,59 @@ impl FhirClient {
 /// The precise cause of a request that got no answer, for the log: the kind, and the chain of
 /// underlying errors (`tcp connect error: Connection refused (os error 111)`, a TLS error, a
 /// refused address). The URL is dropped first: its query may hold patient ids.
-fn send_failure(e: reqwest::Error) -> String {
+fn send_failure(e: reqwest::Error) -> (FailureKind, String) {
     let e = e.without_url();
     let mut chain = Vec::new();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         if let Some(refused) = s.downcast_ref::<RefusedAddress>() {
-            return format!("not contacted: {refused}");
+            return (
+                FailureKind::NotContacted,
+                format!("not contacted: {refused}"),
+            );
         }
         chain.push(s.to_string());
         source = s.source();
     }
-    let what = if e.is_timeout() {
-        "the FHIR server did not answer in time"
+    let (kind, what) = if e.is_timeout() {
+        (
+            FailureKind::Timeout,
+            "the FHIR server did not answer in time",
+        )
     } else if e.is_connect() {
-        "the FHIR server could not be reached"
+        (
+            FailureKind::Unreachable,
+            "the FHIR server could not be reached",
+        )
     } else {
-        "the request to the FHIR server failed"
+        (FailureKind::Other, "the request to the FHIR server failed")
     };
     if chain.is_empty() {
-        what.to_owned()
+        (kind, what.to_owned())
     } else {
-        format!("{what} ({})", chain.join(": "))
+        (kind, format!("{what} ({})", chain.join(": ")))
     }
 }
 
 /// A 2xx passes; everything else is a failure, named for the log.
 fn check_status(status: StatusCode) -> Result<(), Failure> {
     let code = status.as_u16();
-    let what = match code {
+    let (kind, what) = match code {
         200..=299 => return Ok(()),
-        300..=399 => format!("the FHIR server answered {code} (redirects are not followed)"),
-        401 | 403 => format!("the FHIR server refused access ({code})"),
-        _ => format!("the FHIR server answered {code}"),
+        300..=399 => (
+            FailureKind::Status,
+            format!("the FHIR server answered {code} (redirects are not followed)"),
+        ),
+        401 | 403 => (
+            FailureKind::Denied,
+            format!("the FHIR server refused access ({code})"),
+        ),
+        _ => (
+            FailureKind::Status,
+            format!("the FHIR server answered {code}"),
+        ),
     };
-    Err(Failure::new(Some(status), what))
+    Err(Failure::new(kind, Some(status), what))
 }
 
 /// The body must be a FHIR resource of the expected type (an OperationOutcome in a 200 is named
@@ -502,14 +597,17 @@ fn check_resource(value: &Value, expected: &str, status: StatusCode) -> Result<(
     match value.get("resourceType").and_then(Value::as_str) {
         Some(t) if t == expected => Ok(()),
         Some("OperationOutcome") => Err(Failure::new(
+            FailureKind::Malformed,
             Some(status),
             "the FHIR server answered with an OperationOutcome instead of data",
         )),
         Some(_) => Err(Failure::new(
+            FailureKind::Malformed,
             Some(status),
             format!("the FHIR server's answer is not a {expected}"),
         )),
         None => Err(Failure::new(
+            FailureKind::Malformed,
             Some(status),
             "the FHIR server's answer is not a FHIR resource",
         )),
@@ -629,6 +727,7 @@ mod tests {
             .await;
         let f = run(&server, "Condition?patient=p1", 3).await.unwrap_err();
         assert_eq!(f.what, "more than 3 pages of results (not all read)");
+        assert_eq!(f.kind, FailureKind::TooLarge);
     }
 
     #[tokio::test]
@@ -644,6 +743,7 @@ mod tests {
             .await;
         let f = run(&server, "Condition?patient=p1", 20).await.unwrap_err();
         assert!(f.what.contains("outside the FHIR server"), "{}", f.what);
+        assert_eq!(f.kind, FailureKind::Malformed);
     }
 
     #[tokio::test]
@@ -717,6 +817,13 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(f.what.contains(expected), "{id}: {}", f.what);
+            let kind = match id {
+                "e" => FailureKind::TooLarge,
+                "f" | "i" => FailureKind::Status,
+                "g" | "h" => FailureKind::Denied,
+                _ => FailureKind::Malformed,
+            };
+            assert_eq!(f.kind, kind, "{id}");
         }
     }
 
@@ -810,6 +917,7 @@ mod tests {
             f.what
         );
         assert!(!f.what.contains("patient=p1"), "{}", f.what);
+        assert_eq!(f.kind, FailureKind::Unreachable);
     }
 
     /// A name that resolves to an address the policy refuses is never connected to: here
@@ -845,6 +953,7 @@ mod tests {
                 f.what
             );
             assert!(!f.what.contains("patient=p1"), "{}", f.what);
+            assert_eq!(f.kind, FailureKind::NotContacted);
         }
         assert!(server.received_requests().await.unwrap().is_empty());
         // The same server, allowed: reached by name.

@@ -132,6 +132,8 @@ pub struct Gatherer {
     max_reason_fetches: usize,
     /// The value sets, loaded once at start-up, for the record builder's Observation filter.
     terminology: Arc<Terminology>,
+    /// Where failed queries are counted by kind (`None`: not counted).
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Gatherer {
@@ -170,7 +172,21 @@ impl Gatherer {
             limits,
             max_reason_fetches: fhir.max_reason_fetches,
             terminology,
+            metrics: None,
         })
+    }
+
+    /// Count the queries that fail, by kind, in `metrics` (see [`crate::metrics`]).
+    pub fn count_failures_in(&mut self, metrics: crate::metrics::Metrics) {
+        metrics
+            .fhir_fetch_kinds(fhir_client::FailureKind::ALL.map(fhir_client::FailureKind::as_str));
+        self.metrics = Some(metrics);
+    }
+
+    fn failed(&self, kind: fhir_client::FailureKind) {
+        if let Some(m) = &self.metrics {
+            m.fhir_fetch_failed(kind.as_str());
+        }
     }
 
     /// The patient record for this call.
@@ -417,10 +433,16 @@ impl Gatherer {
                             ),
                         }
                     }
-                    Ok(Err(f)) => Some(f.what),
-                    Err(_) => Some(format!(
-                        "the FHIR server did not answer within {timeout_ms} ms"
-                    )),
+                    Ok(Err(f)) => {
+                        self.failed(f.kind);
+                        Some(f.what)
+                    }
+                    Err(_) => {
+                        self.failed(fhir_client::FailureKind::Timeout);
+                        Some(format!(
+                            "the FHIR server did not answer within {timeout_ms} ms"
+                        ))
+                    }
                 };
                 if let Some(what) = failed {
                     tracing::warn!(condition = %id, ms, problem = %what, "an order's reason Condition could not be read");
@@ -434,10 +456,12 @@ impl Gatherer {
                     b.absorb(&q.key, part);
                 }
                 Ok(Err(f)) => {
+                    self.failed(f.kind);
                     tracing::warn!(key = %q.key, status = ?f.status, ms, problem = %format!("{}: {}", q.label(), f.what), "FHIR fetch failed");
                     unreadable(b, &mut told);
                 }
                 Err(_) => {
+                    self.failed(fhir_client::FailureKind::Timeout);
                     tracing::warn!(key = %q.key, ms, problem = %format!("{}: the FHIR server did not answer within {timeout_ms} ms", q.label()), "FHIR fetch failed");
                     unreadable(b, &mut told);
                 }
@@ -665,14 +689,21 @@ mod tests {
             )
             .mount(&server)
             .await;
-        let g = gatherer(|s| s.fhir.timeout_ms = 300);
+        let mut g = gatherer(|s| s.fhir.timeout_ms = 300);
+        let metrics = crate::metrics::Metrics::new(["s"]);
+        g.count_failures_in(metrics.clone());
         let req = request(&server.uri(), &["conditions", "observations"], None);
         let started = std::time::Instant::now();
         let record = g.gather_request(&service(), &req, &[], None).await.unwrap();
         let took = started.elapsed();
         assert!(took < Duration::from_millis(1000), "{took:?}");
-        // Two queries late, one neutral sentence (the causes are logged).
+        // Two queries late, one neutral sentence (the causes are logged), two counted.
         assert_eq!(record.unavailable.as_deref(), Some(RECORD_UNREADABLE));
+        let text = metrics.encode(false).unwrap().0;
+        assert!(
+            text.contains("iort_cds_fhir_fetch_failures_total{kind=\"timeout\"} 2\n"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -910,7 +941,10 @@ mod tests {
             ],
         );
         let started = std::time::Instant::now();
-        let record = gatherer(|s| s.fhir.timeout_ms = 500)
+        let mut g = gatherer(|s| s.fhir.timeout_ms = 500);
+        let metrics = crate::metrics::Metrics::new(["s"]);
+        g.count_failures_in(metrics.clone());
+        let record = g
             .gather_request(&service(), &req, &reasons, None)
             .await
             .unwrap();
@@ -935,6 +969,25 @@ mod tests {
             assert!(issue.problem.contains(problem), "{id}: {}", issue.problem);
         }
         assert_eq!(record.issues.len(), 5);
+        // Counted: the 503 and the late answer; a Condition the server does not have (404,
+        // 410) or that is another patient's was an answer.
+        let text = metrics.encode(false).unwrap().0;
+        let count = |kind: &str| {
+            let line = format!("iort_cds_fhir_fetch_failures_total{{kind=\"{kind}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .unwrap_or_else(|| panic!("{kind}: {text}"))
+                .to_owned()
+        };
+        assert_eq!(
+            (count("status"), count("timeout")),
+            ("1".into(), "1".into())
+        );
+        let all: u32 = fhir_client::FailureKind::ALL
+            .iter()
+            .map(|k| count(k.as_str()).parse::<u32>().unwrap())
+            .sum();
+        assert_eq!(all, 2, "{text}");
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ pub mod body;
 pub mod compute;
 pub mod cors;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 
 pub use error::ApiError;

@@ -11,6 +11,7 @@ use tracing_actix_web::RequestId;
 use super::compute::ComputePool;
 use super::{ApiError, body};
 use crate::auth::VerifiedClient;
+use crate::metrics::Metrics;
 
 use crate::pipeline::{Answer, Engine};
 
@@ -115,6 +116,9 @@ async fn call_service(
     })
     .await??;
     log_outcome(&service_id, &response, started);
+    if let Some(m) = req.app_data::<web::Data<Metrics>>() {
+        m.orders_assessed(&service_id, response.outcomes.iter().map(|o| o.covered));
+    }
     Ok(json_ok(
         serde_json::to_string(&response.response).map_err(|_| ApiError::Internal(request_id))?,
     ))
@@ -212,7 +216,7 @@ async fn readyz(engine: web::Data<Engine>) -> HttpResponse {
     )
 }
 
-async fn method_not_allowed(allow: &'static str) -> HttpResponse {
+pub(crate) async fn method_not_allowed(allow: &'static str) -> HttpResponse {
     let body = super::error::operation_outcome(vec![json!({
         "severity": "error", "code": "not-supported",
         "diagnostics": format!("method not allowed on this endpoint (allowed: {allow})")

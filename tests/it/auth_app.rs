@@ -20,12 +20,12 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-struct Key {
+pub(crate) struct Key {
     encoding: EncodingKey,
     jwk: Value,
 }
 
-fn es384() -> Key {
+pub(crate) fn es384() -> Key {
     let secret = p384::SecretKey::random(&mut OsRng);
     let der = secret.to_pkcs8_der().expect("pkcs8");
     let point = secret.public_key().to_encoded_point(false);
@@ -36,7 +36,7 @@ fn es384() -> Key {
     }
 }
 
-fn token(key: &Key, aud: &str) -> String {
+pub(crate) fn token(key: &Key, aud: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -49,7 +49,7 @@ fn token(key: &Key, aud: &str) -> String {
 }
 
 /// The app, trusting `ISS` with `key` given inline.
-async fn app_trusting(key: &Key, fhir_servers: Vec<String>) -> common::TestApp {
+pub(crate) async fn app_trusting(key: &Key, fhir_servers: Vec<String>) -> common::TestApp {
     let jwk = key.jwk.clone();
     common::spawn_app_with(move |s| {
         s.auth.issuers = vec![TrustedIssuer {

@@ -29,6 +29,7 @@ mod fetch_faults;
 mod fhir_server;
 mod hooks;
 mod logs;
+mod metrics;
 mod modules;
 mod properties;
 mod regressions;
