@@ -416,7 +416,35 @@ fn resolve_reason<'a>(
     }
 }
 
-/// The indication of the order and the scope of its other facts.
+/// What one source of the indication found, before it is turned into the fact and its scope.
+struct Found<'a> {
+    status: IndicationStatus,
+    chosen: Option<&'a Condition>,
+    via: IndicationSource,
+    evidence: Vec<Evidence>,
+    notes: Vec<String>,
+}
+
+impl<'a> Found<'a> {
+    fn new(
+        status: IndicationStatus,
+        chosen: Option<&'a Condition>,
+        via: IndicationSource,
+        evidence: Vec<Evidence>,
+    ) -> Self {
+        Self {
+            status,
+            chosen,
+            via,
+            evidence,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// The indication of the order and the scope of its other facts, from the first of three
+/// sources that says something, in this order: the order's `reasonReference` (its own reason
+/// decides), its `reasonCode` when that names a cancer, the patient's current primary cancers.
 pub(crate) fn find<'a>(
     sr: Option<&'a ServiceRequest>,
     order_ref: ResourceRef<'a>,
@@ -430,165 +458,179 @@ pub(crate) fn find<'a>(
         .filter(|c| condition_usable(c, t))
         .filter_map(|c| classify(c, t))
         .collect();
+    let found = sr
+        .and_then(|sr| from_reason_reference(sr, order_ref, record, t, issues))
+        .or_else(|| sr.and_then(|sr| from_reason_code(sr, order_ref, &cancers, t)))
+        .unwrap_or_else(|| from_patient_conditions(&cancers));
 
-    let finish = |status: IndicationStatus,
-                  chosen: Option<&'a Condition>,
-                  via: IndicationSource,
-                  mut evidence: Vec<Evidence>,
-                  notes: Vec<String>| {
-        let conditions = scope_conditions(status, chosen, &cancers);
-        let scope = Scope::new(order_ref, status, conditions, &cancers, record, t);
-        let mut condition = chosen
-            .and_then(condition_id)
-            .map(|id| ResourceRef::new("Condition", Some(id)).to_string());
-        // A Condition contained in the order is named as FHIR names it, inside the order
-        // (`ServiceRequest/x#dx`), never as a record Condition it is not.
-        let in_record = |c: &Condition| record.conditions.iter().any(|r| std::ptr::eq(r, c));
-        if let Some(id) = chosen.filter(|c| !in_record(c)).and_then(condition_id) {
-            let local = order_ref.contained(Some(id));
-            for e in &mut evidence {
-                if condition.as_deref() == Some(e.reference.as_str()) {
-                    e.reference = local.clone();
-                }
+    let Found {
+        status,
+        chosen,
+        via,
+        mut evidence,
+        notes,
+    } = found;
+    let conditions = scope_conditions(status, chosen, &cancers);
+    let scope = Scope::new(order_ref, status, conditions, &cancers, record, t);
+    let mut condition = chosen
+        .and_then(condition_id)
+        .map(|id| ResourceRef::new("Condition", Some(id)).to_string());
+    // A Condition contained in the order is named as FHIR names it, inside the order
+    // (`ServiceRequest/x#dx`), never as a record Condition it is not.
+    let in_record = |c: &Condition| record.conditions.iter().any(|r| std::ptr::eq(r, c));
+    if let Some(id) = chosen.filter(|c| !in_record(c)).and_then(condition_id) {
+        let local = order_ref.contained(Some(id));
+        for e in &mut evidence {
+            if condition.as_deref() == Some(e.reference.as_str()) {
+                e.reference = local.clone();
             }
-            condition = Some(local);
         }
-        let fact = IndicationFact {
-            status,
-            condition,
-            via,
-            evidence,
-            notes,
-        };
-        (fact, scope)
+        condition = Some(local);
+    }
+    let fact = IndicationFact {
+        status,
+        condition,
+        via,
+        evidence,
+        notes,
     };
+    (fact, scope)
+}
 
-    if let Some(sr) = sr {
-        // 1. reasonReference: the order's own reason decides.
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        for r in &sr.reason_reference {
-            match resolve_reason(r, sr, record, t) {
-                Reason::Found(c) => found.push(c),
-                Reason::Missing(what) => missing.push(what),
-                Reason::Void => {}
-            }
-        }
-        for what in &missing {
-            // The gather stage may already have said why it could not fetch it.
-            if issues
-                .iter()
-                .any(|i| i.resource.as_deref() == Some(what.as_str()))
-            {
-                continue;
-            }
-            issues.push(RecordIssue {
-                source: "draftOrders".to_owned(),
-                resource: Some(what.clone()),
-                problem: format!(
-                    "{what}, the reasonReference of {order_ref}, is not in the patient record"
-                ),
-            });
-        }
-        let classified: Vec<Cancer<'a>> = found.iter().filter_map(|c| classify(c, t)).collect();
-        if let Some(best) = pick(classified.iter().filter(|c| c.site == Site::Rectal)) {
-            return finish(
-                IndicationStatus::RectalCancer,
-                Some(best.condition),
-                IndicationSource::ReasonReference,
-                vec![best.evidence()],
-                Vec::new(),
-            );
-        }
-        if !missing.is_empty() {
-            let note = format!(
-                "The order's reason ({}) could not be read from the record, so whether it is \
-                 rectal cancer is unknown: make sure the order's reason Condition is in the \
-                 patient's record.",
-                missing.join(", ")
-            );
-            return finish(
-                IndicationStatus::ReasonUnavailable,
-                None,
-                IndicationSource::ReasonReference,
-                Vec::new(),
-                vec![note],
-            );
-        }
-        if let Some(best) = pick(&classified) {
-            return finish(
-                IndicationStatus::OtherCancer,
-                Some(best.condition),
-                IndicationSource::ReasonReference,
-                vec![best.evidence()],
-                Vec::new(),
-            );
-        }
-        if let Some(c) = found.first() {
-            let label = c.code.as_deref().map(|code| concept_label(code, None));
-            let detail = match &label {
-                Some(l) => format!("order reason: {}", l.words),
-                None => "order reason: a diagnosis without a code".to_owned(),
-            };
-            return finish(
-                IndicationStatus::OtherDiagnosis,
-                Some(c),
-                IndicationSource::ReasonReference,
-                vec![condition_evidence(c, detail).with_code(label.and_then(|l| l.code))],
-                Vec::new(),
-            );
-        }
-
-        // 2. reasonCode, when it names a cancer.
-        let mut reasons: Vec<(Site, &CodeableConcept, &Coding)> = sr
-            .reason_code
-            .iter()
-            .filter_map(|cc| classify_concept(cc, t).map(|(s, c)| (s, cc, c)))
-            .collect();
-        reasons.sort_by_key(|(site, _, _)| *site != Site::Rectal);
-        if let Some(&(site, cc, coding)) = reasons.first() {
-            let label = concept_label(cc, Some(coding));
-            let order_evidence = Evidence {
-                reference: order_ref.to_string(),
-                date: text(sr.authored_on.as_ref()).map(crate::facts::fhir::chart_date),
-                source: "order",
-                detail: format!("order reason: {}", label.words),
-                codes: label.code.into_iter().collect(),
-            };
-            // The patient's Condition for that reason, so staging is read for it: any rectal
-            // cancer for a rectal reason; for another cancer only one coded the same way.
-            let chosen = match site {
-                Site::Rectal => pick(cancers.iter().filter(|c| c.site == Site::Rectal)),
-                Site::Other => cancers
-                    .iter()
-                    .find(|c| {
-                        c.condition
-                            .code
-                            .as_deref()
-                            .is_some_and(|code| code.coding.iter().any(|x| same_coding(x, coding)))
-                    })
-                    .copied(),
-            };
-            let mut evidence = vec![order_evidence];
-            evidence.extend(chosen.map(|c| c.evidence()));
-            return finish(
-                status_of(site),
-                chosen.map(|c| c.condition),
-                IndicationSource::ReasonCode,
-                evidence,
-                Vec::new(),
-            );
+/// Source 1, `reasonReference`: the order's own reason decides. `None` when the order names no
+/// Condition at all (then the reason codes are read). A reason the record lacks is noted as a
+/// record issue (unless gathering already said why it could not read it).
+fn from_reason_reference<'a>(
+    sr: &'a ServiceRequest,
+    order_ref: ResourceRef<'a>,
+    record: &'a PatientRecord,
+    t: &Terminology,
+    issues: &mut Vec<RecordIssue>,
+) -> Option<Found<'a>> {
+    let via = IndicationSource::ReasonReference;
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for r in &sr.reason_reference {
+        match resolve_reason(r, sr, record, t) {
+            Reason::Found(c) => found.push(c),
+            Reason::Missing(what) => missing.push(what),
+            Reason::Void => {}
         }
     }
+    for what in &missing {
+        // The gather stage may already have said why it could not fetch it.
+        if issues
+            .iter()
+            .any(|i| i.resource.as_deref() == Some(what.as_str()))
+        {
+            continue;
+        }
+        issues.push(RecordIssue {
+            source: "draftOrders".to_owned(),
+            resource: Some(what.clone()),
+            problem: format!(
+                "{what}, the reasonReference of {order_ref}, is not in the patient record"
+            ),
+        });
+    }
+    let classified: Vec<Cancer<'a>> = found.iter().filter_map(|c| classify(c, t)).collect();
+    if let Some(best) = pick(classified.iter().filter(|c| c.site == Site::Rectal)) {
+        return Some(Found::new(
+            IndicationStatus::RectalCancer,
+            Some(best.condition),
+            via,
+            vec![best.evidence()],
+        ));
+    }
+    if !missing.is_empty() {
+        let note = format!(
+            "The order's reason ({}) could not be read from the record, so whether it is \
+             rectal cancer is unknown: make sure the order's reason Condition is in the \
+             patient's record.",
+            missing.join(", ")
+        );
+        return Some(Found {
+            notes: vec![note],
+            ..Found::new(IndicationStatus::ReasonUnavailable, None, via, Vec::new())
+        });
+    }
+    if let Some(best) = pick(&classified) {
+        return Some(Found::new(
+            IndicationStatus::OtherCancer,
+            Some(best.condition),
+            via,
+            vec![best.evidence()],
+        ));
+    }
+    let c = found.first()?;
+    let label = c.code.as_deref().map(|code| concept_label(code, None));
+    let detail = match &label {
+        Some(l) => format!("order reason: {}", l.words),
+        None => "order reason: a diagnosis without a code".to_owned(),
+    };
+    Some(Found::new(
+        IndicationStatus::OtherDiagnosis,
+        Some(c),
+        via,
+        vec![condition_evidence(c, detail).with_code(label.and_then(|l| l.code))],
+    ))
+}
 
-    // 3. the patient's current primary cancers
+/// Source 2, `reasonCode`, when it names a cancer (rectal first); with the patient's Condition for
+/// that reason, so staging is read for it: any rectal cancer for a rectal reason, for another
+/// cancer only one coded the same way. `None` when no reason code names a cancer.
+fn from_reason_code<'a>(
+    sr: &'a ServiceRequest,
+    order_ref: ResourceRef<'a>,
+    cancers: &[Cancer<'a>],
+    t: &Terminology,
+) -> Option<Found<'a>> {
+    let mut reasons: Vec<(Site, &CodeableConcept, &Coding)> = sr
+        .reason_code
+        .iter()
+        .filter_map(|cc| classify_concept(cc, t).map(|(s, c)| (s, cc, c)))
+        .collect();
+    reasons.sort_by_key(|(site, _, _)| *site != Site::Rectal);
+    let &(site, cc, coding) = reasons.first()?;
+    let label = concept_label(cc, Some(coding));
+    let order_evidence = Evidence {
+        reference: order_ref.to_string(),
+        date: text(sr.authored_on.as_ref()).map(crate::facts::fhir::chart_date),
+        source: "order",
+        detail: format!("order reason: {}", label.words),
+        codes: label.code.into_iter().collect(),
+    };
+    let chosen = match site {
+        Site::Rectal => pick(cancers.iter().filter(|c| c.site == Site::Rectal)),
+        Site::Other => cancers
+            .iter()
+            .find(|c| {
+                c.condition
+                    .code
+                    .as_deref()
+                    .is_some_and(|code| code.coding.iter().any(|x| same_coding(x, coding)))
+            })
+            .copied(),
+    };
+    let mut evidence = vec![order_evidence];
+    evidence.extend(chosen.map(|c| c.evidence()));
+    Some(Found::new(
+        status_of(site),
+        chosen.map(|c| c.condition),
+        IndicationSource::ReasonCode,
+        evidence,
+    ))
+}
+
+/// Source 3, the patient's current primary cancers; when there are none, what past cancers there
+/// are is said in a note.
+fn from_patient_conditions<'a>(cancers: &[Cancer<'a>]) -> Found<'a> {
     if let Some(best) = pick(cancers.iter().filter(|c| c.primary && c.current)) {
-        return finish(
+        return Found::new(
             status_of(best.site),
             Some(best.condition),
             IndicationSource::PatientConditions,
             vec![best.evidence()],
-            Vec::new(),
         );
     }
     let past: Vec<String> = cancers
@@ -605,13 +647,15 @@ pub(crate) fn find<'a>(
             past.join(", ")
         )]
     };
-    finish(
-        IndicationStatus::NotDocumented,
-        None,
-        IndicationSource::None,
-        Vec::new(),
+    Found {
         notes,
-    )
+        ..Found::new(
+            IndicationStatus::NotDocumented,
+            None,
+            IndicationSource::None,
+            Vec::new(),
+        )
+    }
 }
 
 #[cfg(test)]
