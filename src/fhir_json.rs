@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(first_empty_array(&json!({"a": [1, {"b": "x"}]})), None);
     }
 
-    /// The shapes that panicked fhirbolt and made calls answer 500 (issue 13).
+    /// The shapes that panicked fhirbolt and made calls answer 500.
     #[test]
     fn shapes_that_panicked_the_parser_are_invalid_resources() {
         let condition = json!({"resourceType": "Condition", "id": "c",

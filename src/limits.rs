@@ -26,9 +26,8 @@
 //!
 //! - **Request bodies in flight** ([`Limits::max_inflight_body_bytes`]): the bytes of all the
 //!   request bodies being read or answered at once, over all connections. Without it, memory
-//!   grows with the number of clients rather than with the work: 64 clients each sending an
-//!   868 KB record made the service's RSS pass 140 MB (BENCHMARKS.md), though only two calls
-//!   (one per core) run at a time. A request waits for room before its body is read (its
+//!   grows with the number of clients rather than with the work (BENCHMARKS.md), though only
+//!   one call per core runs at a time. A request waits for room before its body is read (its
 //!   bytes stay in the client's socket meanwhile), and is answered 503 with `Retry-After` if
 //!   no room comes within 10 s.
 //!
@@ -98,8 +97,8 @@ pub struct Limits {
     /// together). At least `max_body_bytes`, so that one largest request can always run.
     pub max_inflight_body_bytes: usize,
     /// Most JSON values (scalars, arrays, objects and object keys) in one request body or one
-    /// FHIR server answer. Parsed, each value costs 30-80 bytes whatever its size in the
-    /// text, so without it a body of small numbers cost about 55x its size.
+    /// FHIR server answer. Parsed, each value costs tens of bytes whatever its size in the
+    /// text, so without it a body of small numbers costs many times its size (BENCHMARKS.md).
     pub max_json_values: usize,
     /// Longest a client may take to send a request body, in milliseconds.
     pub body_timeout_ms: u64,
@@ -127,15 +126,13 @@ impl Default for Limits {
             max_draft_orders: 1000,
             max_bundle_entries: 10_000,
             max_record_resources: 5000,
-            // Two calls run at once (one per core) and each holds several times its body in
-            // parsed form: 8 MiB kept a 64-client load of 868 KB records near 90 MB of RSS,
-            // 16 MiB passed 100 MB (BENCHMARKS.md). Equal to the default `max_body_bytes`.
+            // One call per core runs at once and each holds several times its body in parsed
+            // form; the figures behind this value are in BENCHMARKS.md. Equal to the default
+            // `max_body_bytes`.
             max_inflight_body_bytes: 8 * 1024 * 1024,
-            // Parsed, a value costs about 100 bytes at peak (BENCHMARKS.md), so this bound,
-            // not the body's size, sets what a body of many small values costs: 500,000 keep
-            // an 8 MiB body under 10x its size. A real record is far below it: 74 values per
-            // resource in the case table (at most 156), so `max_record_resources` (5,000)
-            // real resources are about 370,000 values.
+            // This bound, not the body's size, sets what a body of many small values costs;
+            // real records stay well below it, even at `max_record_resources` (the
+            // measurements are in BENCHMARKS.md, "Issue 13").
             max_json_values: 500_000,
             body_timeout_ms: 30_000,
             // A 8 MiB body at 64 KiB/s takes 2 minutes: far slower than any EHR on a network
@@ -262,8 +259,8 @@ pub fn check_json(bytes: &[u8], limits: &Limits) -> Result<usize, LimitExceeded>
         match b {
             b'"' => {
                 // Most of a FHIR document's bytes are inside strings: jump from one quote or
-                // backslash to the next with memchr instead of looking at every byte (this
-                // pass was 9% of a typical call when it did; BENCHMARKS.md).
+                // backslash to the next with memchr instead of looking at every byte (see
+                // BENCHMARKS.md for what the byte-by-byte pass cost).
                 let start = i + 1;
                 let mut at = start;
                 let end = loop {

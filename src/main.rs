@@ -8,8 +8,8 @@ fn main() -> std::process::ExitCode {
 /// Keep large blocks (request bodies, the parse buffers of a large record: hundreds of KB) out
 /// of glibc's heap arenas. By default glibc raises its mmap threshold each time such a block is
 /// freed, so after the first large request they come from the arenas, where freed memory stays
-/// with the process: under 64 clients sending 868 KB records, peak RSS was 93 MB with the
-/// default and 81 MB with a fixed 128 KiB threshold, at the same throughput (BENCHMARKS.md).
+/// with the process. A fixed 128 KiB threshold lowered peak RSS under many concurrent large
+/// records at the same throughput (figures in BENCHMARKS.md).
 /// Set in the binary, not the library, so embedders keep their own allocator settings.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {

@@ -1,4 +1,4 @@
-//! Operational metrics, scraped by Prometheus at `GET /metrics` (issue 17).
+//! Operational metrics, scraped by Prometheus at `GET /metrics`.
 //!
 //! Why this shape:
 //!

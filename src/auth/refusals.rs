@@ -1,7 +1,7 @@
 //! A per-peer bound on refused tokens.
 //!
 //! A token with valid-looking claims and a bad signature costs a signature check: a flood of
-//! them kept both cores busy at about 1,900 a second (issue 13) and slowed every other call.
+//! them can keep every core busy and slow every other call (BENCHMARKS.md, "hostile peers").
 //! A client sending valid tokens is never refused, so the bound is on refusals, not on calls:
 //! an EHR's normal traffic (many calls a second from a few addresses) is never throttled, and
 //! a peer whose tokens keep failing is answered `429` with `Retry-After`, without any

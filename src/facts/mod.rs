@@ -88,7 +88,7 @@ pub struct IortOrder {
     pub display: String,
     /// The order as [`find_iort_orders`] read it (the hook stage's parse, or the lenient
     /// re-read), so [`extract`] reads the same typed order without parsing it again (a second
-    /// parse was about 6% of a typical call; BENCHMARKS.md). `None` for an order built
+    /// parse was a measurable part of a call; see BENCHMARKS.md). `None` for an order built
     /// without it: [`extract`] then reads `raw`.
     pub service_request: Option<Box<ServiceRequest>>,
 }

@@ -52,7 +52,7 @@ impl Default for FhirSettings {
             max_pages: 20,
             max_response_bytes: 8 * 1024 * 1024,
             max_reason_fetches: 8,
-            // A real record of 5,000 resources is about 300,000 values (~25 MB parsed).
+            // Far above a real record at `limits.max_record_resources` (BENCHMARKS.md).
             max_call_values: 1_000_000,
             max_inflight_values: 2_000_000,
             use_system_proxy: false,

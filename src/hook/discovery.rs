@@ -453,7 +453,7 @@ mod tests {
 
     #[test]
     fn a_hand_written_code_list_missing_a_code_is_refused() {
-        // The list this file carried before issue 12: no stage groups, no 21911-3, no 84892-9.
+        // A list this file once carried: no stage groups, no 21911-3, no 84892-9.
         let old = "Observation?patient={{context.patientId}}&code=http://loinc.org|21905-5,\
                    http://loinc.org|21899-0,http://snomed.info/sct|399504009,\
                    http://snomed.info/sct|384625004,http://snomed.info/sct|78873005,\

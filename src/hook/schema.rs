@@ -249,7 +249,7 @@ mod tests {
             "overrideReason": {"reason": {"system": "http://x", "code": "y"}},
             "outcomeTimestamp": "2026-11-26T10:00:00Z"}]});
         assert!(s.validate(SchemaId::Feedback, &ok).is_ok());
-        // A report, not a command (issue 15): plausible oddities pass ...
+        // A report, not a command: plausible oddities pass ...
         let odd = json!({"feedback": [{"card": "c1", "outcome": "accepted",
             "overrideReason": {"userComment": "x"}, "outcomeTimestamp": "yesterday",
             "acceptedSuggestions": []}]});

@@ -344,7 +344,7 @@ fn conditional_card_and_action() {
     assert!(first.contains("395536008"), "{first}");
 }
 
-/// A finding the record holds but that could not be attributed (issue 12): the card and the
+/// A finding the record holds but that could not be attributed: the card and the
 /// CRD instruction say what it is and how to link it, never "record a T category".
 #[test]
 fn a_present_but_unlinked_fact_is_a_note_not_a_request() {
