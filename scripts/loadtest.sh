@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# Load test of the iort-cds service on loopback (issue 8; figures in BENCHMARKS.md).
+# Load test of the iort-cds service on loopback (figures in BENCHMARKS.md).
 #
 #   scripts/loadtest.sh [--duration SECS] [--warmup SECS] [--connections N] [--threads N]
 #                       [--kinds "fast-path typical heavy fhir-fetch"] [--log-level FILTER]
 #                       [--rate R] [--out DIR] [--no-build]
 #
 # What it does:
-#   1. installs the load generator if missing: Debian's `wrk` (apt-get; needs root);
+#   1. needs the load generator, Debian's `wrk` (installed when missing if run as root;
+#      otherwise it says what to install);
 #   2. builds the release binary and the benchmark binary (benches/pipeline.rs), which writes
 #      the request bodies, so the load test and the benchmarks send the same bytes
 #      (--no-build: use the binaries already built, e.g. to re-run while the tree changes);
 #   3. starts the loopback test FHIR server (tests/fhir-server, open mode, pages of 100) and
 #      loads the typical record into it, for the FHIR-fetch kind;
-#   4. for each kind: starts a fresh service on a free loopback port (default settings: one
+#   4. for each kind: starts a fresh service on a loopback port it chooses (default settings: one
 #      worker per core, log level info, as deployed), checks one answer with curl, runs wrk
 #      for the warm-up, then for the measured duration at N connections, and reads the
 #      service's peak RSS (VmHWM in /proc/<pid>/status) before stopping it;
@@ -36,7 +37,11 @@
 # killed; the FHIR server exits when this script's pipe to it closes). Loopback only.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT=loadtest
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_traps
+unset RUST_LOG # the service's log level is --log-level's
+
 DURATION=20
 WARMUP=5
 CONNECTIONS=64
@@ -46,12 +51,6 @@ LOG_LEVEL=info
 RATE=0
 OUT=""
 BUILD=1
-START_TIMEOUT_SECS=60
-
-die() {
-  echo "loadtest: $*" >&2
-  exit 1
-}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -96,23 +95,11 @@ done
 OUT="${OUT:-$ROOT/target/loadtest/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 
-# 1. Tools. wrk comes from Debian's packages (a minute at most); everything else is the project's.
-for tool in cargo node curl; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
-done
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "loadtest: installing wrk (apt-get install wrk)" >&2
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -q wrk >&2 || { $SUDO apt-get update -q >&2 && $SUDO apt-get install -y -q wrk >&2; } ||
-    die "could not install wrk"
-fi
-SERVER_DIR="$ROOT/tests/fhir-server"
-if [[ " $KINDS " == *" fhir-fetch "* ]] &&
-  { [ ! -f "$SERVER_DIR/node_modules/@medplum/fhir-router/package.json" ] ||
-    [ "$SERVER_DIR/package-lock.json" -nt "$SERVER_DIR/node_modules/.package-lock.json" ]; }; then
-  echo "loadtest: installing the FHIR server's npm packages (npm ci in tests/fhir-server)" >&2
-  (cd "$SERVER_DIR" && npm ci --no-audit --no-fund --ignore-scripts >&2) || die "npm ci failed"
+# 1. Tools.
+need cargo node curl
+need_package wrk wrk
+if [[ " $KINDS " == *" fhir-fetch "* ]]; then
+  ensure_fhir_server_packages
 fi
 
 # 2. Build. The bench binary is found from cargo's own JSON messages.
@@ -126,57 +113,10 @@ fi
 [ -x "$BENCH_EXE" ] || die "could not find the benchmark binary (cargo bench --bench pipeline --no-run)"
 SERVICE_EXE="$ROOT/target/release/iort-cds"
 
-WORK=$(mktemp -d)
-FHIR_PID=""
-SERVICE_PID=""
-WRAPPER_PID=""
-stop_service() {
-  # TERM to `timeout`, which passes it on to the service (graceful shutdown) and exits with it.
-  if [ -n "$WRAPPER_PID" ] && kill -0 "$WRAPPER_PID" 2>/dev/null; then
-    kill -TERM "$WRAPPER_PID" 2>/dev/null || true
-    wait "$WRAPPER_PID" 2>/dev/null || true
-  fi
-  WRAPPER_PID=""
-  SERVICE_PID=""
-}
-cleanup() {
-  stop_service
-  exec 9>&- 2>/dev/null || true
-  if [ -n "$FHIR_PID" ] && kill -0 "$FHIR_PID" 2>/dev/null; then
-    kill -TERM "$FHIR_PID" 2>/dev/null || true
-    wait "$FHIR_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-
-wait_listening() {
-  local file="$1" pid="$2" waited=0
-  while ! grep -q '^LISTENING ' "$file" 2>/dev/null; do
-    kill -0 "$pid" 2>/dev/null || die "the FHIR server exited before listening"
-    [ "$waited" -lt $((START_TIMEOUT_SECS * 10)) ] || die "the FHIR server did not listen within ${START_TIMEOUT_SECS}s"
-    sleep 0.1
-    waited=$((waited + 1))
-  done
-  sed -n 's/^LISTENING \([0-9]*\).*/\1/p' "$file" | head -n 1
-}
-
-# 3. The FHIR server, reading its stdin from a pipe this script holds open on fd 9: if the
-# script dies, the pipe closes and the server exits by itself.
+# 3. The FHIR server (it exits with this script).
 FHIR_BASE=""
 if [[ " $KINDS " == *" fhir-fetch "* ]]; then
-  mkfifo "$WORK/fhir.stdin"
-  node "$SERVER_DIR/server.js" --open --port 0 --page-size 100 <"$WORK/fhir.stdin" >"$WORK/fhir.out" 2>"$OUT/fhir-server.log" &
-  FHIR_PID=$!
-  exec 9>"$WORK/fhir.stdin"
-  FHIR_PORT=$(wait_listening "$WORK/fhir.out" "$FHIR_PID")
-  FHIR_BASE="http://127.0.0.1:$FHIR_PORT/fhir/R4"
+  start_fhir_server "$OUT/fhir-server.log" --open --page-size 100
 fi
 
 # The request bodies (and the FHIR record), written by the benchmark binary's generator.
@@ -184,11 +124,7 @@ BODIES="$OUT/bodies"
 IORT_BENCH_WRITE_BODIES="$BODIES" IORT_BENCH_FHIR_SERVER="${FHIR_BASE:-http://127.0.0.1:1/fhir/R4}" \
   "$BENCH_EXE" >/dev/null
 if [ -n "$FHIR_BASE" ]; then
-  STATUS=$(curl -sS -o "$WORK/load.json" -w '%{http_code}' -X POST \
-    -H 'Content-Type: application/fhir+json' -H 'Accept: application/fhir+json' \
-    --data-binary @"$BODIES/fhir-record.json" "$FHIR_BASE") || die "could not load the record into $FHIR_BASE"
-  [ "$STATUS" = "200" ] && grep -q '"transaction-response"' "$WORK/load.json" ||
-    die "loading the record into the FHIR server answered HTTP $STATUS"
+  load_bundle "$FHIR_BASE" "$BODIES/fhir-record.json" >/dev/null
 fi
 
 # Closed loop (post.lua), or paced connections offering about RATE requests/s (paced.lua).
@@ -211,24 +147,12 @@ expected() {
 # One kind: fresh service, one checked answer, warm-up, measured run, peak RSS.
 ROWS=()
 run_kind() {
-  local kind="$1" body="$BODIES/$1.json" port url expect result hwm loadavg
-  port=$(free_port)
-  url="http://127.0.0.1:$port/cds-services/iort-coverage"
+  local kind="$1" body="$BODIES/$1.json" url expect result hwm loadavg
   expect=$(expected "$kind")
-  # `timeout` bounds the service's life even if this script is killed; the service itself is
-  # timeout's child, whose pid is needed for /proc/<pid>/status.
-  env -u RUST_LOG IORT_CDS_LOG_LEVEL="$LOG_LEVEL" \
-    timeout --signal=TERM --kill-after=10 $((WARMUP + DURATION + 120)) \
-    "$SERVICE_EXE" serve --listen "127.0.0.1:$port" >"$OUT/service-$kind.log" 2>&1 &
-  WRAPPER_PID=$!
-  local waited=0
-  until [ -n "$SERVICE_PID" ] && curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; do
-    kill -0 "$WRAPPER_PID" 2>/dev/null || die "the service did not start (see $OUT/service-$kind.log)"
-    SERVICE_PID=$(pgrep -P "$WRAPPER_PID" -x iort-cds || true)
-    [ "$waited" -lt $((START_TIMEOUT_SECS * 10)) ] || die "the service did not answer /healthz within ${START_TIMEOUT_SECS}s"
-    sleep 0.1
-    waited=$((waited + 1))
-  done
+  # `timeout` bounds the service's life even if this script is killed.
+  IORT_CDS_LOG_LEVEL="$LOG_LEVEL" SERVICE_LIFETIME_SECS=$((WARMUP + DURATION + 120)) \
+    start_service "$SERVICE_EXE" "$OUT/service-$kind.log"
+  url="$SERVICE_URL/cds-services/iort-coverage"
   curl -sS -o "$OUT/answer-$kind.json" -X POST -H 'Content-Type: application/json' \
     --data-binary @"$body" "$url"
   grep -qF "$expect" "$OUT/answer-$kind.json" || die "$kind: the answer lacks $expect (see $OUT/answer-$kind.json)"
@@ -243,7 +167,7 @@ run_kind() {
   timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
     -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$kind.txt" 2>&1 ||
     die "$kind: the measured run failed (see $OUT/wrk-$kind.txt)"
-  hwm=$(awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$SERVICE_PID/status")
+  hwm=$(peak_rss_mib "$SERVICE_PID")
   stop_service
 
   result=$(grep '^RESULT ' "$OUT/wrk-$kind.txt") || die "$kind: wrk printed no RESULT line"

@@ -9,7 +9,7 @@
 # What it does:
 #   1. builds the release binary (or uses $SOAK_BIN), starts the loopback FHIR server of the tests
 #      (tests/fhir-server, open mode) loaded with examples/demo/patients.json;
-#   2. starts the service on a free 127.0.0.1 port with max_body_bytes = 1 MiB;
+#   2. starts the service on a 127.0.0.1 port it chooses, with max_body_bytes = 1 MiB;
 #   3. runs one wrk process per request kind, 64 connections in all, for $SOAK_SECS seconds:
 #        valid      24  order-sign, IORT order, full prefetch (case 001)        -> 200, covered
 #        non-iort    8  order-sign, a MedicationRequest only                    -> 200, no card
@@ -28,20 +28,16 @@
 # `wrk`, with LuaJIT), Node.js >= 20.19 with npm (for the FHIR server), curl and jq.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT=soak
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 SECS="${SOAK_SECS:-600}"
 MAX_GROWTH_PCT="${SOAK_MAX_GROWTH_PCT:-20}"
-SERVER_DIR="$ROOT/tests/fhir-server"
-
-die() {
-  echo "soak: $*" >&2
-  exit 1
-}
 
 [[ "$SECS" =~ ^[0-9]+$ ]] && [ "$SECS" -ge 20 ] && [ "$SECS" -le 3600 ] || die "SOAK_SECS must be 20..3600"
-for tool in wrk node npm curl jq; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (apt-get install wrk jq curl; Node.js >= 20.19)"
-done
+need node npm curl
+need_package wrk wrk
+need_package jq jq
 
 if [ -z "${SOAK_BIN:-}" ]; then
   echo "soak: building the release binary" >&2
@@ -50,69 +46,30 @@ if [ -z "${SOAK_BIN:-}" ]; then
 fi
 [ -x "$SOAK_BIN" ] || die "$SOAK_BIN is not an executable"
 
-if [ ! -f "$SERVER_DIR/node_modules/@medplum/fhir-router/package.json" ]; then
-  (cd "$SERVER_DIR" && npm ci --no-audit --no-fund --ignore-scripts >&2) || die "npm ci failed"
-fi
-
-WORK=$(mktemp -d)
-FHIR_PID=""
-SVC_PID=""
+WORK="$LIB_WORK"
 WRK_PIDS=()
 cleanup() {
-  for pid in "${WRK_PIDS[@]}" "$SVC_PID" "$FHIR_PID"; do
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-    fi
+  for pid in "${WRK_PIDS[@]}"; do
+    stop_pid "$pid"
   done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
+  lib_cleanup
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free loopback port (the service needs it before it starts, for the requests and wrk).
-free_port() {
-  local p
-  for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 40000))
-    if ! ss -ltn "sport = :$p" | grep -q LISTEN; then
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
 # 1. The FHIR server with the demo patients.
-node "$SERVER_DIR/server.js" --open --port 0 >"$WORK/fhir.out" 2>"$WORK/fhir.err" </dev/null &
-FHIR_PID=$!
-for _ in $(seq 600); do
-  grep -q '^LISTENING ' "$WORK/fhir.out" 2>/dev/null && break
-  kill -0 "$FHIR_PID" 2>/dev/null || die "the FHIR server exited: $(cat "$WORK/fhir.err")"
-  sleep 0.1
-done
-FHIR_PORT=$(sed -n 's/^LISTENING \([0-9]*\).*/\1/p' "$WORK/fhir.out" | head -n 1)
-[ -n "$FHIR_PORT" ] || die "the FHIR server did not start"
-FHIR_BASE="http://127.0.0.1:$FHIR_PORT/fhir/R4"
-STATUS=$(curl -sS -o "$WORK/load.json" -w '%{http_code}' -X POST \
-  -H 'Content-Type: application/fhir+json' --data-binary @"$ROOT/examples/demo/patients.json" "$FHIR_BASE")
-[ "$STATUS" = "200" ] || die "loading the demo patients answered $STATUS"
+start_fhir_server "$WORK/fhir.err" --open
+load_bundle "$FHIR_BASE" "$ROOT/examples/demo/patients.json" >/dev/null
 
 # 2. The service.
-PORT=$(free_port)
 cat >"$WORK/soak.toml" <<EOF
-listen = "127.0.0.1:$PORT"
 log_level = "warn"
 max_body_bytes = 1048576
 EOF
-"$SOAK_BIN" serve --config "$WORK/soak.toml" >"$WORK/service.log" 2>&1 </dev/null &
-SVC_PID=$!
-for _ in $(seq 300); do
-  curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-  kill -0 "$SVC_PID" 2>/dev/null || die "the service exited: $(tail -5 "$WORK/service.log")"
-  sleep 0.1
-done
+start_service "$SOAK_BIN" "$WORK/service.log" --config "$WORK/soak.toml"
+SVC_PID=$SERVICE_PID
+PORT=$SERVICE_PORT
 curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || die "the service did not answer /healthz"
 
 # 3. The bodies.
@@ -138,78 +95,6 @@ for kind in valid fetch; do
   [ "$got" = "covered" ] || die "the $kind request is not covered before the load (got '$got')"
 done
 
-# wrk's script: one fixed request per process; counts statuses and outcomes per thread and
-# prints one `SOAK {json}` line at the end.
-cat >"$WORK/soak.lua" <<'LUA'
--- Globals, so done() can read them from each thread with thread:get().
-counts, outcomes = {}, {}
-local threads = {}
-
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  kind = args[1]
-  local f = assert(io.open(args[3], "rb"))
-  local body = f:read("*a")
-  f:close()
-  local headers = { ["Content-Type"] = "application/json" }
-  if args[4] == "GET" then
-    req = wrk.format("GET", args[5])
-  else
-    req = wrk.format("POST", args[5], headers, body)
-  end
-end
-
-function request()
-  return req
-end
-
-function response(status, headers, body)
-  local s = tostring(status)
-  counts[s] = (counts[s] or 0) + 1
-  local o = "other"
-  if body:find('"valueCode":"covered"', 1, true) then
-    o = "covered"
-  elseif body:find('"valueCode":"indeterminate"', 1, true) then
-    o = "indeterminate"
-  elseif body:find('"valueCode":"', 1, true) then
-    o = "other-outcome"
-  elseif body:find('"OperationOutcome"', 1, true) then
-    o = "operation-outcome"
-  elseif body:find('"cards":[]', 1, true) then
-    o = "no-card"
-  elseif body:find('"services"', 1, true) then
-    o = "discovery"
-  end
-  outcomes[o] = (outcomes[o] or 0) + 1
-end
-
-local function json_map(t)
-  local parts = {}
-  for k, v in pairs(t) do
-    table.insert(parts, string.format('"%s":%d', k, v))
-  end
-  return "{" .. table.concat(parts, ",") .. "}"
-end
-
-function done(summary, latency, requests)
-  local statuses, outs, name = {}, {}, "?"
-  for _, t in ipairs(threads) do
-    name = t:get("kind") or name
-    for k, v in pairs(t:get("counts") or {}) do statuses[k] = (statuses[k] or 0) + v end
-    for k, v in pairs(t:get("outcomes") or {}) do outs[k] = (outs[k] or 0) + v end
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'SOAK {"kind":"%s","requests":%d,"statuses":%s,"outcomes":%s,"socket_errors":%d,' ..
-    '"timeouts":%d,"p50_ms":%.1f,"p99_ms":%.1f,"max_ms":%.1f}\n',
-    name, summary.requests, json_map(statuses), json_map(outs),
-    e.connect + e.read + e.write + e.timeout, e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
-end
-LUA
 
 # 4. The load: kind, connections, method, path, body, expected status.
 KINDS=(
@@ -224,9 +109,9 @@ KINDS=(
 echo "soak: ${SECS}s at 64 connections against 127.0.0.1:$PORT (pid $SVC_PID)" >&2
 for k in "${KINDS[@]}"; do
   read -r kind conns method path body expected <<<"$k"
-  wrk -t1 -c"$conns" -d"${SECS}s" --timeout 10s -s "$WORK/soak.lua" \
+  wrk -t1 -c"$conns" -d"${SECS}s" --timeout 10s -s "$ROOT/scripts/load/soak.lua" \
     "http://127.0.0.1:$PORT" -- "$kind" "$expected" "$WORK/$body" "$method" "$path" \
-    >"$WORK/wrk-$kind.out" 2>&1 &
+    >"$WORK/wrk-$kind.out" 2>&1 9>&- &
   WRK_PIDS+=($!)
 done
 

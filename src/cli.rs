@@ -206,6 +206,13 @@ fn serve(common: &CommonArgs, args: ServeArgs) -> ExitCode {
             listen.ip(),
             app.port()
         );
+        // One line on stdout (logs go to stderr), whatever the log format: with `--listen
+        // 127.0.0.1:0` a script or test reads the port the system chose from it instead of
+        // hunting for a free one (scripts/lib.sh, `start_service`).
+        println!(
+            "iort-cds listening on {}",
+            listening_url(listen, app.port())
+        );
         match app.run_until_stopped().await {
             Ok(()) => {
                 tracing::info!("stopped");
@@ -217,6 +224,11 @@ fn serve(common: &CommonArgs, args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// `http://IP:PORT` of the bound address (IPv6 in brackets).
+fn listening_url(listen: SocketAddr, port: u16) -> String {
+    format!("http://{}", SocketAddr::new(listen.ip(), port))
 }
 
 fn evaluate(common: &CommonArgs, args: EvaluateArgs) -> ExitCode {

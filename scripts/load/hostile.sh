@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 #
-# Issue 13 measurements: what hostile peers cost the release service. Loopback only; every
+# What hostile peers cost the release service (BENCHMARKS.md, "Issue 13"). Loopback only; every
 # loop is bounded in count and time; every process started here is stopped here.
 #
 #   cargo build --release && scripts/load/hostile.sh
@@ -25,48 +25,23 @@
 # Needs curl, jq, python3 (with `cryptography` for part 4). Takes about 3.5 minutes.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SCRIPT=hostile
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+lib_traps
+
 BIN="${HOSTILE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/iort-cds}"
 CASE="$ROOT/tests/cases/001-covered-pt4a-involved-margin-cpt-77425.json"
 SERVICE=/cds-services/iort-coverage
-WORK=$(mktemp -d)
-PIDS=()
-
-die() {
-  echo "hostile: $*" >&2
-  exit 1
-}
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+WORK="$LIB_WORK"
+need curl jq python3
 [ -x "$BIN" ] || die "no release binary at $BIN (cargo build --release, or set HOSTILE_BIN)"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# start_service CONFIG: the service on a free loopback port; sets SVC_PID and SVC_URL.
-start_service() {
-  local port
-  port=$(free_port)
-  "$BIN" --listen "127.0.0.1:$port" --config "$1" --log-level warn >>"$WORK/service.log" 2>&1 &
-  SVC_PID=$!
-  PIDS+=("$SVC_PID")
-  SVC_URL="http://127.0.0.1:$port"
-  for _ in $(seq 1 100); do
-    curl -fs -o /dev/null --max-time 1 "$SVC_URL/healthz" && return 0
-    sleep 0.1
-  done
-  die "the service did not come up (see $WORK/service.log)"
-}
-stop_service() {
-  kill "$SVC_PID" 2>/dev/null || true
-  wait "$SVC_PID" 2>/dev/null || true
+# service CONFIG: a fresh service with this configuration, logging warnings; sets SVC_PID and
+# SVC_URL.
+service() {
+  start_service "$BIN" "$WORK/service.log" --config "$1" --log-level warn
+  SVC_PID=$SERVICE_PID
+  SVC_URL=$SERVICE_URL
 }
 mb() { awk -v k="$1" 'BEGIN { printf "%.0f MB", k / 1024 }'; }
 hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
@@ -87,13 +62,10 @@ printf '' >"$WORK/defaults.toml"
 jq -c '.request' "$CASE" >"$WORK/valid.json"
 
 echo "== 1. hostile FHIR server: 800 KB pages of small numbers, endless next links, 2 calls at once"
-FPORT=$(free_port)
-python3 "$ROOT/scripts/load/hostile_fhir.py" --port "$FPORT" --page-bytes 800000 --seconds 150 >"$WORK/fhir.log" 2>&1 &
-PIDS+=("$!")
-for _ in $(seq 1 50); do
-  curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$FPORT/served" && break
-  sleep 0.1
-done
+python3 "$ROOT/scripts/load/hostile_fhir.py" --port 0 --page-bytes 800000 --seconds 150 >"$WORK/fhir.log" 2>&1 9>&- &
+FHIR_PID=$!
+LIB_PIDS+=("$FHIR_PID")
+FPORT=$(wait_port "$WORK/fhir.log" "$FHIR_PID" "the hostile FHIR server" 's/^LISTENING \([0-9]*\).*/\1/p' "$WORK/fhir.log")
 jq -c --arg s "http://127.0.0.1:$FPORT/fhir" '.request | del(.prefetch.observations) | .fhirServer = $s' \
   "$CASE" >"$WORK/fetch.json"
 cat >"$WORK/no-budget.toml" <<'EOF'
@@ -102,7 +74,7 @@ max_call_values = 2000000000
 max_inflight_values = 4000000000
 EOF
 for config in defaults no-budget; do
-  start_service "$WORK/$config.toml"
+  service "$WORK/$config.toml"
   call "$WORK/valid.json" "$WORK/out" >/dev/null
   before=$(hwm_kb "$SVC_PID")
   pages_before=$(curl -s --max-time 2 "http://127.0.0.1:$FPORT/served")
@@ -139,7 +111,7 @@ for name, item in (("ones", "1"), ("under", "1234567890123456")):
     print(f"  {name}.json: {len(body)} bytes, {n} values in x")
 EOF
 for body in ones under; do
-  start_service "$WORK/defaults.toml"
+  service "$WORK/defaults.toml"
   call "$WORK/valid.json" "$WORK/out" >/dev/null
   before=$(hwm_kb "$SVC_PID")
   st=$(call "$WORK/$body.json" "$WORK/out")
@@ -152,7 +124,7 @@ for body in ones under; do
 done
 
 echo "== 3. normal calls while slow clients trickle a declared 8 MiB body at 1 byte/s"
-start_service "$WORK/defaults.toml"
+service "$WORK/defaults.toml"
 port=${SVC_URL##*:}
 latencies() { # latencies LABEL: 20 normal calls, one a second; p50 and max
   local t=()
@@ -167,9 +139,9 @@ latencies() { # latencies LABEL: 20 normal calls, one a second; p50 and max
 }
 latencies "no slow client"
 for conns in 1 200; do
-  python3 "$ROOT/scripts/load/slow_body.py" --port "$port" --conns "$conns" --seconds 25 >"$WORK/slow.out" 2>&1 &
+  python3 "$ROOT/scripts/load/slow_body.py" --port "$port" --conns "$conns" --seconds 25 >"$WORK/slow.out" 2>&1 9>&- &
   slow=$!
-  PIDS+=("$slow")
+  LIB_PIDS+=("$slow")
   sleep 2
   latencies "$conns slow client(s)"
   wait "$slow" || true
@@ -194,7 +166,7 @@ for name, extra in (("flood-default", ""), ("flood-off", "refusals_per_peer_per_
 PY
 for config in flood-default flood-off; do
   : >"$WORK/service.log"
-  start_service "$WORK/$config.toml"
+  service "$WORK/$config.toml"
   echo "  [$config]"
   python3 "$ROOT/scripts/load/bad_tokens.py" --url "$SVC_URL" --pid "$SVC_PID" \
     --iss https://flood.example --kid flood-key --connections 16 --seconds 10

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, required=True, help="0: any free port (printed)")
     ap.add_argument("--page-bytes", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=float, default=300.0)
     args = ap.parse_args()
@@ -64,6 +64,10 @@ def main() -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    # The port bound (the system's choice with --port 0), on one line for scripts/lib.sh.
+    port = server.server_address[1]
+    base = f"http://127.0.0.1:{port}/fhir"
+    print(f"LISTENING {port}", flush=True)
     server.daemon_threads = True
     timer = threading.Timer(args.seconds, server.shutdown)
     timer.daemon = True

@@ -13,15 +13,12 @@
 # binary with `cargo bench --no-run`. Writes the callgrind files to target/callgrind/.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SCRIPT=instructions
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+lib_traps
 KINDS=("$@")
 [ ${#KINDS[@]} -gt 0 ] || KINDS=(fast-path typical heavy)
-
-die() {
-  echo "instructions: $*" >&2
-  exit 1
-}
-command -v valgrind >/dev/null 2>&1 || die "valgrind is not installed (apt-get install valgrind)"
+need_package valgrind valgrind
 
 BENCH_EXE=$("$ROOT/scripts/load/bench-exe.sh") || die "could not build the benchmark binary"
 OUT="$ROOT/target/callgrind"

@@ -900,24 +900,37 @@ fn global_options_go_before_or_after_the_subcommand() {
     ] {
         let mut child = std::process::Command::new(exe)
             .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Started: it logs its address and keeps running until killed.
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        // Started: one line on stdout names the address the system chose for port 0, and
+        // the service answers there.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        let mut started = false;
-        while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0 {
-            if line.contains("serving on") {
-                started = true;
-                break;
-            }
-            line.clear();
-        }
+        let _ = std::io::BufRead::read_line(&mut stdout, &mut line);
+        let port: Option<u16> = line
+            .trim()
+            .strip_prefix("iort-cds listening on http://127.0.0.1:")
+            .and_then(|p| p.parse().ok())
+            .filter(|p| *p != 0);
+        let answer = port.map(|port| {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            answer
+        });
         let _ = child.kill();
         let _ = child.wait();
-        assert!(started, "{args:?}: {line}");
+        assert!(port.is_some(), "{args:?}: {line}");
+        assert!(
+            answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+            "{args:?}: nothing answers on {line}"
+        );
     }
     // serve options do not apply to evaluate
     let out = std::process::Command::new(exe)
