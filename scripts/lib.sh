@@ -13,6 +13,8 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FHIR_SERVER_DIR="$ROOT/tests/fhir-server"
+# Where cargo builds (CARGO_TARGET_DIR, as cargo reads it).
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 START_TIMEOUT_SECS="${START_TIMEOUT_SECS:-60}"
 SCRIPT="${SCRIPT:-$(basename "$0" .sh)}"
 LIB_WORK=$(mktemp -d)

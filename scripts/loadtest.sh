@@ -92,7 +92,7 @@ for kind in $KINDS; do
     *) die "unknown kind '$kind' (fast-path, typical, heavy, fhir-fetch)" ;;
   esac
 done
-OUT="${OUT:-$ROOT/target/loadtest/$(date +%Y%m%d-%H%M%S)}"
+OUT="${OUT:-$TARGET/loadtest/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 
 # 1. Tools.
@@ -108,10 +108,10 @@ if [ "$BUILD" -eq 1 ]; then
   (cd "$ROOT" && cargo build --release --locked --bin iort-cds >&2)
   BENCH_EXE=$("$ROOT/scripts/load/bench-exe.sh") || die "could not build the benchmark binary"
 else
-  BENCH_EXE=$(ls -t "$ROOT"/target/release/deps/pipeline-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
+  BENCH_EXE=$(ls -t "$TARGET"/release/deps/pipeline-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
 fi
 [ -x "$BENCH_EXE" ] || die "could not find the benchmark binary (cargo bench --bench pipeline --no-run)"
-SERVICE_EXE="$ROOT/target/release/iort-cds"
+SERVICE_EXE="$TARGET/release/iort-cds"
 
 # 3. The FHIR server (it exits with this script).
 FHIR_BASE=""

@@ -42,7 +42,7 @@ need_package jq jq
 if [ -z "${SOAK_BIN:-}" ]; then
   echo "soak: building the release binary" >&2
   (cd "$ROOT" && cargo build --release --bin iort-cds >&2)
-  SOAK_BIN="$ROOT/target/release/iort-cds"
+  SOAK_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/iort-cds"
 fi
 [ -x "$SOAK_BIN" ] || die "$SOAK_BIN is not an executable"
 

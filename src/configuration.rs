@@ -1,9 +1,10 @@
 //! Settings, layered: embedded defaults < TOML file (`--config`) < environment
 //! (`IORT_CDS_*`) < command-line flags.
 //!
-//! clap reads each flag or its environment variable (so flags already beat the environment);
-//! [`Settings::load`] lays those over the file, which is laid over [`Settings::default`]. Every
-//! setting lives in the file; the ones an operator changes most also have a flag and a variable.
+//! clap reads each flag or its environment variable (so flags already beat the environment),
+//! described once in [`Overrides`]; [`Settings::load`] lays those over the file, which is laid
+//! over [`Settings::default`]. Every setting lives in the file; the ones an operator changes
+//! most also have a flag and a variable.
 //! Unknown keys in the file are an error, so a typo cannot silently fall back to a default.
 
 use std::net::SocketAddr;
@@ -136,20 +137,117 @@ pub enum ConfigError {
     },
 }
 
-/// Values given on the command line or in the environment; `None` means "not given".
-#[derive(Debug, Clone, Default)]
+/// Settings given on the command line or in the environment, laid over the file by
+/// [`Settings::load`]. clap reads each flag or, when the flag is absent, its variable (named in
+/// the flag's attribute), so this is the one description of a setting's flag and variable;
+/// [`Overrides::apply`] lays it over the settings. `None` / `false`: not given.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Overrides {
-    pub listen: Option<SocketAddr>,
-    pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub common: CommonOverrides,
+    #[command(flatten)]
+    pub serve: ServeOverrides,
+}
+
+/// Settings every command reads (`serve` and `evaluate`).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+pub struct CommonOverrides {
+    /// Log filter, e.g. `info` or `iort_cds=debug` (RUST_LOG overrides it).
+    #[arg(long, global = true, env = "IORT_CDS_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
-    pub max_body_bytes: Option<usize>,
-    pub cors_allowed_origins: Option<Vec<String>>,
+    /// Log line format.
+    #[arg(long, global = true, env = "IORT_CDS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Folder whose files override the embedded fhir-profiles/ (value sets, schemas, policy).
+    #[arg(long, global = true, env = "IORT_CDS_PROFILES_DIR", value_name = "DIR")]
     pub profiles_dir: Option<PathBuf>,
+    /// Folder whose files override the embedded cards/ (card templates).
+    #[arg(long, global = true, env = "IORT_CDS_CARDS_DIR", value_name = "DIR")]
     pub cards_dir: Option<PathBuf>,
-    pub public_base_url: Option<String>,
-    pub workers: Option<usize>,
+    /// Distance to the closest margin (mm) up to which a margin counts as close (default 2).
+    #[arg(
+        long,
+        global = true,
+        env = "IORT_CDS_CLOSE_MARGIN_MM",
+        value_name = "MM"
+    )]
     pub close_margin_mm: Option<f64>,
+}
+
+/// Settings only a running service reads: `evaluate` refuses them rather than ignore them.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+#[command(next_help_heading = "Options of serve")]
+pub struct ServeOverrides {
+    /// Address to listen on (default 127.0.0.1:8080; port 0: any free port, printed).
+    #[arg(long, global = true, env = "IORT_CDS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Largest accepted request body in bytes (default 8 MiB).
+    #[arg(
+        long,
+        global = true,
+        env = "IORT_CDS_MAX_BODY_BYTES",
+        value_name = "BYTES"
+    )]
+    pub max_body_bytes: Option<usize>,
+    /// Allowed CORS origins, comma-separated; `*` allows any (never `null`), `""` none.
+    /// Default: any on a loopback listener, none beyond.
+    #[arg(
+        long = "cors-origins",
+        global = true,
+        env = "IORT_CDS_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    pub cors_allowed_origins: Option<Vec<String>>,
+    /// Public base URL when behind a proxy (used for the JWT audience check).
+    #[arg(
+        long,
+        global = true,
+        env = "IORT_CDS_PUBLIC_BASE_URL",
+        value_name = "URL"
+    )]
+    pub public_base_url: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true, env = "IORT_CDS_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Serve WITHOUT client authentication on a non-loopback address (testing only; warns).
+    #[arg(long, global = true, env = "IORT_CDS_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+}
+
+impl ServeOverrides {
+    /// Whether any was given (flag or variable).
+    pub fn given(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+impl Overrides {
+    /// Lay the given values over `s`.
+    fn apply(self, s: &mut Settings) {
+        let (c, v) = (self.common, self.serve);
+        fn lay<T>(value: Option<T>, to: &mut T) {
+            if let Some(value) = value {
+                *to = value;
+            }
+        }
+        lay(c.log_level, &mut s.log_level);
+        lay(c.log_format, &mut s.log_format);
+        lay(c.profiles_dir.map(Some), &mut s.profiles_dir);
+        lay(c.cards_dir.map(Some), &mut s.cards_dir);
+        lay(c.close_margin_mm, &mut s.policy.close_margin_mm);
+        lay(v.listen, &mut s.listen);
+        lay(v.max_body_bytes, &mut s.max_body_bytes);
+        // `--cors-origins ""` (or the variable set empty) means no origin.
+        lay(
+            v.cors_allowed_origins
+                .map(|o| Some(o.into_iter().filter(|o| !o.trim().is_empty()).collect())),
+            &mut s.cors_allowed_origins,
+        );
+        lay(v.public_base_url.map(Some), &mut s.public_base_url);
+        lay(v.workers.map(Some), &mut s.workers);
+        s.insecure_no_auth |= v.insecure_no_auth;
+    }
 }
 
 impl Settings {
@@ -170,36 +268,7 @@ impl Settings {
             Some(path) => Self::from_file(path)?,
             None => Settings::default(),
         };
-        let o = overrides;
-        macro_rules! lay {
-            ($($field:ident),*) => { $( if let Some(v) = o.$field { s.$field = v; } )* };
-        }
-        lay!(listen, log_format, log_level, max_body_bytes);
-        if let Some(origins) = o.cors_allowed_origins {
-            // `--cors-origins ""` (or the variable set empty) means no origin.
-            s.cors_allowed_origins = Some(
-                origins
-                    .into_iter()
-                    .filter(|o| !o.trim().is_empty())
-                    .collect(),
-            );
-        }
-        if o.workers.is_some() {
-            s.workers = o.workers;
-        }
-        if o.profiles_dir.is_some() {
-            s.profiles_dir = o.profiles_dir;
-        }
-        if o.cards_dir.is_some() {
-            s.cards_dir = o.cards_dir;
-        }
-        if o.public_base_url.is_some() {
-            s.public_base_url = o.public_base_url;
-        }
-        if let Some(v) = o.close_margin_mm {
-            s.policy.close_margin_mm = v;
-        }
-        s.insecure_no_auth |= o.insecure_no_auth;
+        overrides.apply(&mut s);
         // One public base URL serves both the JWT audience and anything else that needs it.
         if s.public_base_url.is_some() {
             s.auth.public_base_url = s.public_base_url.clone();
@@ -329,10 +398,8 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.log_level, "debug");
         assert_eq!(s.policy.close_margin_mm, 3.0);
-        let o = Overrides {
-            listen: Some("127.0.0.1:9100".parse().unwrap()),
-            ..Default::default()
-        };
+        let mut o = Overrides::default();
+        o.serve.listen = Some("127.0.0.1:9100".parse().unwrap());
         let s = Settings::load(Some(&p), o).unwrap();
         assert_eq!(s.listen.port(), 9100);
         assert_eq!(s.log_level, "debug", "file value kept where no override");

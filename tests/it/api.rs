@@ -419,10 +419,8 @@ fn a_null_or_malformed_cors_origin_is_refused_at_start_up() {
         (vec!["https://sandbox.cds-hooks.org/path"], "without a path"),
         (vec!["sandbox.cds-hooks.org"], "scheme://host"),
     ] {
-        let o = iort_cds::configuration::Overrides {
-            cors_allowed_origins: Some(origins.iter().map(|s| s.to_string()).collect()),
-            ..Default::default()
-        };
+        let mut o = iort_cds::configuration::Overrides::default();
+        o.serve.cors_allowed_origins = Some(origins.iter().map(|s| s.to_string()).collect());
         let e = iort_cds::configuration::Settings::load(None, o)
             .expect_err("refused")
             .to_string();
