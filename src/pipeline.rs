@@ -83,22 +83,23 @@ pub struct Outcome {
 /// release; it is checked at start-up to be a ServiceRequest the service recognises as IORT.
 pub const WHAT_IF_ORDER_FILE: &str = "what-if/iort-service-request.json";
 
-/// Everything a call needs, built once.
+/// Everything a call needs, built once. Its parts are reached through the methods below (the
+/// stages, as the pipeline runs them), never assembled by hand outside the crate.
 #[derive(Debug)]
 pub struct Engine {
-    pub schemas: Schemas,
-    pub discovery: Discovery,
+    pub(crate) schemas: Schemas,
+    pub(crate) discovery: Discovery,
     /// The value sets, shared with the gatherer (its Observation filter).
-    pub terminology: Arc<Terminology>,
-    pub policy: Policy,
-    pub renderer: Renderer,
-    pub thresholds: MarginThresholds,
-    pub gatherer: gather::Gatherer,
+    pub(crate) terminology: Arc<Terminology>,
+    pub(crate) policy: Policy,
+    pub(crate) renderer: Renderer,
+    pub(crate) thresholds: MarginThresholds,
+    pub(crate) gatherer: gather::Gatherer,
     /// Bounds on the shape of request bodies (`[limits]`).
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// The what-if ServiceRequest of the patient-view service ([`WHAT_IF_ORDER_FILE`]), as
     /// read; its subject is replaced by the patient in view on each call.
-    pub what_if_order: Value,
+    pub(crate) what_if_order: Value,
 }
 
 impl Engine {
@@ -145,6 +146,31 @@ impl Engine {
             );
         }
         orders
+    }
+
+    /// The loaded value sets (for building a record outside a call: tests, fuzz targets).
+    pub fn terminology(&self) -> &Terminology {
+        &self.terminology
+    }
+
+    /// The payer policy applied (its identity and version, for records of a determination).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The services of the discovery document.
+    pub fn services(&self) -> &[ServiceDefinition] {
+        &self.discovery.services
+    }
+
+    /// Stage 5 of an order hook: cards and system actions for these determinations.
+    pub fn render(
+        &self,
+        determinations: &[Determination],
+        crd: &hook::CrdConfiguration,
+        today: chrono::NaiveDate,
+    ) -> CdsResponse {
+        self.renderer.render(determinations, crd, today)
     }
 
     /// The discovery document.

@@ -30,7 +30,7 @@ static QUERIES: LazyLock<(BaseUrl, Query, Query)> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let (base, search, read) = &*QUERIES;
-    let mut builder = RecordBuilder::new("pat-001", &ENGINE.terminology);
+    let mut builder = RecordBuilder::new("pat-001", ENGINE.terminology());
     for query in [search, read] {
         if let Ok(answer) = query.read_answer(StatusCode::OK, data, &LIMITS) {
             if let Some(next) = answer.next {

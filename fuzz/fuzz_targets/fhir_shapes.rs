@@ -8,7 +8,7 @@
 //! 1. as an HTTP body through `Engine::parse_call` and the whole pipeline (`fhirServer`
 //!    removed), as the route runs it, picking the service from a choice byte;
 //! 2. without the request schema, through `HookRequest::from_json` on its draft orders,
-//!    `record_from_prefetch`, `facts::extract`, `decision::decide` and the renderer, as
+//!    `Engine::record_from_prefetch`, `Engine::assess` (facts and decision) and `Engine::render`, as
 //!    `prefetch_facts` does, so the fact code sees shapes the schema would refuse;
 //! 3. each prefetch value as a FHIR server's 200 answer to a search, through
 //!    `Query::read_answer` and `RecordBuilder::add_value`, as `FhirClient::fetch` does.
@@ -24,11 +24,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, Once};
 
-use iort_cds::decision;
-use iort_cds::facts;
 use iort_cds::gather::allow_list::BaseUrl;
 use iort_cds::gather::fhir_client::Query;
-use iort_cds::gather::prefetch::{RecordBuilder, record_from_prefetch};
+use iort_cds::gather::prefetch::RecordBuilder;
 use iort_cds::hook::{CrdConfiguration, HookRequest};
 use iort_cds::limits::{self, Limits};
 use iort_cds_fuzz::structured::mutate;
@@ -72,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
     // 1. The HTTP body, as the route runs it, to the service of the request's hook (the
     //    first one when the hook was mutated away).
     let body = serde_json::to_vec(&doc).expect("a Value serialises");
-    let services = &ENGINE.discovery.services;
+    let services = ENGINE.services();
     let hook = doc.get("hook").and_then(Value::as_str).unwrap_or_default();
     let service_id = services
         .iter()
@@ -104,30 +102,18 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or(Value::Null);
     let synthetic = json!({"hook": "order-sign", "hookInstance": "fuzz",
         "context": {"userId": "Practitioner/fuzz", "patientId": patient, "draftOrders": orders}});
-    let record = record_from_prefetch(&patient, &prefetch, &ENGINE.terminology);
+    let record = ENGINE.record_from_prefetch(&patient, &prefetch);
     if let Ok(request) = HookRequest::from_json(synthetic) {
-        let determinations: Vec<_> =
-            facts::find_iort_orders(&request.context.draft_orders, &ENGINE.terminology)
-                .into_iter()
-                .map(|o| {
-                    decision::decide(facts::extract(
-                        o,
-                        &record,
-                        &ENGINE.terminology,
-                        &ENGINE.thresholds,
-                    ))
-                })
-                .collect();
+        let orders = ENGINE.iort_orders(&request.context.draft_orders);
+        let determinations = ENGINE.assess(orders, &record);
         let today = chrono::NaiveDate::from_ymd_opt(2025, 7, 1).expect("a valid date");
-        let response = ENGINE
-            .renderer
-            .render(&determinations, &CrdConfiguration::default(), today);
+        let response = ENGINE.render(&determinations, &CrdConfiguration::default(), today);
         serde_json::to_vec(&response).expect("a CdsResponse always serialises");
     }
 
     // 3. Each prefetch value as a FHIR server's answer to a search.
     let limits = Limits::default();
-    let mut builder = RecordBuilder::new(&patient, &ENGINE.terminology);
+    let mut builder = RecordBuilder::new(&patient, ENGINE.terminology());
     for value in prefetch.values() {
         let bytes = serde_json::to_vec(value).expect("a Value serialises");
         if limits::check_json(&bytes, &limits).is_err() {

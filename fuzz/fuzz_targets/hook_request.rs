@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
-    let services = &ENGINE.discovery.services;
+    let services = ENGINE.services();
     let service_id = services[usize::from(selector) % services.len()].id.clone();
     let Ok((service, mut request)) = ENGINE.parse_call(&service_id, body) else {
         return;

@@ -64,8 +64,6 @@ fuzz_target!(|data: &[u8]| {
     let orders = ENGINE.iort_orders(&request.context.draft_orders);
     let determinations = ENGINE.assess(orders, &record);
     let today = chrono::NaiveDate::from_ymd_opt(2025, 7, 1).expect("a valid date");
-    let response = ENGINE
-        .renderer
-        .render(&determinations, &CrdConfiguration::default(), today);
+    let response = ENGINE.render(&determinations, &CrdConfiguration::default(), today);
     serde_json::to_vec(&response).expect("a CdsResponse always serialises");
 });

@@ -696,7 +696,7 @@ async fn fhir_shapes_mutations_never_escape_the_guards() {
             answered += 1;
         }
         if let Some(Value::Object(prefetch)) = doc.get("prefetch") {
-            let mut b = RecordBuilder::new("pat-001", &engine.terminology);
+            let mut b = RecordBuilder::new("pat-001", engine.terminology());
             for value in prefetch.values() {
                 let bytes = serde_json::to_vec(value).expect("serialises");
                 if let Ok(answer) = search.read_answer(reqwest::StatusCode::OK, &bytes, &limits)
