@@ -199,6 +199,7 @@ pub fn decide(facts: OrderFacts) -> Determination {
 
 fn rectal_cancer(facts: &OrderFacts) -> CriterionResult {
     let value = match facts.indication.status {
+        IndicationStatus::RectalCancer if facts.indication.unconfirmed => Tri::Unknown,
         IndicationStatus::RectalCancer => Tri::Met,
         IndicationStatus::OtherCancer | IndicationStatus::OtherDiagnosis => Tri::NotMet,
         IndicationStatus::NotDocumented | IndicationStatus::ReasonUnavailable => Tri::Unknown,
@@ -390,6 +391,7 @@ pub(crate) mod test_support {
             },
             indication: IndicationFact {
                 status: indication,
+                unconfirmed: false,
                 condition: indication_ev.first().map(|e| e.reference.clone()),
                 via: match indication {
                     IndicationStatus::NotDocumented => IndicationSource::None,
@@ -498,6 +500,23 @@ mod tests {
             }
         }
         assert_eq!(seen, 27);
+    }
+
+    #[test]
+    fn an_unconfirmed_rectal_diagnosis_is_never_covered() {
+        // Everything else met: the diagnosis must still be confirmed (conditional), and a
+        // criterion documented as not met still decides (not covered).
+        let mut f = facts(I::RectalCancer, T::T4, false, M::Positive);
+        f.indication.unconfirmed = true;
+        let d = decide(f);
+        assert_eq!(d.covered, Covered::Conditional);
+        assert_eq!(d.missing, vec![Criterion::RectalCancer]);
+        let r = d.criterion(Criterion::RectalCancer).unwrap();
+        assert_eq!(r.value, Tri::Unknown);
+        assert_eq!(r.evidence.len(), 1, "what was found is still cited");
+        let mut f = facts(I::RectalCancer, T::BelowT4, false, M::Positive);
+        f.indication.unconfirmed = true;
+        assert_eq!(decide(f).covered, Covered::NotCovered);
     }
 
     #[test]

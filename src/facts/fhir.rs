@@ -144,6 +144,14 @@ pub(crate) fn condition_usable(c: &Condition, t: &Terminology) -> bool {
         .is_some_and(|vs| t.concept_in(ValueSetId::ConditionUnusableVerification, vs))
 }
 
+/// True for a Condition whose verificationStatus says the diagnosis is not established
+/// (unconfirmed, provisional, differential): it names a disease, it does not document one.
+pub(crate) fn condition_unconfirmed(c: &Condition, t: &Terminology) -> bool {
+    c.verification_status
+        .as_deref()
+        .is_some_and(|vs| t.concept_in(ValueSetId::ConditionUnconfirmedVerification, vs))
+}
+
 /// recordedDate, else onsetDateTime / onsetPeriod.start.
 pub(crate) fn condition_date(c: &Condition) -> Option<&str> {
     text(c.recorded_date.as_ref()).or(match &c.onset {

@@ -47,8 +47,8 @@ use fhirbolt::model::r4::types::{CodeableConcept, Coding, Reference};
 
 use crate::facts::dates::{ClinicalTime, is_later};
 use crate::facts::fhir::{
-    concept_label, condition_date, condition_evidence, condition_id, condition_usable,
-    procedure_id, procedure_usable, reference_id, text,
+    concept_label, condition_date, condition_evidence, condition_id, condition_unconfirmed,
+    condition_usable, procedure_id, procedure_usable, reference_id, text,
 };
 use crate::facts::{Evidence, IndicationFact, IndicationSource, IndicationStatus};
 use crate::record::{PatientRecord, RecordIssue};
@@ -77,6 +77,9 @@ pub(crate) struct Cancer<'a> {
     /// clinicalStatus active, recurrence, relapse or absent (not inactive / remission /
     /// resolved).
     pub current: bool,
+    /// verificationStatus does not say the diagnosis is only unconfirmed, provisional or
+    /// differential.
+    pub confirmed: bool,
 }
 
 impl Cancer<'_> {
@@ -138,17 +141,18 @@ pub(crate) fn classify<'a>(c: &'a Condition, t: &Terminology) -> Option<Cancer<'
         date: condition_date(c).and_then(ClinicalTime::parse),
         primary: !secondary,
         current: !is_history(c, t),
+        confirmed: !condition_unconfirmed(c, t),
     })
 }
 
-/// The preferred cancer: rectal first, then current, then the most recent, then the first in
-/// record order.
+/// The preferred cancer: rectal first, then current, then confirmed, then the most recent,
+/// then the first in record order.
 fn pick<'a, 'b>(cancers: impl IntoIterator<Item = &'b Cancer<'a>>) -> Option<Cancer<'a>>
 where
     'a: 'b,
 {
     let mut best: Option<Cancer<'a>> = None;
-    let rank = |c: &Cancer<'_>| (c.site == Site::Rectal, c.current);
+    let rank = |c: &Cancer<'_>| (c.site == Site::Rectal, c.current, c.confirmed);
     for c in cancers {
         let better = best.as_ref().is_none_or(|b| {
             rank(c) > rank(b) || (rank(c) == rank(b) && is_later(c.date.as_ref(), b.date.as_ref()))
@@ -468,8 +472,26 @@ pub(crate) fn find<'a>(
         chosen,
         via,
         mut evidence,
-        notes,
+        mut notes,
     } = found;
+    // A rectal cancer Condition recorded as only unconfirmed, provisional or differential names
+    // the cancer (its staging and margins are read for it) but does not document the diagnosis.
+    // The order's own reasonCode is the ordering clinician's statement, so it is not doubted.
+    let unconfirmed = status == IndicationStatus::RectalCancer
+        && via != IndicationSource::ReasonCode
+        && chosen.is_some_and(|c| condition_unconfirmed(c, t));
+    if let Some(c) = chosen.filter(|_| unconfirmed) {
+        let recorded_as = c
+            .verification_status
+            .as_deref()
+            .and_then(|vs| vs.coding.iter().find_map(|x| text(x.code.as_ref())))
+            .unwrap_or("unconfirmed");
+        notes.push(format!(
+            "The rectal cancer diagnosis ({}) is recorded as {recorded_as}, not confirmed: \
+             confirm the diagnosis in the chart before signing.",
+            ResourceRef::new("Condition", condition_id(c))
+        ));
+    }
     let conditions = scope_conditions(status, chosen, &cancers);
     let scope = Scope::new(order_ref, status, conditions, &cancers, record, t);
     let mut condition = chosen
@@ -489,6 +511,7 @@ pub(crate) fn find<'a>(
     }
     let fact = IndicationFact {
         status,
+        unconfirmed,
         condition,
         via,
         evidence,
@@ -845,15 +868,8 @@ mod tests {
 
     #[test]
     fn refuted_and_entered_in_error_are_ignored() {
-        let with_verification = |id: &str, status: &str| {
-            condition(json!({"resourceType": "Condition", "id": id,
-                "subject": {"reference": "Patient/p1"},
-                "verificationStatus": {"coding": [{"system":
-                    "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": status}]},
-                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C20"}]}}))
-        };
-        let refuted = with_verification("r1", "refuted");
-        let eie = with_verification("r2", "entered-in-error");
+        let refuted = with_verification("r1", "refuted", "2024-01-01");
+        let eie = with_verification("r2", "entered-in-error", "2024-01-01");
         let rec = record(vec![refuted, eie], vec![], vec![]);
         // Even when the order points at it.
         let sr = order(json!({"reasonReference": [{"reference": "Condition/r1"}]}));
@@ -865,6 +881,64 @@ mod tests {
             issues.is_empty(),
             "present but refuted is not a missing reference"
         );
+    }
+
+    fn with_verification(id: &str, status: &str, recorded: &str) -> Condition {
+        condition(json!({"resourceType": "Condition", "id": id,
+            "subject": {"reference": "Patient/p1"}, "recordedDate": recorded,
+            "verificationStatus": {"coding": [{"system":
+                "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": status}]},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C20"}]}}))
+    }
+
+    #[test]
+    fn an_unconfirmed_rectal_diagnosis_names_the_cancer_but_does_not_document_it() {
+        for status in ["provisional", "differential", "unconfirmed"] {
+            // Named by the order, or found among the patient's Conditions: the cancer the
+            // order treats, not yet a documented diagnosis.
+            for sr in [
+                Some(order(
+                    json!({"reasonReference": [{"reference": "Condition/p"}]}),
+                )),
+                None,
+            ] {
+                let rec = record(
+                    vec![with_verification("p", status, "2024-02-01")],
+                    vec![],
+                    vec![],
+                );
+                let (fact, _, _) = run(sr, &rec);
+                assert_eq!(fact.status, IndicationStatus::RectalCancer, "{status}");
+                assert!(fact.unconfirmed, "{status}");
+                assert_eq!(fact.condition.as_deref(), Some("Condition/p"));
+                assert!(
+                    fact.notes.iter().any(|n| n.contains("Condition/p")
+                        && n.contains(&format!("recorded as {status}"))
+                        && n.contains("confirm the diagnosis")),
+                    "{status}: {:?}",
+                    fact.notes
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_confirmed_rectal_diagnosis_is_preferred_to_a_provisional_one() {
+        // The provisional one is the more recent: confirmation still ranks first.
+        let rec = record(
+            vec![
+                with_verification("confirmed", "confirmed", "2024-01-01"),
+                with_verification("provisional", "provisional", "2024-06-01"),
+            ],
+            vec![],
+            vec![],
+        );
+        let (fact, _, _) = run(None, &rec);
+        assert_eq!(fact.condition.as_deref(), Some("Condition/confirmed"));
+        assert!(!fact.unconfirmed && fact.notes.is_empty(), "{fact:?}");
+        // No verificationStatus at all is not "unconfirmed" (US Core makes it optional).
+        let rec = record(vec![rectal("rc", "2024-01-02")], vec![], vec![]);
+        assert!(!run(None, &rec).0.unconfirmed);
     }
 
     #[test]

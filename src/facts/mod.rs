@@ -120,6 +120,10 @@ pub enum IndicationStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndicationFact {
     pub status: IndicationStatus,
+    /// The rectal cancer Condition the indication rests on is recorded as unconfirmed,
+    /// provisional or differential: it names the cancer but does not document the diagnosis
+    /// (the criterion is then unknown, never met).
+    pub unconfirmed: bool,
     /// The Condition chosen as the indication, if any (`Condition/id`), so staging,
     /// recurrence and margins are read for *that* cancer.
     pub condition: Option<String>,

@@ -45,6 +45,8 @@ pub enum ValueSetId {
     ConditionInactive,
     /// Condition.verificationStatus values that exclude the Condition.
     ConditionUnusableVerification,
+    /// Condition.verificationStatus values of a diagnosis not (yet) established.
+    ConditionUnconfirmedVerification,
     /// Observation.status values that exclude the Observation.
     ObservationUnusableStatus,
     /// Procedure.status values that exclude the Procedure.
@@ -59,7 +61,7 @@ pub enum ValueSetId {
 
 impl ValueSetId {
     /// Every value set the service needs.
-    pub const ALL: [ValueSetId; 24] = [
+    pub const ALL: [ValueSetId; 25] = [
         ValueSetId::IortCptCodes,
         ValueSetId::IortProcedures,
         ValueSetId::RadiotherapyCourse,
@@ -79,6 +81,7 @@ impl ValueSetId {
         ValueSetId::ConditionRecurrence,
         ValueSetId::ConditionInactive,
         ValueSetId::ConditionUnusableVerification,
+        ValueSetId::ConditionUnconfirmedVerification,
         ValueSetId::ObservationUnusableStatus,
         ValueSetId::ProcedureUnusableStatus,
         ValueSetId::CoverageActiveStatus,
@@ -120,6 +123,7 @@ impl ValueSetId {
             ValueSetId::ConditionRecurrence => "condition-recurrence",
             ValueSetId::ConditionInactive => "condition-inactive",
             ValueSetId::ConditionUnusableVerification => "condition-unusable-verification",
+            ValueSetId::ConditionUnconfirmedVerification => "condition-unconfirmed-verification",
             ValueSetId::ObservationUnusableStatus => "observation-unusable-status",
             ValueSetId::ProcedureUnusableStatus => "procedure-unusable-status",
             ValueSetId::CoverageActiveStatus => "coverage-active-status",

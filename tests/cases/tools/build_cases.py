@@ -508,6 +508,24 @@ def main():
     case(n, "relapse-counts-as-current-and-recurrent", "No reason on the order. The only cancer is rectal with clinicalStatus relapse; no T category anywhere; distance to closest margin 1.2 mm (close). Rule 1c: relapse is current; rule 2: relapse is recurrent -> T criterion met; close margin -> covered. A reading that only knows 'recurrence' (or only 'active') answers conditional." + ADAPT,
          SRC_MCODE + "; " + SRC_USCORE, n, [iort_cpt(pid)], conds, procs, obs, {"ServiceRequest/iort-electrons": "covered"})
 
+    # ------------------------------------------------------------ 1 verification status
+    n = 97
+    pid = P(n)
+    conds, procs, obs = good_rectal_record(pid)
+    conds[0]["verificationStatus"] = cc(VER, "provisional", "Provisional")
+    conds[0]["text"] = narrative("Adenocarcinoma of rectum (provisional diagnosis, awaiting review)")
+    case(n, "provisional-rectal-diagnosis-is-not-documented", "The order's reasonReference names the rectal cancer (C20/363351006), but its verificationStatus is provisional (FHIR R4 condition-ver-status); pT4a and an involved margin are focused on it. Rule 1: a provisional, differential or unconfirmed diagnosis names the cancer the order treats (staging and margins are read for it) but does not document it -> the rectal cancer criterion is unknown -> conditional (confirm the diagnosis). A naive reading that only drops refuted and entered-in-error Conditions answers covered." + ADAPT,
+         SRC_MCODE + "; " + SRC_USCORE + "; HL7 FHIR R4 CodeSystem condition-ver-status (provisional)", n, [iort_cpt(pid, reasons=[ref("Condition", "rectal-ca")])], conds, procs, obs, {"ServiceRequest/iort-electrons": "conditional"})
+
+    n = 98
+    pid = P(n)
+    conds, procs, obs = good_rectal_record(pid)
+    dd = rectal(pid, cid="rectal-dd", onset="2025-02-11", text="Rectal mass, malignancy suspected")
+    dd["verificationStatus"] = cc(VER, "differential", "Differential")
+    conds.append(dd)
+    case(n, "confirmed-rectal-diagnosis-preferred-to-newer-differential", "No reason on the order. Two current rectal Conditions: the confirmed adenocarcinoma (2024-09-18; pT4a and an involved margin focused on it) and a newer differential diagnosis of a rectal mass (2025-02-11, verificationStatus differential). Rule 1c: a confirmed diagnosis is preferred to one that is not established, before recency -> rectal met -> covered. A reading that takes the most recent rectal Condition chooses the differential one and answers conditional." + ADAPT,
+         SRC_MCODE + "; " + SRC_USCORE + "; HL7 FHIR R4 CodeSystem condition-ver-status (differential)", n, [iort_cpt(pid)], conds, procs, obs, {"ServiceRequest/iort-electrons": "covered"})
+
 
 if __name__ == "__main__":
     main()
