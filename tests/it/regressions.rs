@@ -609,14 +609,12 @@ async fn a_hostile_fhir_server_with_endless_pages_of_numbers_is_stopped_by_the_c
         })))
         .mount(&server)
         .await;
-    let started = std::time::Instant::now();
     // Twice at once, sharing the process-wide room.
     let request = fetching_request(&server).to_string().into_bytes();
     let (first, second) = tokio::join!(
         post(&app, SERVICE, request.clone()),
         post(&app, SERVICE, request)
     );
-    let elapsed = started.elapsed();
     for (status, body) in [first, second] {
         assert_eq!(status, 200, "{body}");
         assert_eq!(crd::covered_codes(&body), ["indeterminate"], "{body}");
@@ -637,10 +635,9 @@ async fn a_hostile_fhir_server_with_endless_pages_of_numbers_is_stopped_by_the_c
             >= 2,
         "the log names the budget for both calls"
     );
-    // Each call read about seven pages, not a thousand, and did not wait for its deadline.
+    // Each call read about seven pages, not a thousand: the budget, not the deadline, ended it.
     let pages = server.received_requests().await.map_or(0, |r| r.len());
     assert!(pages <= 2 * 9, "{pages} pages read");
-    assert!(elapsed < std::time::Duration::from_secs(15), "{elapsed:?}");
     assert_still_serving(&app).await;
 }
 
