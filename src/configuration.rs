@@ -88,6 +88,8 @@ pub struct Settings {
     /// Bounds on the shape of request bodies and FHIR answers (`[limits]`): JSON depth, string
     /// length, Bundle entries, resources per record. See [`crate::limits`].
     pub limits: Limits,
+    /// The audit store (`[store]`): see [`crate::store`].
+    pub store: StoreSettings,
 }
 
 impl Default for Settings {
@@ -109,11 +111,13 @@ impl Default for Settings {
             insecure_no_auth: false,
             fhir: FhirSettings::default(),
             limits: Limits::default(),
+            store: StoreSettings::default(),
         }
     }
 }
 
 pub use crate::gather::settings::FhirSettings;
+pub use crate::store::settings::StoreSettings;
 
 /// Why the settings cannot be used. Names the file or the setting.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +151,7 @@ pub struct Overrides {
     pub workers: Option<usize>,
     pub close_margin_mm: Option<f64>,
     pub insecure_no_auth: bool,
+    pub store_url: Option<String>,
 }
 
 impl Settings {
@@ -197,6 +202,9 @@ impl Settings {
             s.policy.close_margin_mm = v;
         }
         s.insecure_no_auth |= o.insecure_no_auth;
+        if o.store_url.is_some() {
+            s.store.url = o.store_url;
+        }
         // One public base URL serves both the JWT audience and anything else that needs it.
         if s.public_base_url.is_some() {
             s.auth.public_base_url = s.public_base_url.clone();
@@ -261,6 +269,9 @@ impl Settings {
             .validate()
             .map_err(|(setting, message)| ConfigError::Invalid { setting, message })?;
         self.limits
+            .validate()
+            .map_err(|(setting, message)| ConfigError::Invalid { setting, message })?;
+        self.store
             .validate()
             .map_err(|(setting, message)| ConfigError::Invalid { setting, message })?;
         if self.limits.max_inflight_body_bytes < self.max_body_bytes {

@@ -40,5 +40,6 @@ pub mod reach;
 pub mod record;
 pub mod render;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 pub mod terminology;

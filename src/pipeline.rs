@@ -69,6 +69,9 @@ pub struct Answer {
     pub response: CdsResponse,
     /// One per IORT order of an order hook (none for the patient-view what-if).
     pub outcomes: Vec<Outcome>,
+    /// For the audit store: the request's ids, and each assessed order's determination.
+    pub call: Option<crate::store::CallHeader>,
+    pub determinations: Vec<Determination>,
 }
 
 /// An order's id and its CRD `covered` code.
@@ -216,7 +219,10 @@ impl Engine {
         caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
     ) -> Result<Answer, CallError> {
         let (service, request) = self.parse_call(service_id, body)?;
-        self.run(service, request, caller_allowed).await
+        let call = crate::store::CallHeader::of(&request);
+        let mut answer = self.run(service, request, caller_allowed).await?;
+        answer.call = Some(call);
+        Ok(answer)
     }
 
     /// Stages 2-5 for a parsed request, with the caller's FHIR server allow-list (`None`: not
@@ -283,7 +289,7 @@ impl Engine {
                     &request.crd_configuration,
                     today,
                 ),
-                outcomes: Vec::new(),
+                ..Answer::default()
             });
         }
         Ok(Answer {
@@ -297,6 +303,8 @@ impl Engine {
             response: self
                 .renderer
                 .render(&determinations, &request.crd_configuration, today),
+            call: None,
+            determinations,
         })
     }
 

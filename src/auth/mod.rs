@@ -220,6 +220,9 @@ struct Inner {
     issuers: HashMap<String, Issuer>,
     keys: KeyStore,
     replay: ReplayCache,
+    /// The replay memory shared by all instances (the store, with PostgreSQL), asked after
+    /// this instance's own memory.
+    shared_replay: Option<crate::store::Store>,
     clock_skew_secs: u64,
     max_token_lifetime_secs: u64,
     /// What a token's `aud` may name, before the path: from configuration only (see
@@ -336,6 +339,7 @@ impl Authenticator {
                 issuers,
                 keys,
                 replay: ReplayCache::new(settings.jti_cache_capacity),
+                shared_replay: None,
                 clock_skew_secs: settings.clock_skew_secs,
                 max_token_lifetime_secs: settings.max_token_lifetime_secs,
                 audience,
@@ -348,6 +352,15 @@ impl Authenticator {
         })
     }
 
+    /// Also ask `store` whether another instance has seen a token (see
+    /// [`crate::store::Store::seen_elsewhere`]). Call before the authenticator is shared.
+    pub fn with_shared_replay(mut self, store: crate::store::Store) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.shared_replay = Some(store);
+        }
+        self
+    }
+
     /// An authenticator that lets every request through (no issuers, no key cache).
     pub fn disabled() -> Self {
         Self {
@@ -356,6 +369,7 @@ impl Authenticator {
                 issuers: HashMap::new(),
                 keys: KeyStore::empty(),
                 replay: ReplayCache::new(1),
+                shared_replay: None,
                 clock_skew_secs: 0,
                 max_token_lifetime_secs: 0,
                 audience: Audience::default(),
@@ -533,7 +547,15 @@ impl Authenticator {
             .replay
             .check_and_remember(&claims.iss, &claims.jti, forget_after, unix_now())
         {
-            Seen::First => {}
+            Seen::First => {
+                if let Some(store) = &inner.shared_replay
+                    && store
+                        .seen_elsewhere(&claims.iss, &claims.jti, forget_after)
+                        .await
+                {
+                    return Err(AuthFailure::Replayed);
+                }
+            }
             Seen::Again => return Err(AuthFailure::Replayed),
             Seen::Full => {
                 tracing::error!(
