@@ -14,6 +14,7 @@
 mod common;
 mod support {
     pub mod fhir_server;
+    pub mod postgres;
 }
 // The benchmarks' record generator (api.rs builds a 1,000-resource record with it).
 #[allow(dead_code)]
@@ -31,3 +32,4 @@ mod hooks;
 mod logs;
 mod properties;
 mod regressions;
+mod store;

@@ -37,6 +37,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         shutdown_timeout_secs: 1,
         ..Settings::default()
     };
+    // Never the default `./iort-cds.db`: each app records into its own file under a temp dir.
+    settings.store.url = Some(temp_sqlite_url());
     adjust(&mut settings);
     let app = Application::build(settings).expect("the application builds");
     let port = app.port();
@@ -87,6 +89,16 @@ impl TestApp {
             .await
             .expect("request sent")
     }
+}
+
+/// A new SQLite store URL in this run's temp directory (not created until used).
+pub fn temp_sqlite_url() -> String {
+    let dir = std::env::temp_dir().join(format!("iort-cds-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    format!(
+        "sqlite://{}",
+        dir.join(format!("{}.db", uuid::Uuid::new_v4())).display()
+    )
 }
 
 /// A fixture file from `tests/fixtures/`, parsed.
