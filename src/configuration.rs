@@ -357,6 +357,8 @@ mod tests {
                 "policy.close_margin_mm",
             ),
             ("call_threads = 0\n", "call_threads"),
+            ("[store]\nurl = \"mysql://db/x\"\n", "store.url"),
+            ("[store]\nqueue_capacity = 0\n", "store.queue_capacity"),
             // the in-flight budget must hold at least one largest body
             (
                 "max_body_bytes = 65536\n[limits]\nmax_inflight_body_bytes = 65535\n",

@@ -64,8 +64,8 @@ impl Application {
         let store = Store::start(&settings.store).map_err(StartupError::Other)?;
         let mut authenticator = Authenticator::listening(&settings.auth, mode, Some(local))
             .map_err(|e| StartupError::Other(e.to_string()))?;
-        if let Some(store) = &store {
-            authenticator = authenticator.with_shared_replay(store.clone());
+        if let Some(store) = store.as_ref().filter(|s| s.shares_replay()) {
+            authenticator = authenticator.with_shared_replay(Arc::new(store.clone()));
         }
         let authenticator = web::Data::new(authenticator);
         let store_data = store.clone().map(web::Data::new);

@@ -64,6 +64,7 @@ pub use token::AuthFailure;
 use jwks::{FetchLimits, KeyLookupError, KeySet, KeyStore};
 
 use crate::gather::allow_list::{BaseUrl, caller_may_name};
+pub use replay::SharedReplay;
 use replay::{ReplayCache, Seen};
 
 /// Whether client JWTs are checked.
@@ -222,7 +223,7 @@ struct Inner {
     replay: ReplayCache,
     /// The replay memory shared by all instances (the store, with PostgreSQL), asked after
     /// this instance's own memory.
-    shared_replay: Option<crate::store::Store>,
+    shared_replay: Option<Arc<dyn SharedReplay>>,
     clock_skew_secs: u64,
     max_token_lifetime_secs: u64,
     /// What a token's `aud` may name, before the path: from configuration only (see
@@ -352,11 +353,11 @@ impl Authenticator {
         })
     }
 
-    /// Also ask `store` whether another instance has seen a token (see
-    /// [`crate::store::Store::seen_elsewhere`]). Call before the authenticator is shared.
-    pub fn with_shared_replay(mut self, store: crate::store::Store) -> Self {
+    /// Also ask `shared` whether another instance has seen a token ([`SharedReplay`]). Call
+    /// before the authenticator is shared (cloned).
+    pub fn with_shared_replay(mut self, shared: Arc<dyn SharedReplay>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.shared_replay = Some(store);
+            inner.shared_replay = Some(shared);
         }
         self
     }
@@ -548,8 +549,8 @@ impl Authenticator {
             .check_and_remember(&claims.iss, &claims.jti, forget_after, unix_now())
         {
             Seen::First => {
-                if let Some(store) = &inner.shared_replay
-                    && store
+                if let Some(shared) = &inner.shared_replay
+                    && shared
                         .seen_elsewhere(&claims.iss, &claims.jti, forget_after)
                         .await
                 {

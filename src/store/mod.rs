@@ -246,6 +246,11 @@ impl Store {
         self.inner.backend
     }
 
+    /// Whether this store keeps the JWT replay memory for all instances (PostgreSQL).
+    pub fn shares_replay(&self) -> bool {
+        self.inner.backend == Backend::Postgres
+    }
+
     /// Queue a call's record; never waits. A full queue refuses it: counted, logged.
     pub fn submit_call(&self, record: CallRecord) {
         self.submit(Item::Call(Box::new(record)));
@@ -397,6 +402,17 @@ async fn purge_periodically(pool: AnyPool, counters: Arc<Counters>, retention_da
                 tracing::warn!(error = %writer::kind(&e), "store: purge failed; retried in an hour")
             }
         }
+    }
+}
+
+impl crate::auth::SharedReplay for Store {
+    fn seen_elsewhere<'a>(
+        &'a self,
+        iss: &'a str,
+        jti: &'a str,
+        forget_after: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(Store::seen_elsewhere(self, iss, jti, forget_after))
     }
 }
 

@@ -82,3 +82,56 @@ impl StoreSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_a_sqlite_file_in_the_working_directory() {
+        let s = StoreSettings::default();
+        assert_eq!(s.url(), "sqlite://iort-cds.db");
+        assert!(s.enabled && !s.keep_requests);
+        assert_eq!(s.validate(), Ok(()));
+        let described = super::super::describe(&s);
+        assert!(described.starts_with("SQLite file /"), "{described}");
+        assert!(described.ends_with("/iort-cds.db"), "{described}");
+    }
+
+    #[test]
+    fn bad_values_are_named_and_a_password_is_never_shown() {
+        let bad = |s: StoreSettings| s.validate().unwrap_err().0;
+        let base = StoreSettings::default();
+        assert_eq!(
+            bad(StoreSettings {
+                url: Some("mysql://x".into()),
+                ..base.clone()
+            }),
+            "store.url"
+        );
+        assert_eq!(
+            bad(StoreSettings {
+                queue_capacity: 0,
+                ..base.clone()
+            }),
+            "store.queue_capacity"
+        );
+        assert_eq!(
+            bad(StoreSettings {
+                batch_size: 0,
+                ..base.clone()
+            }),
+            "store.batch_size"
+        );
+        let pg = StoreSettings {
+            url: Some("postgres://iort:s3cret@db.internal:5432/iort?sslmode=require".into()),
+            ..base
+        };
+        assert_eq!(pg.validate(), Ok(()));
+        let described = super::super::describe(&pg);
+        assert_eq!(
+            described,
+            "PostgreSQL postgres://iort@db.internal:5432/iort"
+        );
+    }
+}
