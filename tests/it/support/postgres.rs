@@ -40,14 +40,23 @@ impl Postgres {
             .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
         if !bin.join("initdb").exists() {
             let why = format!(
-                "{test}: SKIPPED: PostgreSQL 15 not found ({}/initdb; set IORT_CDS_PG_BIN)",
+                "PostgreSQL 15 not found ({}/initdb; set IORT_CDS_PG_BIN)",
                 bin.display()
             );
             assert!(
                 !required(),
-                "{why}, and this run requires it (CI / IORT_CDS_REQUIRE_PG)"
+                "{test}: {why}; this run requires it (CI=true / IORT_CDS_REQUIRE_PG)"
             );
-            eprintln!("{why}");
+            // To the terminal, past the test harness's output capture (which takes stderr
+            // writes too), so a plain `cargo test` shows what it skipped and why.
+            let line = format!("{test}: SKIPPED: {why}\n");
+            match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
+                Ok(mut tty) => {
+                    use std::io::Write as _;
+                    let _ = tty.write_all(line.as_bytes());
+                }
+                Err(_) => eprint!("{line}"),
+            }
             return None;
         }
         let as_postgres = is_root();
