@@ -88,6 +88,9 @@ pub(crate) struct Counters {
     overflowed: AtomicU64,
     /// Failed write attempts (each retried).
     write_failures: AtomicU64,
+    /// Records the database refused (set aside after three tries; see `writer`).
+    rejected: AtomicU64,
+    last_rejected: AtomicU64,
     /// Token checks that could not reach the shared replay memory.
     replay_fallbacks: AtomicU64,
     unreachable: AtomicBool,
@@ -115,6 +118,8 @@ pub struct StoreStats {
     pub records_written: u64,
     /// Refused because the queue was full: these are lost (and were logged).
     pub records_dropped: u64,
+    /// Refused by the database for what they held: set aside (and logged).
+    pub records_rejected: u64,
     pub write_failures: u64,
     pub replay_fallbacks: u64,
     pub database_reachable: bool,
@@ -252,12 +257,14 @@ impl Store {
     }
 
     /// Queue a call's record; never waits. A full queue refuses it: counted, logged.
-    pub fn submit_call(&self, record: CallRecord) {
+    pub fn submit_call(&self, mut record: CallRecord) {
+        record.scrub();
         self.submit(Item::Call(Box::new(record)));
     }
 
     /// Queue a feedback record; never waits.
-    pub fn submit_feedback(&self, record: FeedbackRecord) {
+    pub fn submit_feedback(&self, mut record: FeedbackRecord) {
+        record.scrub();
         self.submit(Item::Feedback(Box::new(record)));
     }
 
@@ -323,6 +330,7 @@ impl Store {
             queue_capacity: self.inner.capacity,
             records_written: c.written.load(Ordering::Relaxed),
             records_dropped: c.overflowed.load(Ordering::Relaxed),
+            records_rejected: c.rejected.load(Ordering::Relaxed),
             write_failures: c.write_failures.load(Ordering::Relaxed),
             replay_fallbacks: c.replay_fallbacks.load(Ordering::Relaxed),
             database_reachable: !c.unreachable.load(Ordering::Relaxed),
@@ -343,6 +351,9 @@ impl Store {
         }
         if recent(&c.last_overflow) {
             why.push("store queue overflowed in the last 5 minutes: records were dropped");
+        }
+        if recent(&c.last_rejected) {
+            why.push("the store database refused a record in the last 5 minutes");
         }
         if recent(&c.last_replay_fallback) {
             why.push("shared replay memory unavailable in the last 5 minutes");
@@ -382,13 +393,14 @@ impl Store {
     }
 }
 
+/// Purge once the tables exist, then hourly.
 async fn purge_periodically(pool: AnyPool, counters: Arc<Counters>, retention_days: u32) {
+    while !counters.migrated.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut tick = tokio::time::interval(PURGE_EVERY);
     loop {
         tick.tick().await;
-        if !counters.migrated.load(Ordering::Relaxed) {
-            continue;
-        }
         let cutoff = (retention_days > 0).then(|| {
             (chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days)))
                 .format("%Y-%m-%dT%H:%M:%S%.6fZ")
@@ -448,5 +460,93 @@ impl Reader {
         db::list(&self.pool, patient, since, limit)
             .await
             .map_err(|e| writer::kind(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_settings() -> StoreSettings {
+        let path = std::env::temp_dir().join(format!("iort-store-{}.db", uuid::Uuid::new_v4()));
+        StoreSettings {
+            url: Some(format!("sqlite://{}", path.display())),
+            ..StoreSettings::default()
+        }
+    }
+
+    fn record(n: usize, received_at: &str, patient: &str) -> CallRecord {
+        CallRecord {
+            request_id: format!("req-{n}"),
+            received_at: received_at.to_owned(),
+            service_id: "iort-coverage".to_owned(),
+            header: CallHeader {
+                hook: "order-sign".to_owned(),
+                hook_instance: format!("hi-{n}"),
+                patient_id: patient.to_owned(),
+                ..CallHeader::default()
+            },
+            client: ClientRecord::default(),
+            orders: vec![OrderRecord {
+                order_ref: Some(format!("ServiceRequest/o{n}")),
+                billing_code: None,
+                covered: "covered",
+                criteria: json!([]),
+                policy_id: "p".to_owned(),
+                policy_version: "v".to_owned(),
+                policy_effective: "2024-09-03".to_owned(),
+                assertion_id: Some(format!("a-{n}")),
+                card_uuid: None,
+                card_summary: None,
+            }],
+            response_body: "{}".to_owned(),
+            request_body: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn close_writes_everything_queued_first() {
+        let settings = temp_settings();
+        let store = Store::start(&settings).unwrap().unwrap();
+        for n in 0..300 {
+            store.submit_call(record(n, &records::now_text(), "p1"));
+        }
+        // Submitted while the writer is still creating the tables: all still queued or
+        // being written when close is asked.
+        assert!(store.close(Duration::from_secs(20)).await);
+        let s = store.stats();
+        assert_eq!(
+            (s.records_written, s.queue_depth, s.records_dropped),
+            (300, 0, 0)
+        );
+        let reader = Reader::open(&settings).await.unwrap();
+        assert_eq!(reader.list(None, None, 1000).await.unwrap().len(), 300);
+        // After close, a record is refused and counted, not silently lost.
+        store.submit_call(record(300, &records::now_text(), "p1"));
+        assert_eq!(store.stats().records_dropped, 1);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_what_is_older_and_keeps_the_rest() {
+        let settings = temp_settings();
+        let store = Store::start(&settings).unwrap().unwrap();
+        store.submit_call(record(1, "2001-01-01T00:00:00.000000Z", "old"));
+        store.submit_call(record(2, &records::now_text(), "new"));
+        assert!(store.close(Duration::from_secs(20)).await);
+        let cutoff = "2010-01-01T00:00:00.000000Z";
+        let deleted = db::purge(&store.inner.pool, Some(cutoff), 0).await.unwrap();
+        assert_eq!(deleted, 1);
+        let reader = Reader::open(&settings).await.unwrap();
+        let left = reader.list(None, None, 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0]["patientId"], "new");
+        assert!(reader.show("a-1").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_nul_character_is_replaced_before_it_reaches_the_database() {
+        let mut r = record(1, "t", "a\0b");
+        r.scrub();
+        assert_eq!(r.header.patient_id, "a\u{FFFD}b");
     }
 }

@@ -122,6 +122,58 @@ pub struct FeedbackRecord {
     pub client_iss: Option<String>,
 }
 
+/// PostgreSQL text cannot hold U+0000, which a JSON string can (`"\u0000"`): a record holding
+/// one would be refused by the database on every retry. It is replaced by U+FFFD. (The bodies
+/// are JSON text, where it stays escaped.)
+fn scrub(s: &mut String) {
+    if s.contains('\0') {
+        *s = s.replace('\0', "\u{FFFD}");
+    }
+}
+
+fn scrub_opt(s: &mut Option<String>) {
+    if let Some(s) = s {
+        scrub(s);
+    }
+}
+
+impl CallRecord {
+    /// See [`scrub`].
+    pub(crate) fn scrub(&mut self) {
+        scrub(&mut self.request_id);
+        scrub(&mut self.service_id);
+        let h = &mut self.header;
+        scrub(&mut h.hook);
+        scrub(&mut h.hook_instance);
+        scrub(&mut h.patient_id);
+        scrub_opt(&mut h.encounter_id);
+        scrub_opt(&mut h.fhir_server_host);
+        scrub_opt(&mut self.client.iss);
+        scrub_opt(&mut self.client.sub);
+        scrub_opt(&mut self.client.tenant);
+        for o in &mut self.orders {
+            scrub_opt(&mut o.order_ref);
+            scrub_opt(&mut o.billing_code);
+            scrub_opt(&mut o.assertion_id);
+            scrub_opt(&mut o.card_uuid);
+            scrub_opt(&mut o.card_summary);
+        }
+    }
+}
+
+impl FeedbackRecord {
+    /// See [`scrub`].
+    pub(crate) fn scrub(&mut self) {
+        scrub(&mut self.request_id);
+        scrub(&mut self.service_id);
+        scrub(&mut self.card_uuid);
+        scrub(&mut self.outcome);
+        scrub_opt(&mut self.override_reason);
+        scrub(&mut self.outcome_timestamp);
+        scrub_opt(&mut self.client_iss);
+    }
+}
+
 /// Now, as stored: UTC, RFC 3339 with microseconds (text order is time order).
 pub fn now_text() -> String {
     chrono::Utc::now()

@@ -82,21 +82,38 @@ pub(crate) async fn run(
     }
 }
 
-/// Write one batch, retrying until it is written.
+/// Write one batch, retrying until it is written. A batch the database refuses for what it
+/// holds (a constraint or a value it cannot store: retrying cannot help) is written record by
+/// record instead, so one bad record cannot hold up the queue for ever.
 async fn write(pool: &AnyPool, items: &[Item], counters: &Counters) {
     let mut backoff = FIRST_BACKOFF;
+    let mut refused = 0;
     loop {
         match db::write_batch(pool, items).await {
             Ok(()) => {
-                let n = items.len();
-                counters.written.fetch_add(n as u64, Ordering::Relaxed);
-                counters.queued.fetch_sub(n, Ordering::Relaxed);
-                counters.reachable(true);
+                done(items.len(), counters);
                 return;
             }
             Err(e) => {
                 counters.write_failures.fetch_add(1, Ordering::Relaxed);
-                if counters.reachable(false) {
+                if refused_for_content(&e) {
+                    refused += 1;
+                    if items.len() > 1 {
+                        for item in items {
+                            write_one(pool, item, counters).await;
+                        }
+                        return;
+                    }
+                    if refused >= 3 {
+                        counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .last_rejected
+                            .store(super::unix_now(), Ordering::Relaxed);
+                        counters.queued.fetch_sub(1, Ordering::Relaxed);
+                        tracing::error!(error = %kind(&e), "store: the database refused a record three times; it is set aside (see /readyz)");
+                        return;
+                    }
+                } else if counters.reachable(false) {
                     // Once per outage; the error's kind only (no values from the records).
                     tracing::warn!(error = %kind(&e), queued = counters.queued.load(Ordering::Relaxed),
                         "store: cannot write; records wait in the queue and are retried");
@@ -105,6 +122,31 @@ async fn write(pool: &AnyPool, items: &[Item], counters: &Counters) {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+fn write_one<'a>(
+    pool: &'a AnyPool,
+    item: &'a Item,
+    counters: &'a Counters,
+) -> futures_util::future::BoxFuture<'a, ()> {
+    Box::pin(write(pool, std::slice::from_ref(item), counters))
+}
+
+fn done(n: usize, counters: &Counters) {
+    counters.written.fetch_add(n as u64, Ordering::Relaxed);
+    counters.queued.fetch_sub(n, Ordering::Relaxed);
+    counters.reachable(true);
+}
+
+/// The database answered, and refused the statement for the values it holds.
+fn refused_for_content(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            !matches!(d.kind(), sqlx::error::ErrorKind::Other)
+                || d.code().is_some_and(|c| c.starts_with("22"))
+        }
+        _ => false,
     }
 }
 
