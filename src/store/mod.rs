@@ -68,6 +68,8 @@ const DEGRADED_FOR_SECS: u64 = 300;
 /// The longest a token check waits for the shared replay memory before it is given up for
 /// this call (the token is then checked against this instance's memory only).
 const REPLAY_TIMEOUT: Duration = Duration::from_millis(500);
+/// After the shared replay memory failed to answer, how long calls skip asking it.
+const REPLAY_RETRY_AFTER_SECS: u64 = 5;
 /// How often old records are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -97,6 +99,7 @@ pub(crate) struct Counters {
     migrated: AtomicBool,
     last_overflow: AtomicU64,
     last_replay_fallback: AtomicU64,
+    last_replay_logged: AtomicU64,
 }
 
 impl Counters {
@@ -290,12 +293,22 @@ impl Store {
     /// seconds) and say whether any instance had already seen it. SQLite serves one instance,
     /// whose own memory suffices: always `false`. When the database does not answer within
     /// 500 ms the token is accepted on this instance's memory alone (the call must not fail
-    /// because the store is down), counted, logged once a minute and shown on `/readyz`.
+    /// because the store is down), counted, logged once a minute and shown on `/readyz`; for
+    /// the next 5 seconds the database is not asked (so an outage does not add the timeout to
+    /// every call).
     pub async fn seen_elsewhere(&self, iss: &str, jti: &str, forget_after: u64) -> bool {
         if self.inner.backend != Backend::Postgres {
             return false;
         }
         let now = unix_now();
+        let c = &self.inner.counters;
+        // Within a few seconds of a failure the database is not asked again, so an outage
+        // costs a call the timeout once every few seconds, not on every call.
+        let last = c.last_replay_fallback.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < REPLAY_RETRY_AFTER_SECS {
+            c.replay_fallbacks.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let jti_sha256 = records::sha256_hex(jti);
         let remember = db::remember_jti(
             &self.inner.pool,
@@ -307,9 +320,9 @@ impl Store {
         match tokio::time::timeout(REPLAY_TIMEOUT, remember).await {
             Ok(Ok(seen)) => seen,
             outcome => {
-                let c = &self.inner.counters;
                 c.replay_fallbacks.fetch_add(1, Ordering::Relaxed);
-                let before = c.last_replay_fallback.swap(now, Ordering::Relaxed);
+                let before = c.last_replay_logged.swap(now, Ordering::Relaxed);
+                c.last_replay_fallback.store(now, Ordering::Relaxed);
                 if now.saturating_sub(before) >= 60 {
                     let why = match outcome {
                         Ok(Err(e)) => writer::kind(&e),

@@ -64,6 +64,13 @@ impl StoreSettings {
                 "must start with sqlite:// or postgres:// (or postgresql://)".to_owned(),
             ));
         }
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err((
+                "store.url",
+                "an in-memory SQLite database would lose every record at exit; name a file"
+                    .to_owned(),
+            ));
+        }
         if !(1..=1_000_000).contains(&self.queue_capacity) {
             return Err((
                 "store.queue_capacity",
@@ -105,6 +112,13 @@ mod tests {
         assert_eq!(
             bad(StoreSettings {
                 url: Some("mysql://x".into()),
+                ..base.clone()
+            }),
+            "store.url"
+        );
+        assert_eq!(
+            bad(StoreSettings {
+                url: Some("sqlite::memory:".into()),
                 ..base.clone()
             }),
             "store.url"

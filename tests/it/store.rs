@@ -411,5 +411,25 @@ async fn two_instances_share_records_and_refuse_a_replayed_token() {
             "the jti is stored only hashed"
         );
     }
+    drop(reader);
+
+    // PostgreSQL gone: tokens are still checked (this instance's memory) and calls answered;
+    // /readyz says the shared replay memory is unavailable.
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.stop_server();
+        pg
+    })
+    .await
+    .expect("stop");
+    let jti_c = format!("jti-c-{}", uuid::Uuid::new_v4());
+    assert_eq!(send(&a, token(&jti_c)).await.expect("sent").status(), 200);
+    assert_eq!(send(&a, token(&jti_c)).await.expect("sent").status(), 401);
+    let r = readyz(&a).await;
+    assert_eq!(r["status"], "degraded", "{r}");
+    assert!(r["store"]["degraded"].to_string().contains("replay"), "{r}");
+    assert!(
+        r["store"]["stats"]["replay_fallbacks"].as_u64() >= Some(1),
+        "{r}"
+    );
     drop(pg);
 }
