@@ -488,6 +488,11 @@ mod tests {
         }
     }
 
+    fn remove(settings: &StoreSettings) {
+        let url = settings.url();
+        let _ = std::fs::remove_file(url.trim_start_matches("sqlite://"));
+    }
+
     fn record(n: usize, received_at: &str, patient: &str) -> CallRecord {
         CallRecord {
             request_id: format!("req-{n}"),
@@ -537,6 +542,7 @@ mod tests {
         // After close, a record is refused and counted, not silently lost.
         store.submit_call(record(300, &records::now_text(), "p1"));
         assert_eq!(store.stats().records_dropped, 1);
+        remove(&settings);
     }
 
     #[tokio::test]
@@ -554,6 +560,7 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0]["patientId"], "new");
         assert!(reader.show("a-1").await.unwrap().is_none());
+        remove(&settings);
     }
 
     #[test]

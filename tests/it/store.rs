@@ -250,6 +250,7 @@ async fn the_assertions_commands_read_the_same_configuration_as_serve() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
+    std::fs::remove_file(&config).expect("remove the config file");
 }
 
 #[tokio::test]

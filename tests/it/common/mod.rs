@@ -91,9 +91,24 @@ impl TestApp {
     }
 }
 
-/// A new SQLite store URL in this run's temp directory (not created until used).
+/// A new SQLite store URL in this run's temp directory (not created until used). The
+/// directories of earlier runs (whose process is gone) are deleted on first use, so repeated
+/// runs do not fill the disk.
 pub fn temp_sqlite_url() -> String {
-    let dir = std::env::temp_dir().join(format!("iort-cds-it-{}", std::process::id()));
+    static SWEEP: Once = Once::new();
+    let tmp = std::env::temp_dir();
+    SWEEP.call_once(|| {
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("iort-cds-it-")
+                && pid.parse::<u32>().is_ok()
+                && !std::path::Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+    let dir = tmp.join(format!("iort-cds-it-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     format!(
         "sqlite://{}",
