@@ -1,5 +1,7 @@
 //! The command line: `iort-cds [serve]` runs the service (the default), `iort-cds evaluate`
-//! answers one hook request from a file or stdin through the same code path as HTTP.
+//! answers one hook request from a file or stdin through the same code path as HTTP, and
+//! `iort-cds assertions show|list` reads the audit store (see [`crate::store`]) with the same
+//! configuration as `serve`.
 //!
 //! Every option can also come from an environment variable (`IORT_CDS_*`) or the TOML file
 //! given with `--config`; precedence is flag > environment > file > built-in default. The
@@ -39,6 +41,34 @@ enum Command {
     Serve,
     /// Answer one hook request (JSON, from FILE or `-` for stdin) and print the CDS response.
     Evaluate(EvaluateArgs),
+    /// Read the determinations the service recorded (the audit store).
+    #[command(subcommand)]
+    Assertions(AssertionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AssertionsCommand {
+    /// Print the determination behind a coverage-assertion-id, as JSON.
+    Show {
+        /// The coverage-assertion-id the service handed to the EHR.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// List recorded determinations, newest first.
+    List {
+        /// Only this patient's (the hook's context.patientId).
+        #[arg(long, value_name = "ID")]
+        patient: Option<String>,
+        /// Only from this date (YYYY-MM-DD, UTC) or time (RFC 3339, UTC: ...Z) on.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        limit: u32,
+        /// JSON (an array) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -64,6 +94,13 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             evaluate(config, cli.overrides, args)
+        }
+        Some(Command::Assertions(command)) => {
+            if cli.overrides.serve.given() {
+                eprintln!("iort-cds: options of `serve` do not apply to `assertions`");
+                return ExitCode::from(2);
+            }
+            assertions(config, cli.overrides, command)
         }
         Some(Command::Serve) | None => serve(config, cli.overrides),
     }
@@ -183,4 +220,136 @@ fn evaluate(config: Option<&Path>, overrides: Overrides, args: EvaluateArgs) -> 
             ExitCode::FAILURE
         }
     }
+}
+
+fn assertions(config: Option<&Path>, overrides: Overrides, command: AssertionsCommand) -> ExitCode {
+    let settings = match Settings::load(config, overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("iort-cds: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let AssertionsCommand::List {
+        since: Some(since), ..
+    } = &command
+        && !valid_since(since)
+    {
+        eprintln!(
+            "iort-cds: --since must be a date (YYYY-MM-DD) or a UTC time (RFC 3339, ending in Z)"
+        );
+        return ExitCode::from(2);
+    }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async move {
+        let reader = match crate::store::Reader::open(&settings.store).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("iort-cds: cannot open the store: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match command {
+            AssertionsCommand::Show { id } => match reader.show(&id).await {
+                Ok(Some(d)) => {
+                    println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    eprintln!("iort-cds: no determination with that coverage-assertion-id");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("iort-cds: cannot read the store: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            AssertionsCommand::List {
+                patient,
+                since,
+                limit,
+                json,
+            } => match reader
+                .list(patient.as_deref(), since.as_deref(), i64::from(limit))
+                .await
+            {
+                Ok(rows) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&rows).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(rows) => {
+                    print!("{}", table(&rows));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("iort-cds: cannot read the store: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}
+
+/// `--since`: a date, or a UTC time as stored (so text order is time order).
+fn valid_since(since: &str) -> bool {
+    chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d").is_ok()
+        || (since.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(since).is_ok())
+}
+
+/// Determinations as a plain-text table, one line each.
+fn table(rows: &[serde_json::Value]) -> String {
+    let columns = [
+        ("DECIDED AT", "/decidedAt"),
+        ("ASSERTION ID", "/assertionId"),
+        ("PATIENT", "/patientId"),
+        ("ORDER", "/order"),
+        ("COVERED", "/covered"),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|(_, p)| {
+                    r.pointer(p)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("-")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: Vec<&str>| {
+        let mut l = values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        l.truncate(l.trim_end().len());
+        l.push('\n');
+        l
+    };
+    let mut out = line(columns.iter().map(|(h, _)| *h).collect());
+    for c in &cells {
+        out.push_str(&line(c.iter().map(String::as_str).collect()));
+    }
+    out
 }

@@ -91,6 +91,8 @@ pub struct Settings {
     pub limits: Limits,
     /// The Prometheus endpoint `/metrics` (`[metrics]`), see [`crate::metrics`].
     pub metrics: crate::metrics::MetricsSettings,
+    /// The audit store (`[store]`): see [`crate::store`].
+    pub store: StoreSettings,
 }
 
 impl Default for Settings {
@@ -113,11 +115,13 @@ impl Default for Settings {
             fhir: FhirSettings::default(),
             limits: Limits::default(),
             metrics: crate::metrics::MetricsSettings::default(),
+            store: StoreSettings::default(),
         }
     }
 }
 
 pub use crate::gather::settings::FhirSettings;
+pub use crate::store::settings::StoreSettings;
 
 /// Why the settings cannot be used. Names the file or the setting.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +176,10 @@ pub struct CommonOverrides {
         value_name = "MM"
     )]
     pub close_margin_mm: Option<f64>,
+    /// The audit store's database: `sqlite:///path/file.db` or `postgres://user@host/db`
+    /// (default: `iort-cds.db` in the working directory).
+    #[arg(long, global = true, env = "IORT_CDS_STORE_URL", value_name = "URL")]
+    pub store_url: Option<String>,
 }
 
 /// Settings only a running service reads: `evaluate` refuses them rather than ignore them.
@@ -236,6 +244,7 @@ impl Overrides {
         lay(c.profiles_dir.map(Some), &mut s.profiles_dir);
         lay(c.cards_dir.map(Some), &mut s.cards_dir);
         lay(c.close_margin_mm, &mut s.policy.close_margin_mm);
+        lay(c.store_url.map(Some), &mut s.store.url);
         lay(v.listen, &mut s.listen);
         lay(v.max_body_bytes, &mut s.max_body_bytes);
         // `--cors-origins ""` (or the variable set empty) means no origin.
@@ -335,6 +344,9 @@ impl Settings {
         self.limits
             .validate()
             .map_err(|(setting, message)| ConfigError::Invalid { setting, message })?;
+        self.store
+            .validate()
+            .map_err(|(setting, message)| ConfigError::Invalid { setting, message })?;
         if self.limits.max_inflight_body_bytes < self.max_body_bytes {
             return invalid(
                 "limits.max_inflight_body_bytes",
@@ -416,6 +428,8 @@ mod tests {
                 "policy.close_margin_mm",
             ),
             ("call_threads = 0\n", "call_threads"),
+            ("[store]\nurl = \"mysql://db/x\"\n", "store.url"),
+            ("[store]\nqueue_capacity = 0\n", "store.queue_capacity"),
             // the in-flight budget must hold at least one largest body
             (
                 "max_body_bytes = 65536\n[limits]\nmax_inflight_body_bytes = 65535\n",

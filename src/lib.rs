@@ -43,5 +43,6 @@ pub mod record;
 pub mod render;
 pub mod resource_ref;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 pub mod terminology;

@@ -269,18 +269,18 @@ impl Metrics {
             .inc();
     }
 
-    /// The audit store sets this to the number of records waiting to be written (fed by the
-    /// store, `src/store/`).
-    pub fn set_store_queue_depth(&self, depth: usize) {
+    /// What the audit store reports, read when scraped: the records waiting to be written, and
+    /// its running total of failed writes (the counter is advanced to it; it never goes back).
+    pub fn observe_store(&self, queue_depth: usize, write_failures: u64) {
         self.inner
             .store_queue_depth
-            .set(i64::try_from(depth).unwrap_or(i64::MAX));
-    }
-
-    /// The audit store calls this for each record it failed to write (fed by the store,
-    /// `src/store/`).
-    pub fn store_write_failed(&self) {
-        self.inner.store_write_failures.inc();
+            .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        let counted = self.inner.store_write_failures.get();
+        if write_failures > counted {
+            self.inner
+                .store_write_failures
+                .inc_by(write_failures - counted);
+        }
     }
 
     /// The exposition: OpenMetrics text when `openmetrics`, else Prometheus text 0.0.4; with
@@ -408,14 +408,16 @@ mod tests {
     #[test]
     fn the_store_feeds_its_gauge_and_counter() {
         let m = Metrics::new(["svc"]);
-        m.set_store_queue_depth(7);
-        m.store_write_failed();
-        m.store_write_failed();
+        m.observe_store(7, 2);
         let t = text(&m);
         assert!(t.contains("iort_cds_store_queue_depth 7\n"), "{t}");
         assert!(t.contains("iort_cds_store_write_failures_total 2\n"), "{t}");
-        m.set_store_queue_depth(0);
-        assert!(text(&m).contains("iort_cds_store_queue_depth 0\n"));
+        m.observe_store(0, 2);
+        let t = text(&m);
+        assert!(t.contains("iort_cds_store_queue_depth 0\n"), "{t}");
+        assert!(t.contains("iort_cds_store_write_failures_total 2\n"), "{t}");
+        m.observe_store(0, 5);
+        assert!(text(&m).contains("iort_cds_store_write_failures_total 5\n"));
     }
 
     #[test]

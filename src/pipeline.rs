@@ -69,6 +69,9 @@ pub struct Answer {
     pub response: CdsResponse,
     /// One per IORT order of an order hook (none for the patient-view what-if).
     pub outcomes: Vec<Outcome>,
+    /// For the audit store: the request's ids, and each assessed order's determination.
+    pub call: Option<crate::store::CallHeader>,
+    pub determinations: Vec<Determination>,
 }
 
 /// An order's id and its CRD `covered` code.
@@ -242,7 +245,10 @@ impl Engine {
         caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
     ) -> Result<Answer, CallError> {
         let (service, request) = self.parse_call(service_id, body)?;
-        self.run(service, request, caller_allowed).await
+        let call = crate::store::CallHeader::of(&request);
+        let mut answer = self.run(service, request, caller_allowed).await?;
+        answer.call = Some(call);
+        Ok(answer)
     }
 
     /// Stages 2-5 for a parsed request, with the caller's FHIR server allow-list (`None`: not
@@ -320,7 +326,7 @@ impl Engine {
                 response: self
                     .renderer
                     .what_if(determinations.first(), &crd_configuration, today),
-                outcomes: Vec::new(),
+                ..Answer::default()
             });
         }
         Ok(Answer {
@@ -334,6 +340,8 @@ impl Engine {
             response: self
                 .renderer
                 .render(&determinations, &crd_configuration, today),
+            call: None,
+            determinations,
         })
     }
 

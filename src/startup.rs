@@ -24,12 +24,16 @@ use crate::http::compute::ComputePool;
 use crate::http::cors::{self, CorsPolicy};
 use crate::http::routes::{self, HttpSettings};
 use crate::pipeline::{Engine, StartupError};
+use crate::store::Store;
 use crate::telemetry;
 
 /// A bound, not yet running, server.
 pub struct Application {
     port: u16,
     server: Server,
+    /// Flushed when the server stops.
+    store: Option<Store>,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -58,10 +62,14 @@ impl Application {
         let port = local.port();
         let mode = auth::auth_mode(&[local], &settings.auth, settings.insecure_no_auth)
             .map_err(StartupError::Other)?;
-        let authenticator = web::Data::new(
-            Authenticator::listening(&settings.auth, mode, Some(local))
-                .map_err(|e| StartupError::Other(e.to_string()))?,
-        );
+        let store = Store::start(&settings.store).map_err(StartupError::Other)?;
+        let mut authenticator = Authenticator::listening(&settings.auth, mode, Some(local))
+            .map_err(|e| StartupError::Other(e.to_string()))?;
+        if let Some(store) = store.as_ref().filter(|s| s.shares_replay()) {
+            authenticator = authenticator.with_shared_replay(Arc::new(store.clone()));
+        }
+        let authenticator = web::Data::new(authenticator);
+        let store_data = store.clone().map(web::Data::new);
         engine.gatherer.warn_if_open();
         let metrics = crate::http::metrics::install(&settings.metrics, &mut engine);
         let engine = web::Data::from(Arc::new(engine));
@@ -100,6 +108,7 @@ impl Application {
                 .app_data(http.clone())
                 .app_data(pool.clone())
                 .app_data(authenticator.clone())
+                .app_data(store_data.clone())
                 .configure(routes::configure)
                 .configure(|cfg| crate::http::metrics::configure(cfg, metrics.clone()))
                 .default_service(web::to(routes::not_found))
@@ -116,6 +125,8 @@ impl Application {
         Ok(Self {
             port,
             server: server.run(),
+            store,
+            shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_secs),
         })
     }
 
@@ -125,8 +136,12 @@ impl Application {
     }
 
     /// Serve until SIGTERM / Ctrl-C (graceful: in-flight requests finish, up to the shutdown
-    /// timeout).
+    /// timeout), then write what the store still has queued (up to the same timeout).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some(store) = &self.store {
+            store.close(self.shutdown_timeout).await;
+        }
+        served
     }
 }

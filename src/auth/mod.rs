@@ -64,6 +64,7 @@ pub use token::AuthFailure;
 use jwks::{FetchLimits, KeyLookupError, KeySet, KeyStore};
 
 use crate::gather::allow_list::{BaseUrl, caller_may_name};
+pub use replay::SharedReplay;
 use replay::{ReplayCache, Seen};
 
 /// Whether client JWTs are checked.
@@ -220,6 +221,9 @@ struct Inner {
     issuers: HashMap<String, Issuer>,
     keys: KeyStore,
     replay: ReplayCache,
+    /// The replay memory shared by all instances (the store, with PostgreSQL), asked after
+    /// this instance's own memory.
+    shared_replay: Option<Arc<dyn SharedReplay>>,
     clock_skew_secs: u64,
     max_token_lifetime_secs: u64,
     /// What a token's `aud` may name, before the path: from configuration only (see
@@ -337,6 +341,7 @@ impl Authenticator {
                 issuers,
                 keys,
                 replay: ReplayCache::new(settings.jti_cache_capacity),
+                shared_replay: None,
                 clock_skew_secs: settings.clock_skew_secs,
                 max_token_lifetime_secs: settings.max_token_lifetime_secs,
                 audience,
@@ -349,6 +354,15 @@ impl Authenticator {
         })
     }
 
+    /// Also ask `shared` whether another instance has seen a token ([`SharedReplay`]). Call
+    /// before the authenticator is shared (cloned).
+    pub fn with_shared_replay(mut self, shared: Arc<dyn SharedReplay>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.shared_replay = Some(shared);
+        }
+        self
+    }
+
     /// An authenticator that lets every request through (no issuers, no key cache).
     pub fn disabled() -> Self {
         Self {
@@ -357,6 +371,7 @@ impl Authenticator {
                 issuers: HashMap::new(),
                 keys: KeyStore::empty(),
                 replay: ReplayCache::new(1),
+                shared_replay: None,
                 clock_skew_secs: 0,
                 max_token_lifetime_secs: 0,
                 audience: Audience::default(),
@@ -534,7 +549,15 @@ impl Authenticator {
             .replay
             .check_and_remember(&claims.iss, &claims.jti, forget_after, unix_now())
         {
-            Seen::First => {}
+            Seen::First => {
+                if let Some(shared) = &inner.shared_replay
+                    && shared
+                        .seen_elsewhere(&claims.iss, &claims.jti, forget_after)
+                        .await
+                {
+                    return Err(AuthFailure::Replayed);
+                }
+            }
             Seen::Again => return Err(AuthFailure::Replayed),
             Seen::Full => {
                 tracing::error!(

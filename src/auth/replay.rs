@@ -14,7 +14,23 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
+
+/// A replay memory shared with other instances of the service (the audit store on
+/// PostgreSQL), asked after this instance's own: remembers (`iss`, `jti`) until
+/// `forget_after` and answers whether any instance had seen it. A trait, so `auth` does not
+/// depend on the store; an implementation that cannot answer says `false` (and reports that
+/// itself), since a call must not fail because a database is down.
+pub trait SharedReplay: Send + Sync {
+    fn seen_elsewhere<'a>(
+        &'a self,
+        iss: &'a str,
+        jti: &'a str,
+        forget_after: u64,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+}
 
 /// Outcome of [`ReplayCache::check_and_remember`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

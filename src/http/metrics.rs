@@ -39,6 +39,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, metrics: Option<web::Data<Metrics
 
 /// `GET /metrics`.
 async fn scrape(req: HttpRequest, metrics: web::Data<Metrics>) -> HttpResponse {
+    if let Some(store) = super::routes::store_of(&req) {
+        let stats = store.stats();
+        metrics.observe_store(stats.queue_depth, stats.write_failures);
+    }
     let openmetrics = req
         .headers()
         .get_all(ACCEPT)

@@ -14,6 +14,14 @@ use crate::auth::VerifiedClient;
 use crate::metrics::Metrics;
 
 use crate::pipeline::{Answer, Engine};
+use crate::store::{self, Store};
+
+/// The audit store, when it is on (registered by `startup` as `Option<Data<Store>>`).
+pub(crate) fn store_of(req: &HttpRequest) -> Option<&Store> {
+    req.app_data::<Option<web::Data<Store>>>()?
+        .as_ref()
+        .map(|d| d.get_ref())
+}
 
 /// Per-server HTTP settings the handlers need.
 #[derive(Debug, Clone)]
@@ -105,7 +113,10 @@ async fn call_service(
         .get::<VerifiedClient>()
         .map(|c| c.fhir_servers.clone())
         .filter(|list| !list.is_empty());
+    let store = store_of(&req);
+    let kept_request = store.filter(|s| s.keeps_requests()).map(|_| bytes.clone());
     let engine = engine.into_inner();
+    let policy_engine = engine.clone();
     let id = service_id.clone();
     let response = guarded(&pool, &request_id, &service_id, async move {
         let answer = engine.call_as(&id, &bytes, caller_allowed.as_deref()).await;
@@ -116,12 +127,28 @@ async fn call_service(
     })
     .await??;
     log_outcome(&service_id, &response, started);
+    let body = serde_json::to_string(&response.response)
+        .map_err(|_| ApiError::Internal(request_id.clone()))?;
     if let Some(m) = req.app_data::<web::Data<Metrics>>() {
         m.orders_assessed(&service_id, response.outcomes.iter().map(|o| o.covered));
     }
-    Ok(json_ok(
-        serde_json::to_string(&response.response).map_err(|_| ApiError::Internal(request_id))?,
-    ))
+    if let Some(store) = store {
+        store.submit_call(store::CallRecord {
+            received_at: store::records::now_text(),
+            client: store::ClientRecord::of(req.extensions().get::<VerifiedClient>()),
+            orders: store::records::orders(
+                &response.determinations,
+                &response.response,
+                policy_engine.policy(),
+            ),
+            header: response.call.unwrap_or_default(),
+            request_id,
+            service_id,
+            response_body: body.clone(),
+            request_body: kept_request.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        });
+    }
+    Ok(json_ok(body))
 }
 
 /// Run one request's work on the [`ComputePool`] so that a panic in it (a bug) costs this
@@ -196,6 +223,27 @@ async fn feedback(
             "feedback received"
         );
     }
+    if let Some(store) = store_of(&req) {
+        let iss = req
+            .extensions()
+            .get::<VerifiedClient>()
+            .map(|c| c.iss.clone());
+        for f in items {
+            store.submit_feedback(store::FeedbackRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                received_at: store::records::now_text(),
+                request_id: request_id.clone(),
+                service_id: service_id.clone(),
+                card_uuid: f.card,
+                outcome: f.outcome,
+                override_reason: f.override_reason,
+                accepted_suggestions: i64::try_from(f.accepted_suggestions).unwrap_or(i64::MAX),
+                has_comment: f.has_comment,
+                outcome_timestamp: f.outcome_timestamp,
+                client_iss: iss.clone(),
+            });
+        }
+    }
     Ok(HttpResponse::Ok().finish())
 }
 
@@ -205,12 +253,18 @@ async fn healthz() -> HttpResponse {
 }
 
 /// `GET /readyz`: schemas, value sets, policy and templates are loaded (the server does not
-/// start without them) and the configuration was valid.
-async fn readyz(engine: web::Data<Engine>) -> HttpResponse {
+/// start without them) and the configuration was valid. Still 200 when the audit store is
+/// degraded (its database unreachable, its queue overflowed): calls are answered all the same,
+/// so a load balancer must keep sending them; `status` says `degraded` and `store.degraded`
+/// says why, for monitoring.
+async fn readyz(req: HttpRequest, engine: web::Data<Engine>) -> HttpResponse {
+    let store = store_of(&req);
+    let degraded = store.is_some_and(|s| !s.degraded().is_empty());
     json_ok(
         json!({
-            "status": "ready",
+            "status": if degraded { "degraded" } else { "ready" },
             "services": engine.discovery.services.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+            "store": store.map(Store::readiness),
         })
         .to_string(),
     )

@@ -898,6 +898,8 @@ fn global_options_go_before_or_after_the_subcommand() {
     ] {
         let mut child = std::process::Command::new(exe)
             .args(&args)
+            // the audit store in a temp file, not ./iort-cds.db in the checkout
+            .env("IORT_CDS_STORE_URL", crate::common::temp_sqlite_url())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -14,6 +14,7 @@
 mod common;
 mod support {
     pub mod fhir_server;
+    pub mod postgres;
 }
 // The benchmarks' record generator (api.rs builds a 1,000-resource record with it).
 #[allow(dead_code)]
@@ -33,3 +34,4 @@ mod metrics;
 mod modules;
 mod properties;
 mod regressions;
+mod store;

@@ -135,7 +135,7 @@ async fn calls_are_counted_by_service_outcome_and_covered_code() {
     let mut smallest = answered.to_vec();
     smallest.push(("le", "0.001"));
     assert!(sample(&text, "iort_cds_call_duration_seconds_bucket", &smallest).is_some());
-    // Nothing fetched; every kind shown at 0; the store's metrics are there for it to feed.
+    // Nothing fetched; every kind shown at 0.
     assert_eq!(total(&text, "iort_cds_fhir_fetch_failures_total"), 0.0);
     assert_eq!(
         sample(
@@ -145,7 +145,12 @@ async fn calls_are_counted_by_service_outcome_and_covered_code() {
         ),
         Some(0.0)
     );
-    assert_eq!(sample(&text, "iort_cds_store_queue_depth", &[]), Some(0.0));
+    // The store's queue holds at most the calls recorded so far (the writer may not have
+    // written them yet), and nothing failed.
+    assert!(
+        sample(&text, "iort_cds_store_queue_depth", &[]).is_some_and(|d| d <= 3.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "iort_cds_store_write_failures_total", &[]),
         Some(0.0)

@@ -39,6 +39,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         shutdown_timeout_secs: 1,
         ..Settings::default()
     };
+    // Never the default `./iort-cds.db`: each app records into its own file under a temp dir.
+    settings.store.url = Some(temp_sqlite_url());
     adjust(&mut settings);
     let app = Application::build(settings).expect("the application builds");
     let port = app.port();
@@ -89,6 +91,31 @@ impl TestApp {
             .await
             .expect("request sent")
     }
+}
+
+/// A new SQLite store URL in this run's temp directory (not created until used). The
+/// directories of earlier runs (whose process is gone) are deleted on first use, so repeated
+/// runs do not fill the disk.
+pub fn temp_sqlite_url() -> String {
+    static SWEEP: Once = Once::new();
+    let tmp = std::env::temp_dir();
+    SWEEP.call_once(|| {
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("iort-cds-it-")
+                && pid.parse::<u32>().is_ok()
+                && !std::path::Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+    let dir = tmp.join(format!("iort-cds-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    format!(
+        "sqlite://{}",
+        dir.join(format!("{}.db", uuid::Uuid::new_v4())).display()
+    )
 }
 
 /// A fixture file from `tests/fixtures/`, parsed.

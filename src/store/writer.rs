@@ -1,0 +1,169 @@
+//! The writer task: takes records off the bounded queue in batches and writes each batch in
+//! one transaction. When the database is down it keeps the batch and tries again with backoff
+//! (100 ms doubling to 5 s), so nothing already queued is lost; meanwhile the queue fills, and
+//! what does not fit is refused at [`super::Store::submit`] (counted and logged there).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Counters;
+use super::db;
+use super::records::{CallRecord, FeedbackRecord};
+
+/// One message on the queue.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Call(Box<CallRecord>),
+    Feedback(Box<FeedbackRecord>),
+    /// Write everything queued so far, answer, and stop (graceful shutdown).
+    Close(oneshot::Sender<()>),
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Run until the queue is closed or a [`Item::Close`] is handled.
+pub(crate) async fn run(
+    pool: AnyPool,
+    mut rx: mpsc::Receiver<Item>,
+    counters: Arc<Counters>,
+    batch_size: usize,
+) {
+    // Create or update the tables first; records queue up meanwhile.
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match db::migrate(&pool).await {
+            Ok(()) => {
+                counters.reachable(true);
+                counters.migrated.store(true, Ordering::Relaxed);
+                break;
+            }
+            Err(e) => {
+                counters.reachable(false);
+                tracing::warn!(error = %kind(&e), "store: cannot prepare the database; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut closers = Vec::new();
+    loop {
+        if rx.recv_many(&mut batch, batch_size).await == 0 {
+            break; // every sender is gone
+        }
+        // After a close request, take whatever else is queued too, then stop.
+        let closing = batch.iter().any(|i| matches!(i, Item::Close(_)));
+        if closing {
+            while let Ok(item) = rx.try_recv() {
+                batch.push(item);
+            }
+        }
+        let (close, records): (Vec<Item>, Vec<Item>) =
+            batch.drain(..).partition(|i| matches!(i, Item::Close(_)));
+        closers.extend(close.into_iter().filter_map(|i| match i {
+            Item::Close(tx) => Some(tx),
+            _ => None,
+        }));
+        for chunk in records.chunks(batch_size) {
+            write(&pool, chunk, &counters).await;
+        }
+        if closing {
+            break;
+        }
+    }
+    rx.close();
+    for tx in closers {
+        let _ = tx.send(());
+    }
+}
+
+/// Write one batch, retrying until it is written. A batch the database refuses for what it
+/// holds (a constraint or a value it cannot store: retrying cannot help) is written record by
+/// record instead, so one bad record cannot hold up the queue for ever.
+async fn write(pool: &AnyPool, items: &[Item], counters: &Counters) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut refused = 0;
+    loop {
+        match db::write_batch(pool, items).await {
+            Ok(()) => {
+                done(items.len(), counters);
+                return;
+            }
+            Err(e) => {
+                counters.write_failures.fetch_add(1, Ordering::Relaxed);
+                if refused_for_content(&e) {
+                    refused += 1;
+                    if items.len() > 1 {
+                        for item in items {
+                            write_one(pool, item, counters).await;
+                        }
+                        return;
+                    }
+                    if refused >= 3 {
+                        counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .last_rejected
+                            .store(super::unix_now(), Ordering::Relaxed);
+                        counters.queued.fetch_sub(1, Ordering::Relaxed);
+                        tracing::error!(error = %kind(&e), "store: the database refused a record three times; it is set aside (see /readyz)");
+                        return;
+                    }
+                } else if counters.reachable(false) {
+                    // Once per outage; the error's kind only (no values from the records).
+                    tracing::warn!(error = %kind(&e), queued = counters.queued.load(Ordering::Relaxed),
+                        "store: cannot write; records wait in the queue and are retried");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn write_one<'a>(
+    pool: &'a AnyPool,
+    item: &'a Item,
+    counters: &'a Counters,
+) -> futures_util::future::BoxFuture<'a, ()> {
+    Box::pin(write(pool, std::slice::from_ref(item), counters))
+}
+
+fn done(n: usize, counters: &Counters) {
+    counters.written.fetch_add(n as u64, Ordering::Relaxed);
+    counters.queued.fetch_sub(n, Ordering::Relaxed);
+    counters.reachable(true);
+}
+
+/// The database answered, and refused the statement for the values it holds.
+fn refused_for_content(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            !matches!(d.kind(), sqlx::error::ErrorKind::Other)
+                || d.code().is_some_and(|c| c.starts_with("22"))
+        }
+        _ => false,
+    }
+}
+
+/// What went wrong, without the statement's values: sqlx's database errors carry the server's
+/// message, which may quote a value; only the SQLSTATE / kind is logged.
+pub(crate) fn kind(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => format!(
+            "database error {}",
+            d.code().as_deref().unwrap_or("(no code)")
+        ),
+        sqlx::Error::Io(io) => format!("i/o: {}", io.kind()),
+        sqlx::Error::PoolTimedOut => "no connection (timed out)".to_owned(),
+        sqlx::Error::Tls(_) => "tls".to_owned(),
+        sqlx::Error::Migrate(m) => format!("migration: {m}"),
+        sqlx::Error::Configuration(_) => "configuration".to_owned(),
+        sqlx::Error::PoolClosed => "pool closed".to_owned(),
+        _ => "other".to_owned(),
+    }
+}
