@@ -134,11 +134,14 @@ load_bundle() {
 # (`serve --listen 127.0.0.1:0 ARGS`); sets SERVICE_PID, SERVICE_PORT and SERVICE_URL
 # (http://127.0.0.1:PORT). Its log goes to LOG. With SERVICE_LIFETIME_SECS set, `timeout`
 # ends it after that long even if this script is killed (SERVICE_PID is still the service's).
+# Its audit store is a file in the work folder unless IORT_CDS_STORE_URL or ARGS say otherwise,
+# so no script leaves an iort-cds.db behind.
 start_service() {
   local bin="$1" log="$2" wrapper out
   shift 2
   [ -x "$bin" ] || die "$bin is not an executable (cargo build --release)"
   out="$LIB_WORK/service-$RANDOM.out"
+  export IORT_CDS_STORE_URL="${IORT_CDS_STORE_URL:-sqlite://$LIB_WORK/store.db}"
   if [ -n "${SERVICE_LIFETIME_SECS:-}" ]; then
     timeout --signal=TERM --kill-after=10 "$SERVICE_LIFETIME_SECS" \
       "$bin" serve --listen 127.0.0.1:0 "$@" </dev/null >"$out" 2>"$log" 9>&- &

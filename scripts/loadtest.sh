@@ -5,7 +5,7 @@
 #
 #   scripts/loadtest.sh [--duration SECS] [--warmup SECS] [--connections N] [--threads N]
 #                       [--kinds "fast-path typical heavy fhir-fetch"] [--log-level FILTER]
-#                       [--rate R] [--out DIR] [--no-build]
+#                       [--rate R] [--store off|sqlite|URL] [--out DIR] [--no-build]
 #
 # What it does:
 #   1. needs the load generator, Debian's `wrk` (installed when missing if run as root;
@@ -23,6 +23,9 @@
 #      mean pause N * 1000 / R ms) so that about R requests/s are offered in all: latency at
 #      a given load rather than at saturation (without --rate, every connection sends again
 #      the moment its answer arrives, so latency is N / throughput: the queue, not the work);
+#   --store: the audit store of each service started: `sqlite` (the default, as deployed: a
+#      fresh file in the run's work folder), `off` (store.enabled = false), or a database URL
+#      (postgres://...); the store's counters (/readyz) after each run go to the table;
 #   5. prints a Markdown table (requests/s, p50/p90/p99 latency, bad answers, peak RSS, the
 #      load average before the run) and keeps wrk's raw output under --out.
 #
@@ -49,12 +52,13 @@ THREADS=2
 KINDS="fast-path typical heavy fhir-fetch"
 LOG_LEVEL=info
 RATE=0
+STORE=sqlite
 OUT=""
 BUILD=1
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --duration | --warmup | --connections | --threads | --kinds | --log-level | --rate | --out)
+    --duration | --warmup | --connections | --threads | --kinds | --log-level | --rate | --store | --out)
       [ $# -ge 2 ] || die "$1 needs a value"
       case "$1" in
         --duration) DURATION="$2" ;;
@@ -64,6 +68,7 @@ while [ $# -gt 0 ]; do
         --kinds) KINDS="$2" ;;
         --log-level) LOG_LEVEL="$2" ;;
         --rate) RATE="$2" ;;
+        --store) STORE="$2" ;;
         --out) OUT="$2" ;;
       esac
       shift 2
@@ -92,11 +97,22 @@ for kind in $KINDS; do
     *) die "unknown kind '$kind' (fast-path, typical, heavy, fhir-fetch)" ;;
   esac
 done
+# The audit store of the services started (see --store).
+STORE_ARGS=()
+case "$STORE" in
+  off)
+    printf '[store]\nenabled = false\n' >"$LIB_WORK/store-off.toml"
+    STORE_ARGS=(--config "$LIB_WORK/store-off.toml")
+    ;;
+  sqlite) STORE_ARGS=(--store-url "sqlite://$LIB_WORK/store.db") ;;
+  postgres://* | postgresql://* | sqlite://*) STORE_ARGS=(--store-url "$STORE") ;;
+  *) die "--store must be off, sqlite or a database URL" ;;
+esac
 OUT="${OUT:-$TARGET/loadtest/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 
 # 1. Tools.
-need cargo node curl
+need cargo node curl jq
 need_package wrk wrk
 if [[ " $KINDS " == *" fhir-fetch "* ]]; then
   ensure_fhir_server_packages
@@ -147,11 +163,11 @@ expected() {
 # One kind: fresh service, one checked answer, warm-up, measured run, peak RSS.
 ROWS=()
 run_kind() {
-  local kind="$1" body="$BODIES/$1.json" url expect result hwm loadavg
+  local kind="$1" body="$BODIES/$1.json" url expect result hwm loadavg store
   expect=$(expected "$kind")
   # `timeout` bounds the service's life even if this script is killed.
   IORT_CDS_LOG_LEVEL="$LOG_LEVEL" SERVICE_LIFETIME_SECS=$((WARMUP + DURATION + 120)) \
-    start_service "$SERVICE_EXE" "$OUT/service-$kind.log"
+    start_service "$SERVICE_EXE" "$OUT/service-$kind.log" "${STORE_ARGS[@]}"
   url="$SERVICE_URL/cds-services/iort-coverage"
   curl -sS -o "$OUT/answer-$kind.json" -X POST -H 'Content-Type: application/json' \
     --data-binary @"$body" "$url"
@@ -168,12 +184,16 @@ run_kind() {
     -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$kind.txt" 2>&1 ||
     die "$kind: the measured run failed (see $OUT/wrk-$kind.txt)"
   hwm=$(peak_rss_mib "$SERVICE_PID")
+  # The store's counters right after the load: records written, still queued, dropped.
+  store=$(curl -sS "$SERVICE_URL/readyz" | jq -r 'if .store then
+    "\(.store.stats.records_written) / \(.store.stats.queue_depth) / \(.store.stats.records_dropped)"
+    else "off" end' 2>/dev/null || echo "?")
   stop_service
 
   result=$(grep '^RESULT ' "$OUT/wrk-$kind.txt") || die "$kind: wrk printed no RESULT line"
   field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$result"; }
   ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
-  ROWS+=("| $kind | $(stat -c %s "$body") | $(field rps) | $(ms "$(field p50_us)") | $(ms "$(field p90_us)") | $(ms "$(field p99_us)") | $(field bad) / $(field answered) | $(($(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts))) | $hwm | $loadavg |")
+  ROWS+=("| $kind | $(stat -c %s "$body") | $(field rps) | $(ms "$(field p50_us)") | $(ms "$(field p90_us)") | $(ms "$(field p99_us)") | $(field bad) / $(field answered) | $(($(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts))) | $hwm | $store | $loadavg |")
   echo "loadtest: $kind: $result peak_rss_mib=$hwm loadavg_before=$loadavg" >&2
 }
 
@@ -182,12 +202,12 @@ for kind in $KINDS; do
 done
 
 {
-  echo "wrk: $THREADS threads, $CONNECTIONS connections, ${WARMUP}s warm-up then ${DURATION}s measured per kind; service log level: $LOG_LEVEL"
+  echo "wrk: $THREADS threads, $CONNECTIONS connections, ${WARMUP}s warm-up then ${DURATION}s measured per kind; service log level: $LOG_LEVEL; store: $STORE"
   echo "load: $LOAD"
   echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo
-  echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | load avg before |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | store written / queued / dropped | load avg before |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
 } | tee "$OUT/summary.md"
 echo "loadtest: raw output in $OUT" >&2
