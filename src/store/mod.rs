@@ -90,6 +90,10 @@ pub(crate) struct Counters {
     overflowed: AtomicU64,
     /// Failed write attempts (each retried).
     write_failures: AtomicU64,
+    /// Batches written, and the time their writes took (microseconds): the writer's latency
+    /// and the rate it sustains (records per second of writing).
+    batches: AtomicU64,
+    write_micros: AtomicU64,
     /// Records the database refused (set aside after three tries; see `writer`).
     rejected: AtomicU64,
     last_rejected: AtomicU64,
@@ -124,6 +128,9 @@ pub struct StoreStats {
     /// Refused by the database for what they held: set aside (and logged).
     pub records_rejected: u64,
     pub write_failures: u64,
+    /// Batches written, and the time their transactions took in all (microseconds).
+    pub batches_written: u64,
+    pub write_micros: u64,
     pub replay_fallbacks: u64,
     pub database_reachable: bool,
 }
@@ -345,6 +352,8 @@ impl Store {
             records_dropped: c.overflowed.load(Ordering::Relaxed),
             records_rejected: c.rejected.load(Ordering::Relaxed),
             write_failures: c.write_failures.load(Ordering::Relaxed),
+            batches_written: c.batches.load(Ordering::Relaxed),
+            write_micros: c.write_micros.load(Ordering::Relaxed),
             replay_fallbacks: c.replay_fallbacks.load(Ordering::Relaxed),
             database_reachable: !c.unreachable.load(Ordering::Relaxed),
         }

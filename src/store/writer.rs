@@ -89,8 +89,12 @@ async fn write(pool: &AnyPool, items: &[Item], counters: &Counters) {
     let mut backoff = FIRST_BACKOFF;
     let mut refused = 0;
     loop {
+        let started = std::time::Instant::now();
         match db::write_batch(pool, items).await {
             Ok(()) => {
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                counters.write_micros.fetch_add(micros, Ordering::Relaxed);
+                counters.batches.fetch_add(1, Ordering::Relaxed);
                 done(items.len(), counters);
                 return;
             }

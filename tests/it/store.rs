@@ -110,6 +110,14 @@ async fn a_call_and_its_feedback_are_recorded_and_read_back() {
     let ready = wait_written(&app, 2, Duration::from_secs(10)).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["store"]["stats"]["records_dropped"], 0);
+    // The writer's own timing, for the operator (and BENCHMARKS.md): batches and their time.
+    let stats = &ready["store"]["stats"];
+    assert!(stats["batches_written"].as_u64() >= Some(1), "{stats}");
+    assert!(
+        stats["batches_written"].as_u64() <= stats["records_written"].as_u64(),
+        "{stats}"
+    );
+    assert!(stats["write_micros"].as_u64() > Some(0), "{stats}");
 
     let reader = Reader::open(&store_at(&url)).await.expect("open");
     let d = reader.show(&assertion).await.expect("read").expect("found");
