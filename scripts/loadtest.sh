@@ -185,8 +185,13 @@ run_kind() {
     die "$kind: the measured run failed (see $OUT/wrk-$kind.txt)"
   hwm=$(peak_rss_mib "$SERVICE_PID")
   # The store's counters right after the load: records written, still queued, dropped.
-  store=$(curl -sS "$SERVICE_URL/readyz" | jq -r 'if .store then
-    "\(.store.stats.records_written) / \(.store.stats.queue_depth) / \(.store.stats.records_dropped)"
+  # And the writer's own timing: mean time per batch (records per batch), and records per
+  # second of writing time (what the writer sustains, whatever was offered).
+  store=$(curl -sS "$SERVICE_URL/readyz" | jq -r 'if .store then .store.stats as $s |
+    "\($s.records_written) / \($s.queue_depth) / \($s.records_dropped); " +
+    (if $s.batches_written > 0 then
+      "\($s.write_micros / $s.batches_written / 1000 * 100 | round / 100) ms per batch of \($s.records_written / $s.batches_written * 10 | round / 10), \($s.records_written * 1000000 / $s.write_micros | round) records/s of writing"
+     else "nothing written" end)
     else "off" end' 2>/dev/null || echo "?")
   stop_service
 
@@ -206,7 +211,7 @@ done
   echo "load: $LOAD"
   echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo
-  echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | store written / queued / dropped | load avg before |"
+  echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | store: written / queued / dropped; writer | load avg before |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
 } | tee "$OUT/summary.md"
