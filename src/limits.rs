@@ -94,7 +94,9 @@ pub struct Limits {
     /// the cancer-related record of one patient.
     pub max_record_resources: usize,
     /// Most bytes of request bodies being read or answered at once (all connections
-    /// together). At least `max_body_bytes`, so that one largest request can always run.
+    /// together). At least `max_body_bytes`, so that one largest request can always run. One
+    /// request at a time may read past it to break a deadlock of partly read bodies
+    /// (`http::body`), so the bound is this plus `max_body_bytes`.
     pub max_inflight_body_bytes: usize,
     /// Most JSON values (scalars, arrays, objects and object keys) in one request body or one
     /// FHIR server answer. Parsed, each value costs tens of bytes whatever its size in the

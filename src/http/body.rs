@@ -16,6 +16,14 @@
 //! arrive at `limits.min_body_bytes_per_sec` and be complete within `limits.body_timeout_ms`,
 //! or the request is answered 408 and the room given back, so one slow client never holds up
 //! another call for long.
+//!
+//! Taking room as bytes arrive can deadlock: many large bodies arriving at once each take part
+//! of the budget, it runs out, and every one of them waits for more room that only another of
+//! them could give back (64 connections sending 868 KB records got nothing but 503s after 10 s).
+//! So a request that already holds room and finds the budget empty may take the **overdraft**
+//! instead: one request at a time reads the rest of its body beyond the budget. It finishes,
+//! gives back its room, and the others go on. Memory stays bounded, by the budget plus one
+//! largest body (`max_body_bytes`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,12 +49,16 @@ const ROOM_UNIT: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct BodyBudget {
     room: Arc<Semaphore>,
+    /// One permit: the request that may read its body to the end beyond the budget.
+    overdraft: Arc<Semaphore>,
 }
 
 /// The room one request holds; given back when dropped (after its answer is built).
 #[derive(Debug, Default)]
 pub struct BodyRoom {
     permit: Option<OwnedSemaphorePermit>,
+    /// Held while this request reads beyond the budget (see the module docs).
+    overdraft: Option<OwnedSemaphorePermit>,
     bytes: usize,
 }
 
@@ -57,6 +69,7 @@ impl BodyBudget {
             .min(Semaphore::MAX_PERMITS);
         Self {
             room: Arc::new(Semaphore::new(units)),
+            overdraft: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -67,9 +80,29 @@ impl BodyBudget {
         if need <= have {
             return Ok(());
         }
+        if held.overdraft.is_some() {
+            // Reading beyond the budget already: bounded by `max_body_bytes`.
+            held.bytes = bytes;
+            return Ok(());
+        }
         let more = u32::try_from(need - have).map_err(|_| ApiError::Busy)?;
-        let permit = tokio::time::timeout(ROOM_WAIT, self.room.clone().acquire_many_owned(more))
+        let room = self.room.clone().acquire_many_owned(more);
+        let got = if held.permit.is_none() {
+            // Nothing held yet: wait for room like everyone else.
+            tokio::time::timeout(ROOM_WAIT, async { room.await.map(Room::Budget) }).await
+        } else {
+            // Part of a body held: waiting for room alone could wait for ever (see the module
+            // docs), so the overdraft is as good, whichever comes first.
+            let overdraft = self.overdraft.clone().acquire_owned();
+            tokio::time::timeout(ROOM_WAIT, async {
+                tokio::select! {
+                    permit = room => permit.map(Room::Budget),
+                    permit = overdraft => permit.map(Room::Overdraft),
+                }
+            })
             .await
+        };
+        let got = got
             .map_err(|_| {
                 tracing::warn!(
                     bytes,
@@ -77,14 +110,23 @@ impl BodyBudget {
                 );
                 ApiError::Busy
             })?
-            .map_err(|_| ApiError::Busy)?; // the semaphore is never closed
-        match &mut held.permit {
-            Some(p) => p.merge(permit),
-            None => held.permit = Some(permit),
+            .map_err(|_| ApiError::Busy)?; // the semaphores are never closed
+        match got {
+            Room::Budget(permit) => match &mut held.permit {
+                Some(p) => p.merge(permit),
+                None => held.permit = Some(permit),
+            },
+            Room::Overdraft(permit) => held.overdraft = Some(permit),
         }
         held.bytes = bytes;
         Ok(())
     }
+}
+
+/// What a request waiting for room got.
+enum Room {
+    Budget(OwnedSemaphorePermit),
+    Overdraft(OwnedSemaphorePermit),
 }
 
 /// Whether the request says its body is JSON (`application/json`, `application/fhir+json`,
