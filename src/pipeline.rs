@@ -241,8 +241,21 @@ impl Engine {
         body: &[u8],
         caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
     ) -> Result<Answer, CallError> {
-        let (service, request) = self.parse_call(service_id, body)?;
-        self.run(service, request, caller_allowed).await
+        // The fast path: an order hook none of whose orders may be IORT is answered before its
+        // prefetch is parsed (hook::call's module docs).
+        match hook::call::screen_call(
+            &self.discovery,
+            &self.schemas,
+            &self.limits,
+            &|raw| facts::may_be_iort(raw, &self.terminology),
+            service_id,
+            body,
+        )? {
+            hook::call::Screened::NothingToAssess => Ok(Answer::default()),
+            hook::call::Screened::Request(service, request) => {
+                self.run(service, request, caller_allowed).await
+            }
+        }
     }
 
     /// Stages 2-5 for a parsed request, with the caller's FHIR server allow-list (`None`: not
