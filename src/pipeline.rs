@@ -253,7 +253,7 @@ impl Engine {
         )? {
             hook::call::Screened::NothingToAssess => Ok(Answer::default()),
             hook::call::Screened::Request(service, request) => {
-                self.run(service, request, caller_allowed).await
+                self.run(service, *request, caller_allowed).await
             }
         }
     }

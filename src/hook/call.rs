@@ -76,8 +76,9 @@ pub enum Screened<'d> {
     /// An order hook none of whose draft orders can be an IORT order, in a request that is
     /// valid apart from its prefetch, which was not parsed: the answer is `{"cards": []}`.
     NothingToAssess,
-    /// Everything else: the request as [`parse_call`] parses it.
-    Request(&'d ServiceDefinition, HookRequest),
+    /// Everything else: the request as [`parse_call`] parses it (boxed: it is large, and
+    /// the other variant is nothing).
+    Request(&'d ServiceDefinition, Box<HookRequest>),
 }
 
 /// Stage 1 with the fast path (see the module docs): [`Screened::NothingToAssess`] when no
@@ -96,7 +97,7 @@ pub fn screen_call<'d>(
     let service = service(discovery, service_id)?;
     let full = || {
         parse_call(discovery, schemas, limits, service_id, body)
-            .map(|(service, request)| Screened::Request(service, request))
+            .map(|(service, request)| Screened::Request(service, Box::new(request)))
     };
     crate::limits::check_json(body, limits)?;
     // Not a JSON object, or not JSON: parse_call reports it, exactly as it always has.
@@ -130,7 +131,8 @@ pub fn screen_call<'d>(
         }
     }
     crate::limits::check_resource_nesting(&json)?;
-    typed(service, schemas, limits, json).map(|request| Screened::Request(service, request))
+    typed(service, schemas, limits, json)
+        .map(|request| Screened::Request(service, Box::new(request)))
 }
 
 /// The members of a JSON object, values unparsed (their syntax checked, nothing built).
