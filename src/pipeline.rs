@@ -6,7 +6,9 @@
 //! call [`Engine::call`], so a tester's command line and an EHR's request take the same path.
 //!
 //! The IORT orders are found before the record is gathered: a call without one reads nothing,
-//! and the orders' `reasonReference`s go to the gather stage, which reads the Conditions they
+//! and an order hook none of whose orders may be IORT on their raw JSON is answered before
+//! its prefetch is even parsed ([`Engine::call_as`], `hook::call::screen_call`). The orders'
+//! `reasonReference`s go to the gather stage, which reads the Conditions they
 //! name when the record lacks them (`gather::reasons`).
 //!
 //! The three hooks differ only in which orders are assessed and how the answer is rendered; the
