@@ -5,7 +5,7 @@
 #
 #   scripts/loadtest.sh [--duration SECS] [--warmup SECS] [--connections N] [--threads N]
 #                       [--kinds "fast-path typical heavy fhir-fetch"] [--log-level FILTER]
-#                       [--rate R] [--store off|sqlite|URL] [--out DIR] [--no-build]
+#                       [--rate R] [--store off|sqlite|URL] [--out DIR] [--no-build] [--no-floor]
 #
 # What it does:
 #   1. needs the load generator, Debian's `wrk` (installed when missing if run as root;
@@ -25,9 +25,15 @@
 #      the moment its answer arrives, so latency is N / throughput: the queue, not the work);
 #   --store: the audit store of each service started: `sqlite` (the default, as deployed: a
 #      fresh file in the run's work folder), `off` (store.enabled = false), or a database URL
-#      (postgres://...); the store's counters (/readyz) after each run go to the table;
-#   5. prints a Markdown table (requests/s, p50/p90/p99 latency, bad answers, peak RSS, the
-#      load average before the run) and keeps wrk's raw output under --out.
+#      (postgres://...); the store's counters and writer timing (/readyz) go to the table;
+#   5. with the floor (default; --no-floor: without): right after each kind, the same wrk load
+#      with the same body against a fresh echo floor (tools/echo-floor: actix-web parsing each
+#      body with serde_json's default features and writing it back; its answer counts as good
+#      when it is 200 and holds the body's hookInstance), built with
+#      `cargo build --release --manifest-path tools/echo-floor/Cargo.toml`;
+#   6. prints a Markdown table (requests/s, p50/p90/p99 latency, bad answers, peak RSS, the
+#      load average before the run), then the ratio table (service requests/s over the floor's,
+#      the figure the performance goals are stated in), and keeps wrk's raw output under --out.
 #
 # Kinds: fast-path (no IORT order), typical (IORT order, 40-resource prefetch), heavy (IORT
 # order, 1,000-resource prefetch), fhir-fetch (IORT order, no prefetch: the service fetches the
@@ -55,6 +61,7 @@ RATE=0
 STORE=sqlite
 OUT=""
 BUILD=1
+FLOOR=1
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -75,6 +82,14 @@ while [ $# -gt 0 ]; do
       ;;
     --no-build)
       BUILD=0
+      shift
+      ;;
+    --floor)
+      FLOOR=1
+      shift
+      ;;
+    --no-floor)
+      FLOOR=0
       shift
       ;;
     -h | --help)
@@ -123,11 +138,18 @@ if [ "$BUILD" -eq 1 ]; then
   echo "loadtest: building (cargo build --release; cargo bench --no-run)" >&2
   (cd "$ROOT" && cargo build --release --locked --bin iort-cds >&2)
   BENCH_EXE=$("$ROOT/scripts/load/bench-exe.sh") || die "could not build the benchmark binary"
+  if [ "$FLOOR" -eq 1 ]; then
+    echo "loadtest: building the echo floor (tools/echo-floor)" >&2
+    cargo build --release --locked --manifest-path "$ROOT/tools/echo-floor/Cargo.toml" >&2
+  fi
 else
   BENCH_EXE=$(ls -t "$TARGET"/release/deps/pipeline-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
 fi
 [ -x "$BENCH_EXE" ] || die "could not find the benchmark binary (cargo bench --bench pipeline --no-run)"
 SERVICE_EXE="$TARGET/release/iort-cds"
+FLOOR_EXE="$TARGET/release/echo-floor"
+[ "$FLOOR" -eq 0 ] || [ -x "$FLOOR_EXE" ] ||
+  die "no echo floor at $FLOOR_EXE (cargo build --release --manifest-path tools/echo-floor/Cargo.toml)"
 
 # 3. The FHIR server (it exits with this script).
 FHIR_BASE=""
@@ -160,10 +182,31 @@ expected() {
   esac
 }
 
+# load NAME URL BODY EXPECT: wrk's warm-up, then the measured run (its output in
+# $OUT/wrk-NAME.txt); sets RESULT (wrk's RESULT line) and LOADAVG (before the measured run).
+load() {
+  local name="$1" url="$2" body="$3" expect="$4"
+  if [ "$WARMUP" -gt 0 ]; then
+    timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" --timeout 5s \
+      -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$name-warmup.txt" 2>&1 ||
+      die "$name: the warm-up run failed (see $OUT/wrk-$name-warmup.txt)"
+  fi
+  LOADAVG=$(cut -d' ' -f1 /proc/loadavg)
+  top -bn1 | head -n 15 >"$OUT/top-$name.txt" 2>/dev/null || true
+  timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
+    -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$name.txt" 2>&1 ||
+    die "$name: the measured run failed (see $OUT/wrk-$name.txt)"
+  RESULT=$(grep '^RESULT ' "$OUT/wrk-$name.txt") || die "$name: wrk printed no RESULT line"
+}
+
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$RESULT"; }
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+
 # One kind: fresh service, one checked answer, warm-up, measured run, peak RSS.
 ROWS=()
+RATIOS=()
 run_kind() {
-  local kind="$1" body="$BODIES/$1.json" url expect result hwm loadavg store
+  local kind="$1" body="$BODIES/$1.json" url expect hwm rps store
   expect=$(expected "$kind")
   # `timeout` bounds the service's life even if this script is killed.
   IORT_CDS_LOG_LEVEL="$LOG_LEVEL" SERVICE_LIFETIME_SECS=$((WARMUP + DURATION + 120)) \
@@ -172,21 +215,11 @@ run_kind() {
   curl -sS -o "$OUT/answer-$kind.json" -X POST -H 'Content-Type: application/json' \
     --data-binary @"$body" "$url"
   grep -qF "$expect" "$OUT/answer-$kind.json" || die "$kind: the answer lacks $expect (see $OUT/answer-$kind.json)"
-
-  if [ "$WARMUP" -gt 0 ]; then
-    timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" --timeout 5s \
-      -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$kind-warmup.txt" 2>&1 ||
-      die "$kind: the warm-up run failed (see $OUT/wrk-$kind-warmup.txt)"
-  fi
-  loadavg=$(cut -d' ' -f1 /proc/loadavg)
-  top -bn1 | head -n 15 >"$OUT/top-$kind.txt" 2>/dev/null || true
-  timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
-    -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$kind.txt" 2>&1 ||
-    die "$kind: the measured run failed (see $OUT/wrk-$kind.txt)"
+  load "$kind" "$url" "$body" "$expect"
   hwm=$(peak_rss_mib "$SERVICE_PID")
-  # The store's counters right after the load: records written, still queued, dropped.
-  # And the writer's own timing: mean time per batch (records per batch), and records per
-  # second of writing time (what the writer sustains, whatever was offered).
+  # The store's counters right after the load: records written, still queued, dropped; and the
+  # writer's own timing: mean time per batch (records per batch), and records per second of
+  # writing time (what the writer sustains, whatever was offered).
   store=$(curl -sS "$SERVICE_URL/readyz" | jq -r 'if .store then .store.stats as $s |
     "\($s.records_written) / \($s.queue_depth) / \($s.records_dropped); " +
     (if $s.batches_written > 0 then
@@ -194,12 +227,33 @@ run_kind() {
      else "nothing written" end)
     else "off" end' 2>/dev/null || echo "?")
   stop_service
+  rps=$(field rps)
+  ROWS+=("| $kind | $(stat -c %s "$body") | $rps | $(ms "$(field p50_us)") | $(ms "$(field p90_us)") | $(ms "$(field p99_us)") | $(field bad) / $(field answered) | $(($(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts))) | $hwm | $store | $LOADAVG |")
+  echo "loadtest: $kind: $RESULT peak_rss_mib=$hwm loadavg_before=$LOADAVG" >&2
+  [ "$FLOOR" -eq 1 ] || return 0
+  run_floor "$kind" "$body" "$rps"
+}
 
-  result=$(grep '^RESULT ' "$OUT/wrk-$kind.txt") || die "$kind: wrk printed no RESULT line"
-  field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$result"; }
-  ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
-  ROWS+=("| $kind | $(stat -c %s "$body") | $(field rps) | $(ms "$(field p50_us)") | $(ms "$(field p90_us)") | $(ms "$(field p99_us)") | $(field bad) / $(field answered) | $(($(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts))) | $hwm | $store | $loadavg |")
-  echo "loadtest: $kind: $result peak_rss_mib=$hwm loadavg_before=$loadavg" >&2
+# The floor for one kind, with the same body and load: a fresh echo floor, one checked answer
+# (200, the body's hookInstance echoed), warm-up, measured run.
+run_floor() {
+  local kind="$1" body="$2" rps="$3" expect floor_pid floor_port url
+  # serde_json writes the echo compactly: the member as it comes back.
+  expect=$(grep -o '"hookInstance"[[:space:]]*:[[:space:]]*"[^"]*"' "$body" | head -n 1 | tr -d '[:space:]')
+  [ -n "$expect" ] || die "$kind: the body has no hookInstance to check the floor's echo by"
+  timeout --signal=TERM --kill-after=10 $((WARMUP + DURATION + 120)) \
+    "$FLOOR_EXE" --listen 127.0.0.1:0 </dev/null >"$OUT/floor-$kind.out" 2>"$OUT/floor-$kind.log" 9>&- &
+  floor_pid=$!
+  LIB_PIDS+=("$floor_pid")
+  floor_port=$(wait_port "$OUT/floor-$kind.out" "$floor_pid" "the echo floor" 's/^LISTENING \([0-9]*\).*/\1/p' "$OUT/floor-$kind.log")
+  url="http://127.0.0.1:$floor_port/cds-services/iort-coverage"
+  curl -sS -o "$OUT/answer-floor-$kind.json" -X POST -H 'Content-Type: application/json' \
+    --data-binary @"$body" "$url"
+  grep -qF "$expect" "$OUT/answer-floor-$kind.json" || die "$kind: the floor did not echo the body (see $OUT/answer-floor-$kind.json)"
+  load "floor-$kind" "$url" "$body" "$expect"
+  stop_pid "$floor_pid"
+  RATIOS+=("| $kind | $rps | $(field rps) | $(awk -v s="$rps" -v f="$(field rps)" 'BEGIN { printf "%.2f", (f > 0 ? s / f : 0) }') | $(field bad) / $(field answered) | $LOADAVG |")
+  echo "loadtest: floor-$kind: $RESULT loadavg_before=$LOADAVG" >&2
 }
 
 for kind in $KINDS; do
@@ -214,5 +268,13 @@ done
   echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | store: written / queued / dropped; writer | load avg before |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
+  if [ "$FLOOR" -eq 1 ]; then
+    echo
+    echo "Against the floor (tools/echo-floor: parse each body, write it back; same body, same load, run right after the service):"
+    echo
+    echo "| kind | service requests/s | floor requests/s | ratio | floor bad / answered | load avg before floor |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s\n' "${RATIOS[@]}"
+  fi
 } | tee "$OUT/summary.md"
 echo "loadtest: raw output in $OUT" >&2

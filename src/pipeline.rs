@@ -6,7 +6,9 @@
 //! call [`Engine::call`], so a tester's command line and an EHR's request take the same path.
 //!
 //! The IORT orders are found before the record is gathered: a call without one reads nothing,
-//! and the orders' `reasonReference`s go to the gather stage, which reads the Conditions they
+//! and an order hook none of whose orders may be IORT on their raw JSON is answered before
+//! its prefetch is even parsed ([`Engine::call_as`], `hook::call::screen_call`). The orders'
+//! `reasonReference`s go to the gather stage, which reads the Conditions they
 //! name when the record lacks them (`gather::reasons`).
 //!
 //! The three hooks differ only in which orders are assessed and how the answer is rendered; the
@@ -244,11 +246,27 @@ impl Engine {
         body: &[u8],
         caller_allowed: Option<&[crate::gather::allow_list::BaseUrl]>,
     ) -> Result<Answer, CallError> {
-        let (service, request) = self.parse_call(service_id, body)?;
-        let call = crate::store::CallHeader::of(&request);
-        let mut answer = self.run(service, request, caller_allowed).await?;
-        answer.call = Some(call);
-        Ok(answer)
+        // The fast path: an order hook none of whose orders may be IORT is answered before its
+        // prefetch is parsed (hook::call's module docs). Every call is recorded all the same.
+        match hook::call::screen_call(
+            &self.discovery,
+            &self.schemas,
+            &self.limits,
+            &|raw| facts::may_be_iort(raw, &self.terminology),
+            service_id,
+            body,
+        )? {
+            hook::call::Screened::NothingToAssess(ids) => Ok(Answer {
+                call: Some(crate::store::CallHeader::from_ids(ids)),
+                ..Answer::default()
+            }),
+            hook::call::Screened::Request(service, request) => {
+                let call = crate::store::CallHeader::of(&request);
+                let mut answer = self.run(service, *request, caller_allowed).await?;
+                answer.call = Some(call);
+                Ok(answer)
+            }
+        }
     }
 
     /// Stages 2-5 for a parsed request, with the caller's FHIR server allow-list (`None`: not

@@ -55,7 +55,7 @@ for store in off sqlite postgres; do
   url="$store"
   [ "$store" = postgres ] && url="$PG_URL"
   say "store $store"
-  bash "$ROOT/scripts/loadtest.sh" "${build[@]}" --store "$url" --out "$OUT/$store" "$@" >&2
+  bash "$ROOT/scripts/loadtest.sh" "${build[@]}" --no-floor --store "$url" --out "$OUT/$store" "$@" >&2
   build=(--no-build)
 done
 

@@ -251,6 +251,13 @@ pub fn find_iort_orders(orders: &[DraftOrder], terminology: &Terminology) -> Vec
     orders::find(orders, terminology)
 }
 
+/// Whether a draft order's raw JSON may be an IORT order (false only when
+/// [`find_iort_orders`] surely would not return it): the fast path's test, before anything is
+/// typed.
+pub(crate) fn may_be_iort(raw: &serde_json::Value, terminology: &Terminology) -> bool {
+    orders::may_be_iort(raw, terminology)
+}
+
 /// The facts for one IORT order.
 ///
 /// `record_issues` holds every issue of the record (the gather stage only keeps issues about

@@ -147,6 +147,82 @@ pub(crate) fn detect(sr: &ServiceRequest, t: &Terminology) -> Option<Detection> 
     })
 }
 
+/// Whether a draft order, read as raw JSON, may be an IORT order: false only when [`find`]
+/// surely finds it is not, so the hook stage can answer a call none of whose orders may be
+/// IORT without typing anything (the fast path, `hook::call::screen_call`).
+///
+/// The same routes as [`detect`], on the same strings: not a ServiceRequest, `doNotPerform`
+/// true, or no `code` is never IORT; otherwise the order may be IORT when a `code.coding` is in
+/// `iort-procedures`, when a billing-options extension on `code` offers a code of
+/// `iort-cpt-codes`, or when a `code.coding` is a radiotherapy course (its technique is left to
+/// the full path). Anything shaped otherwise than FHIR JSON says (a coding that is not an
+/// object, a code that is not a string, an extension without a url ...) may be repaired by the
+/// lenient re-read, so it counts as "may be IORT" too.
+pub(crate) fn may_be_iort(raw: &Value, t: &Terminology) -> bool {
+    let Some(order) = raw.as_object() else {
+        return true;
+    };
+    if order.get("resourceType").and_then(Value::as_str) != Some("ServiceRequest") {
+        return false;
+    }
+    if order.get("doNotPerform") == Some(&Value::Bool(true)) {
+        return false;
+    }
+    let code = match order.get("code") {
+        None => return false,
+        Some(Value::Object(code)) => code,
+        Some(_) => return true,
+    };
+    let in_any = |codings: Option<&Value>, sets: &[ValueSetId]| -> bool {
+        let codings = match codings {
+            None => return false,
+            Some(Value::Array(codings)) => codings,
+            Some(_) => return true,
+        };
+        codings.iter().any(|coding| {
+            let Some(coding) = coding.as_object() else {
+                return true;
+            };
+            match (coding.get("system"), coding.get("code")) {
+                (Some(Value::String(system)), Some(Value::String(code))) => {
+                    sets.iter().any(|&vs| t.contains(vs, system, code))
+                }
+                (None | Some(Value::String(_)), None | Some(Value::String(_))) => false,
+                _ => true,
+            }
+        })
+    };
+    if in_any(
+        code.get("coding"),
+        &[ValueSetId::IortProcedures, ValueSetId::RadiotherapyCourse],
+    ) {
+        return true;
+    }
+    let extensions = match code.get("extension") {
+        None => return false,
+        Some(Value::Array(extensions)) => extensions,
+        Some(_) => return true,
+    };
+    extensions.iter().any(|extension| {
+        let Some(extension) = extension.as_object() else {
+            return true;
+        };
+        match extension.get("url") {
+            Some(Value::String(url)) if url == uris::BILLING_OPTIONS_EXTENSION => {
+                match extension.get("valueCodeableConcept") {
+                    None => false,
+                    Some(Value::Object(cc)) => {
+                        in_any(cc.get("coding"), &[ValueSetId::IortCptCodes])
+                    }
+                    Some(_) => true,
+                }
+            }
+            Some(Value::String(_)) => false,
+            _ => true,
+        }
+    })
+}
+
 /// The draft orders that are IORT orders, in request order.
 pub(crate) fn find(orders: &[DraftOrder], t: &Terminology) -> Vec<IortOrder> {
     orders
@@ -395,6 +471,126 @@ mod tests {
             found[0].billing_code.as_ref().map(|b| b.code.as_str()),
             Some("77424")
         );
+    }
+
+    /// `may_be_iort` on the raw JSON, and what `find` makes of the same order.
+    fn raw_and_full(raw: &Value) -> (bool, bool) {
+        (
+            may_be_iort(raw, terminology()),
+            !find(&[draft(raw.clone())], terminology()).is_empty(),
+        )
+    }
+
+    #[test]
+    fn raw_screen_never_misses_an_order_find_calls_iort() {
+        // Every draft order of every case: an order `find` calls IORT is never screened out.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+        let mut seen = (0, 0);
+        for file in std::fs::read_dir(dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let case: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let entries = case
+                .pointer("/request/context/draftOrders/entry")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for entry in entries {
+                let (maybe, iort) = raw_and_full(&entry["resource"]);
+                assert!(maybe || !iort, "{}", path.display());
+                seen.0 += usize::from(iort);
+                seen.1 += usize::from(!maybe);
+            }
+        }
+        assert!(
+            seen.0 > 50 && seen.1 > 0,
+            "IORT orders, screened out: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn raw_screen_follows_the_routes() {
+        let cpt = |code: &str| json!({"coding": [{"system": uris::CPT, "code": code}]});
+        // IORT by each route (and aliases, case, whitespace as `find` reads them).
+        for raw in [
+            sr("a", cpt("77425")),
+            sr("b", cpt("0735t")),
+            sr(
+                "c",
+                json!({"coding": [{"system": "urn:oid:2.16.840.1.113883.6.12", "code": "77469"}]}),
+            ),
+            sr(
+                "d",
+                json!({"coding": [{"system": uris::ICD10_PCS, "code": "DD073Z0"}]}),
+            ),
+            sr(
+                "e",
+                json!({"coding": [{"system": "http://snomed.info/sct", "code": "168524008"}]}),
+            ),
+            sr(
+                "f",
+                json!({"coding": [{"system": "http://example.org/local", "code": "IO"}],
+                "extension": [{"url": uris::BILLING_OPTIONS_EXTENSION,
+                    "valueCodeableConcept": {"coding": [{"system": uris::CPT, "code": "77424"}]}}]}),
+            ),
+        ] {
+            assert_eq!(raw_and_full(&raw), (true, true), "{raw}");
+        }
+        // Surely not IORT: `find` agrees.
+        let mut dnp = sr("n", cpt("77425"));
+        dnp["doNotPerform"] = json!(true);
+        let mut no_code = sr("x", cpt("77425"));
+        no_code.as_object_mut().unwrap().remove("code");
+        for raw in [
+            sr(
+                "lab",
+                json!({"coding": [{"system": "http://loinc.org", "code": "2160-0"}]}),
+            ),
+            sr("ebrt", cpt("77412")),
+            sr("text", json!({"text": "IORT please"})),
+            sr(
+                "other-billing",
+                json!({"coding": [{"system": "http://example.org/l", "code": "RT"}],
+                "extension": [{"url": uris::BILLING_OPTIONS_EXTENSION,
+                    "valueCodeableConcept": {"coding": [{"system": uris::CPT, "code": "77412"}]}}]}),
+            ),
+            sr(
+                "other-extension",
+                json!({"coding": [{"system": "http://example.org/l", "code": "RT"}],
+                "extension": [{"url": "http://example.org/x",
+                    "valueCodeableConcept": {"coding": [{"system": uris::CPT, "code": "77425"}]}}]}),
+            ),
+            dnp,
+            no_code,
+            json!({"resourceType": "MedicationRequest", "id": "m", "status": "draft",
+                "intent": "order", "subject": {"reference": "Patient/p1"},
+                "medicationCodeableConcept": cpt("77425")}),
+        ] {
+            assert_eq!(raw_and_full(&raw), (false, false), "{raw}");
+        }
+        // A radiotherapy course may be IORT by its technique: left to the full path.
+        let course = sr(
+            "course",
+            json!({"coding": [{"system": "http://snomed.info/sct", "code": "1217123003"}]}),
+        );
+        assert_eq!(raw_and_full(&course), (true, false));
+        // Shapes the lenient re-read may repair are doubts, never "surely not".
+        for code in [
+            json!("77425"),
+            json!({"coding": {"system": uris::CPT, "code": "77425"}}),
+            json!({"coding": ["77425"]}),
+            json!({"coding": [{"system": uris::CPT, "code": 77425}]}),
+            json!({"extension": [{"valueCodeableConcept": cpt("77425")}]}),
+            json!({"extension": [{"url": uris::BILLING_OPTIONS_EXTENSION,
+                "valueCodeableConcept": {"coding": [{"system": uris::CPT, "code": ["77425"]}]}}]}),
+        ] {
+            assert!(
+                may_be_iort(&sr("odd", code.clone()), terminology()),
+                "{code}"
+            );
+        }
     }
 
     #[test]

@@ -2,8 +2,22 @@
 //! schemas (the request, then the hook's context), and typed; and feedback bodies read the
 //! same way. What can be refused here is refused here, with a [`CallError`] naming the path,
 //! never a value. Nothing here does I/O.
+//!
+//! [`screen_call`] is the way in for a call: most order-sign calls carry no IORT order (an
+//! EHR calls the service for every order signed), so it first decides, from
+//! `context.draftOrders` alone, whether any order can be one, and only then parses and
+//! validates the prefetch (usually most of the body). The prefetch is skimmed as raw JSON
+//! (its syntax and its keys are read, nothing is built from it) until an order may be IORT;
+//! everything else is checked exactly as [`parse_call`] checks it, and any doubt (an error, an
+//! order shaped oddly) takes [`parse_call`]'s path, so the errors a client gets are the same
+//! on both. README, "What the fast path validates".
 
-use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use super::discovery::{Discovery, ServiceDefinition};
 use super::schema::{SchemaId, Schemas, Violation};
@@ -56,7 +70,226 @@ fn service<'d>(discovery: &'d Discovery, id: &str) -> Result<&'d ServiceDefiniti
         .ok_or_else(|| CallError::UnknownService(id.to_owned()))
 }
 
-/// Stage 1: JSON, schema, hook, context schema, typed request.
+/// What [`screen_call`] made of a call.
+#[derive(Debug)]
+pub enum Screened<'d> {
+    /// An order hook none of whose draft orders can be an IORT order, in a request that is
+    /// valid apart from its prefetch, which was not parsed: the answer is `{"cards": []}`.
+    /// With what the call's record names (the audit store keeps every call).
+    NothingToAssess(CallIds),
+    /// Everything else: the request as [`parse_call`] parses it (boxed: it is large, and
+    /// the other variant is nothing).
+    Request(&'d ServiceDefinition, Box<HookRequest>),
+}
+
+/// Stage 1 with the fast path (see the module docs): [`Screened::NothingToAssess`] when no
+/// draft order can be IORT, else what [`parse_call`] answers for the same body.
+/// `may_be_iort` tells, from a draft order's raw JSON, whether it may be an IORT order (false
+/// only when sure it is not): the facts stage's test, handed in so that this stage does not
+/// depend on a later one.
+pub fn screen_call<'d>(
+    discovery: &'d Discovery,
+    schemas: &Schemas,
+    limits: &Limits,
+    may_be_iort: &dyn Fn(&Value) -> bool,
+    service_id: &str,
+    body: &[u8],
+) -> Result<Screened<'d>, CallError> {
+    let service = service(discovery, service_id)?;
+    let full = || {
+        parse_call(discovery, schemas, limits, service_id, body)
+            .map(|(service, request)| Screened::Request(service, Box::new(request)))
+    };
+    crate::limits::check_json(body, limits)?;
+    // Not a JSON object, or not JSON: parse_call reports it, exactly as it always has.
+    let Ok(Members(members)) = serde_json::from_slice::<Members<'_>>(body) else {
+        return full();
+    };
+    // The body as serde_json would have parsed it (same member order, the last of duplicate
+    // keys winning), with `{}` standing in for the prefetch, which stays raw.
+    let mut obj = Map::new();
+    let mut prefetch: Option<&RawValue> = None;
+    for (key, raw) in members {
+        let value = if key == "prefetch" {
+            prefetch = Some(raw);
+            Value::Object(Map::new())
+        } else {
+            match serde_json::from_str(raw.get()) {
+                Ok(v) => v,
+                Err(_) => return full(),
+            }
+        };
+        obj.insert(key, value);
+    }
+    let mut json = Value::Object(obj);
+    if nothing_to_assess(service, schemas, limits, may_be_iort, &json, prefetch) {
+        return Ok(Screened::NothingToAssess(CallIds::of_json(&json)));
+    }
+    if let Some(raw) = prefetch {
+        match serde_json::from_str(raw.get()) {
+            Ok(v) => json["prefetch"] = v,
+            Err(_) => return full(),
+        }
+    }
+    crate::limits::check_resource_nesting(&json)?;
+    typed(service, schemas, limits, json)
+        .map(|request| Screened::Request(service, Box::new(request)))
+}
+
+/// What a call is and whom it is about, as its audit record names it: from the typed request,
+/// or on the fast path from the body's JSON (valid by then: the schemas were checked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallIds {
+    pub hook: String,
+    pub hook_instance: String,
+    pub patient_id: String,
+    pub encounter_id: Option<String>,
+    /// `fhirServer` as sent.
+    pub fhir_server: Option<String>,
+}
+
+impl CallIds {
+    pub fn of(request: &HookRequest) -> Self {
+        Self {
+            hook: request.hook.as_str().to_owned(),
+            hook_instance: request.hook_instance.clone(),
+            patient_id: request.context.patient_id.clone(),
+            encounter_id: request.context.encounter_id.clone(),
+            fhir_server: request.fhir_server.clone(),
+        }
+    }
+
+    fn of_json(json: &Value) -> Self {
+        let text = |pointer: &str| {
+            json.pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Self {
+            hook: text("/hook").unwrap_or_default(),
+            hook_instance: text("/hookInstance").unwrap_or_default(),
+            patient_id: text("/context/patientId").unwrap_or_default(),
+            encounter_id: text("/context/encounterId"),
+            fhir_server: text("/fhirServer"),
+        }
+    }
+}
+
+/// The members of a JSON object, values unparsed (their syntax checked, nothing built).
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
+
+/// Whether the call is an order hook whose request passes every check [`parse_call`] makes
+/// except on the prefetch's values, and none of whose draft orders `may_be_iort`. `json` is the body with `{}` for the prefetch, whose raw
+/// text is `prefetch`. False means "take the full path", never "refuse".
+fn nothing_to_assess(
+    service: &ServiceDefinition,
+    schemas: &Schemas,
+    limits: &Limits,
+    may_be_iort: &dyn Fn(&Value) -> bool,
+    json: &Value,
+    prefetch: Option<&RawValue>,
+) -> bool {
+    // patient-view assesses its what-if order whatever the request holds.
+    if !matches!(service.hook, Hook::OrderSign | Hook::OrderSelect) {
+        return false;
+    }
+    let Some(ctx) = json.get("context") else {
+        return false;
+    };
+    let entries = ctx.pointer("/draftOrders/entry").and_then(Value::as_array);
+    let hook = json.get("hook").and_then(Value::as_str).unwrap_or_default();
+    let fhir_server = json.get("fhirServer").and_then(Value::as_str).is_some();
+    let valid = crate::limits::check_resource_nesting(json).is_ok()
+        && entries.is_none_or(|e| limits.check_draft_orders(e.len()).is_ok())
+        && schemas.validate(SchemaId::HookRequest, json).is_ok()
+        && Hook::parse(hook) == service.hook
+        && schemas.validate(context_schema(&service.hook).0, ctx).is_ok()
+        // What HookRequest::from_json requires beyond the schemas.
+        && (fhir_server || !json.get("fhirAuthorization").is_some_and(Value::is_object))
+        && ctx.get("userId").is_some_and(Value::is_string)
+        && ctx.get("patientId").is_some_and(Value::is_string);
+    if !valid {
+        return false;
+    }
+    // A declared prefetch key missing with no FHIR server to fetch it from is a 412, whatever
+    // the orders: the keys are read from the raw prefetch (an object, as the schema says).
+    let keys: HashMap<String, IgnoredAny> = match prefetch {
+        None => HashMap::new(),
+        Some(raw) => match serde_json::from_str(raw.get()) {
+            Ok(keys) => keys,
+            Err(_) => return false,
+        },
+    };
+    if !fhir_server && service.prefetch.keys().any(|k| !keys.contains_key(k)) {
+        return false;
+    }
+    match ctx.get("draftOrders") {
+        None => true,
+        Some(bundle) => {
+            draft_resources(bundle).is_some_and(|resources| !resources.into_iter().any(may_be_iort))
+        }
+    }
+}
+
+/// The resources of a draftOrders Bundle, when it is shaped as `HookRequest::from_json`
+/// requires (a Bundle whose entries each hold a resource with a `resourceType`).
+fn draft_resources(bundle: &Value) -> Option<Vec<&Value>> {
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return None;
+    }
+    let entries = match bundle.get("entry") {
+        None => return Some(Vec::new()),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return None,
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let resource = entry.as_object()?.get("resource")?;
+            resource.get("resourceType")?.as_str()?;
+            Some(resource)
+        })
+        .collect()
+}
+
+/// The schema of the hook's context, and its name for errors.
+fn context_schema(hook: &Hook) -> (SchemaId, &'static str) {
+    match hook {
+        Hook::OrderSign => (SchemaId::OrderSignContext, "the order-sign context schema"),
+        Hook::OrderSelect => (
+            SchemaId::OrderSelectContext,
+            "the order-select context schema",
+        ),
+        Hook::PatientView => (
+            SchemaId::PatientViewContext,
+            "the patient-view context schema",
+        ),
+        Hook::Other(_) => (SchemaId::HookRequest, "the CDS Hooks request schema"),
+    }
+}
+
+/// Stage 1: JSON, schema, hook, context schema, typed request (every part of the body parsed
+/// and validated; [`screen_call`] is the same with the fast path in front).
 pub fn parse_call<'d>(
     discovery: &'d Discovery,
     schemas: &Schemas,
@@ -66,6 +299,16 @@ pub fn parse_call<'d>(
 ) -> Result<(&'d ServiceDefinition, HookRequest), CallError> {
     let service = service(discovery, service_id)?;
     let json: Value = parse_json(body, limits)?;
+    Ok((service, typed(service, schemas, limits, json)?))
+}
+
+/// The checks after parsing: draft order count, schema, hook, context schema, typed request.
+fn typed(
+    service: &ServiceDefinition,
+    schemas: &Schemas,
+    limits: &Limits,
+    json: Value,
+) -> Result<HookRequest, CallError> {
     // Counted before the orders are parsed: parsing each one is the expensive part.
     if let Some(entries) = json
         .pointer("/context/draftOrders/entry")
@@ -87,18 +330,7 @@ pub fn parse_call<'d>(
             got: shown(hook),
         });
     }
-    let (context_schema, name) = match service.hook {
-        Hook::OrderSign => (SchemaId::OrderSignContext, "the order-sign context schema"),
-        Hook::OrderSelect => (
-            SchemaId::OrderSelectContext,
-            "the order-select context schema",
-        ),
-        Hook::PatientView => (
-            SchemaId::PatientViewContext,
-            "the patient-view context schema",
-        ),
-        Hook::Other(_) => (SchemaId::HookRequest, "the CDS Hooks request schema"),
-    };
+    let (context_schema, name) = context_schema(&service.hook);
     if let Some(ctx) = json.get("context") {
         schemas
             .validate(context_schema, ctx)
@@ -107,14 +339,13 @@ pub fn parse_call<'d>(
                 violations: Schemas::within("context", v),
             })?;
     }
-    let request = HookRequest::from_json(json).map_err(|e| CallError::Invalid {
+    HookRequest::from_json(json).map_err(|e| CallError::Invalid {
         schema: "the CDS Hooks request schema",
         violations: vec![Violation {
             path: e.path,
             message: e.message,
         }],
-    })?;
-    Ok((service, request))
+    })
 }
 
 /// Validate a feedback body.

@@ -23,12 +23,17 @@ pub struct CallHeader {
 
 impl CallHeader {
     pub fn of(request: &HookRequest) -> Self {
+        Self::from_ids(crate::hook::call::CallIds::of(request))
+    }
+
+    /// From what stage 1 read of the call (the fast path has no typed request).
+    pub fn from_ids(ids: crate::hook::call::CallIds) -> Self {
         Self {
-            hook: request.hook.as_str().to_owned(),
-            hook_instance: request.hook_instance.clone(),
-            patient_id: request.context.patient_id.clone(),
-            encounter_id: request.context.encounter_id.clone(),
-            fhir_server_host: request.fhir_server.as_deref().and_then(host_of),
+            fhir_server_host: ids.fhir_server.as_deref().and_then(host_of),
+            hook: ids.hook,
+            hook_instance: ids.hook_instance,
+            patient_id: ids.patient_id,
+            encounter_id: ids.encounter_id,
         }
     }
 }

@@ -714,6 +714,79 @@ async fn a_missing_prefetch_key_without_fhir_server_is_412() {
     assert_eq!(app.post_json(SERVICE, &r).await.status(), 200);
 }
 
+/// A prefetch that is neither FHIR nor what the request schema says a prefetch value is.
+fn broken_prefetch() -> Value {
+    json!({
+        "patient": {"resourceType": "Patient", "birthDate": 1961, "bogusElement": [[]]},
+        "coverage": 5,
+        "conditions": {"no": "resourceType"},
+        "procedures": "Bundle",
+        "observations": [null]
+    })
+}
+
+#[tokio::test]
+async fn without_an_iort_order_the_prefetch_is_not_read() {
+    // README, "What the fast path validates": no draft order may be IORT, so the prefetch's
+    // values are neither parsed into resources nor checked against the schema.
+    let app = spawn_app().await;
+    let mut r = medication_request();
+    r["prefetch"] = broken_prefetch();
+    let res = app.post_json(SERVICE, &r).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"cards": []}));
+    // The same prefetch with an IORT order is read, and refused.
+    let mut r: Value =
+        serde_json::from_str(include_str!("../../examples/order-sign-iort.json")).unwrap();
+    r["prefetch"] = broken_prefetch();
+    let body = assert_outcome(app.post_json(SERVICE, &r).await, 400).await;
+    assert!(body.to_string().contains("prefetch"), "{body}");
+}
+
+#[tokio::test]
+async fn without_an_iort_order_the_rest_of_the_request_is_still_validated() {
+    let app = spawn_app().await;
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut r = medication_request();
+        edit(&mut r);
+        r
+    };
+    // Malformed context (or envelope): 400 naming it, as without the fast path; with a broken
+    // prefetch too, still 400 (the full path's error, which names the prefetch first).
+    for (r, path) in [
+        (with(&|r| r["context"]["patientId"] = json!(5)), "patientId"),
+        (
+            with(&|r| {
+                r["context"]["draftOrders"]["entry"][0] = json!({"fullUrl": "urn:uuid:x"});
+            }),
+            "draftOrders",
+        ),
+        (
+            with(&|r| r["context"]["draftOrders"]["resourceType"] = json!("Patient")),
+            "draftOrders",
+        ),
+        (
+            with(&|r| r["hookInstance"] = json!("not-a-uuid")),
+            "hookInstance",
+        ),
+    ] {
+        let body = assert_outcome(app.post_json(SERVICE, &r).await, 400).await;
+        assert!(body.to_string().contains(path), "{path}: {body}");
+        let mut r = r;
+        r["prefetch"] = broken_prefetch();
+        assert_outcome(app.post_json(SERVICE, &r).await, 400).await;
+    }
+    // A prefetch that is not even an object is refused.
+    let r = with(&|r| r["prefetch"] = json!([1]));
+    let body = assert_outcome(app.post_json(SERVICE, &r).await, 400).await;
+    assert!(body.to_string().contains("prefetch"), "{body}");
+    // A declared prefetch key missing, with no fhirServer to fetch it from: 412.
+    let mut r = medication_request();
+    r.as_object_mut().unwrap().remove("prefetch");
+    let body = assert_outcome(app.post_json(SERVICE, &r).await, 412).await;
+    assert_eq!(body["issue"][0]["expression"][0], "prefetch.conditions");
+}
+
 #[tokio::test]
 async fn feedback_is_validated_and_accepted() {
     let app = spawn_app().await;

@@ -16,6 +16,9 @@
 //!    (`Condition/x/_history/3`, absolute or not), or, for the order's reason, a Condition in
 //!    the order's own `contained` (`#x`), nor on unrelated resources added to the record
 //!    (vital signs, laboratory results, other patients' data, non-cancer Conditions).
+//! 6. The fast path (a call none of whose draft orders may be IORT is answered before its
+//!    prefetch is parsed) answers as the full path (`parse_call` then `run`) does, for any mix
+//!    of the cases' draft orders, their first coding recoded among IORT and non-IORT codes.
 //!
 //! Inputs are built from the acceptance cases in `tests/cases/`. Case counts are bounded so the
 //! suite stays fast (`PROPTEST_CASES` raises them for a longer local run). Properties 2-4 run
@@ -812,5 +815,87 @@ proptest! {
         seed in any::<u64>(),
     ) {
         same_determination(case, &reason_forms, &forms, &additions, seed)?;
+    }
+}
+
+// ---- 6. the fast path answers as the full path ----
+
+/// The cases that never fetch (no `fhirServer`), so both paths run without I/O.
+static LOCAL_CASES: LazyLock<Vec<&'static Value>> = LazyLock::new(|| {
+    CASES
+        .iter()
+        .filter(|r| r.get("fhirServer").is_none())
+        .collect()
+});
+
+/// Every draft order of every case, IORT or not.
+static ORDERS: LazyLock<Vec<Value>> = LazyLock::new(|| {
+    CASES
+        .iter()
+        .filter_map(|r| r.pointer("/context/draftOrders/entry")?.as_array())
+        .flatten()
+        .map(|e| e["resource"].clone())
+        .collect()
+});
+
+/// Systems and codes an order is recoded with: IORT codes by each route, their aliases and
+/// case variants, a radiotherapy course, and codes that are not IORT.
+const RECODE_SYSTEMS: [&str; 5] = [
+    "http://www.ama-assn.org/go/cpt",
+    "urn:oid:2.16.840.1.113883.6.12",
+    "http://snomed.info/sct",
+    "http://www.cms.gov/Medicare/Coding/ICD10",
+    "http://example.org/local-orders",
+];
+const RECODE_CODES: [&str; 8] = [
+    "77425",
+    "77412",
+    "0735t",
+    "168524008",
+    "1217123003",
+    "DD073Z0",
+    "DD073ZZ",
+    "99213",
+];
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    #[test]
+    fn the_fast_path_answers_as_the_full_path(
+        case in any::<prop::sample::Index>(),
+        picks in prop::collection::vec(
+            (any::<prop::sample::Index>(), 0..RECODE_SYSTEMS.len(), 0..RECODE_CODES.len(),
+             any::<bool>()),
+            0..4,
+        ),
+    ) {
+        let mut request = (*case.get(&LOCAL_CASES)).clone();
+        let entries = picks
+            .iter()
+            .map(|(order, system, code, recode)| {
+                let mut order = order.get(&ORDERS).clone();
+                if *recode && let Some(coding) = order.pointer_mut("/code/coding/0") {
+                    coding["system"] = json!(RECODE_SYSTEMS[*system]);
+                    coding["code"] = json!(RECODE_CODES[*code]);
+                }
+                json!({"resource": order})
+            })
+            .collect();
+        request["context"]["draftOrders"]["entry"] = Value::Array(entries);
+        let body = serde_json::to_vec(&request).unwrap();
+        let service = "iort-coverage";
+        let fast = RUNTIME.block_on(ENGINE.call(service, &body));
+        let full = ENGINE
+            .parse_call(service, &body)
+            .and_then(|(s, r)| RUNTIME.block_on(ENGINE.run(s, r, None)).map(|a| a.response));
+        match (fast, full) {
+            (Ok(fast), Ok(full)) => {
+                prop_assert_eq!(fast.cards.len(), full.cards.len());
+                prop_assert_eq!(fast.system_actions.len(), full.system_actions.len());
+            }
+            (Err(fast), Err(full)) => prop_assert_eq!(fast, full),
+            (fast, full) => prop_assert!(false, "fast {:?}, full {:?}", fast.is_ok(), full.is_ok()),
+        }
     }
 }

@@ -182,6 +182,40 @@ async fn a_call_and_its_feedback_are_recorded_and_read_back() {
     assert!(!String::from_utf8_lossy(&file).contains("free text"));
 }
 
+/// A call with no IORT order is answered on the fast path, before its prefetch is parsed, and
+/// recorded all the same, with the ids the record names.
+#[tokio::test]
+async fn a_call_without_iort_orders_is_recorded_too() {
+    let url = common::temp_sqlite_url();
+    let app = spawn_app_with(|s| s.store = store_at(&url)).await;
+    let request: Value =
+        serde_json::from_str(include_str!("../../examples/order-sign-medication.json"))
+            .expect("the example");
+    let res = app.post_json(SERVICE, &request).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.expect("JSON"),
+        json!({"cards": []})
+    );
+    wait_written(&app, 1, Duration::from_secs(10)).await;
+    sqlx::any::install_default_drivers();
+    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("the store's file opens");
+    let row: (String, String, String, String) =
+        sqlx::query_as("SELECT hook, hook_instance, patient_id, response_body FROM hook_calls")
+            .fetch_one(&mut db)
+            .await
+            .expect("one call recorded");
+    assert_eq!(row.0, "order-sign");
+    assert_eq!(row.1, request["hookInstance"].as_str().expect("an id"));
+    assert_eq!(
+        row.2,
+        request["context"]["patientId"].as_str().expect("an id")
+    );
+    assert_eq!(row.3, r#"{"cards":[]}"#);
+}
+
 #[tokio::test]
 async fn request_bodies_are_kept_only_when_asked() {
     let url = common::temp_sqlite_url();
