@@ -30,7 +30,7 @@
 #      with the same body against a fresh echo floor (tools/echo-floor: actix-web parsing each
 #      body with serde_json's default features and writing it back; its answer counts as good
 #      when it is 200 and holds the body's hookInstance), built with
-#      `cargo build --release --manifest-path tools/echo-floor/Cargo.toml`;
+#      `cargo build --release --manifest-path tools/echo-floor/Cargo.toml --target-dir target`;
 #   6. prints a Markdown table (requests/s, p50/p90/p99 latency, bad answers, peak RSS, the
 #      load average before the run), then the ratio table (service requests/s over the floor's,
 #      the figure the performance goals are stated in), and keeps wrk's raw output under --out.
@@ -140,7 +140,7 @@ if [ "$BUILD" -eq 1 ]; then
   BENCH_EXE=$("$ROOT/scripts/load/bench-exe.sh") || die "could not build the benchmark binary"
   if [ "$FLOOR" -eq 1 ]; then
     echo "loadtest: building the echo floor (tools/echo-floor)" >&2
-    cargo build --release --locked --manifest-path "$ROOT/tools/echo-floor/Cargo.toml" >&2
+    cargo build --release --locked --manifest-path "$ROOT/tools/echo-floor/Cargo.toml" --target-dir "$TARGET" >&2
   fi
 else
   BENCH_EXE=$(ls -t "$TARGET"/release/deps/pipeline-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
@@ -149,7 +149,7 @@ fi
 SERVICE_EXE="$TARGET/release/iort-cds"
 FLOOR_EXE="$TARGET/release/echo-floor"
 [ "$FLOOR" -eq 0 ] || [ -x "$FLOOR_EXE" ] ||
-  die "no echo floor at $FLOOR_EXE (cargo build --release --manifest-path tools/echo-floor/Cargo.toml)"
+  die "no echo floor at $FLOOR_EXE (cargo build --release --manifest-path tools/echo-floor/Cargo.toml --target-dir target)"
 
 # 3. The FHIR server (it exits with this script).
 FHIR_BASE=""
