@@ -171,9 +171,26 @@ fn pool(settings: &StoreSettings) -> Result<(AnyPool, Backend), String> {
         url.push_str(if url.contains('?') { "&" } else { "?" });
         url.push_str("mode=rwc");
     }
-    let pool = AnyPoolOptions::new()
+    let mut options = AnyPoolOptions::new()
         .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_secs(3))
+        .acquire_timeout(Duration::from_secs(3));
+    if backend == Backend::Sqlite {
+        // SQLite's defaults (a rollback journal, and `synchronous = FULL`) sync the disk
+        // several times per transaction: the writer managed ~5,000 records a second, less
+        // than the no-IORT path answers, and the queue overflowed (BENCHMARKS.md). A
+        // write-ahead log with `synchronous = NORMAL` syncs at checkpoints: the database
+        // stays consistent through a crash, and at worst the last transactions before a
+        // power loss are gone.
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Executor as _;
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                Ok(())
+            })
+        });
+    }
+    let pool = options
         .connect_lazy(&url)
         // sqlx's message may quote the URL, password included: say only what is wrong.
         .map_err(|_| format!("store.url: cannot be used ({})", describe(settings)))?;
