@@ -438,9 +438,7 @@ fn latest(all: &[Assessment]) -> Option<Latest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::indication;
     use crate::facts::test_support::{condition, observation, procedure, record, terminology};
-    use crate::resource_ref::ResourceRef;
     use fhirbolt::model::r4::resources::{Condition, Procedure};
     use serde_json::{Value as Json, json};
 
@@ -504,14 +502,7 @@ mod tests {
     }
 
     fn margins(rec: &PatientRecord) -> MarginFact {
-        let mut issues = Vec::new();
-        let (_, scope) = indication::find(
-            None,
-            ResourceRef::new("ServiceRequest", Some("o")),
-            rec,
-            terminology(),
-            &mut issues,
-        );
+        let scope = crate::facts::test_support::scope_without_order(rec);
         find(&scope, rec, terminology(), &MarginThresholds::default())
     }
 

@@ -41,10 +41,8 @@ pub(crate) fn find(scope: &Scope<'_>, t: &Terminology) -> RecurrenceFact {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::indication;
     use crate::facts::test_support::{condition, record, terminology};
     use crate::record::PatientRecord;
-    use crate::resource_ref::ResourceRef;
     use serde_json::json;
 
     fn cancer(id: &str, code: &str, clinical: &str) -> fhirbolt::model::r4::resources::Condition {
@@ -57,14 +55,7 @@ mod tests {
     }
 
     fn recurrence(rec: &PatientRecord) -> RecurrenceFact {
-        let mut issues = Vec::new();
-        let (_, scope) = indication::find(
-            None,
-            ResourceRef::new("ServiceRequest", Some("o")),
-            rec,
-            terminology(),
-            &mut issues,
-        );
+        let scope = crate::facts::test_support::scope_without_order(rec);
         find(&scope, terminology())
     }
 

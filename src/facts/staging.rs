@@ -242,9 +242,7 @@ pub(crate) fn find(scope: &Scope<'_>, record: &PatientRecord, t: &Terminology) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::indication;
     use crate::facts::test_support::{condition, observation, record, terminology};
-    use crate::resource_ref::ResourceRef;
     use fhirbolt::model::r4::resources::Condition;
     use serde_json::{Value, json};
 
@@ -283,14 +281,7 @@ mod tests {
     }
 
     fn staging(rec: &PatientRecord) -> StagingFact {
-        let mut issues = Vec::new();
-        let (_, scope) = indication::find(
-            None,
-            ResourceRef::new("ServiceRequest", Some("o")),
-            rec,
-            terminology(),
-            &mut issues,
-        );
+        let scope = crate::facts::test_support::scope_without_order(rec);
         find(&scope, rec, terminology())
     }
 

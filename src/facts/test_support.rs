@@ -52,3 +52,17 @@ pub(crate) fn record(
         ..Default::default()
     }
 }
+
+/// The scope an order without a reason gives the facts of `record` (`ServiceRequest/o`): what
+/// the staging, recurrence and margin tests read their facts from.
+pub(crate) fn scope_without_order(record: &PatientRecord) -> crate::facts::indication::Scope<'_> {
+    let mut issues = Vec::new();
+    crate::facts::indication::find(
+        None,
+        crate::resource_ref::ResourceRef::new("ServiceRequest", Some("o")),
+        record,
+        terminology(),
+        &mut issues,
+    )
+    .1
+}
