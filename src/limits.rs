@@ -95,8 +95,8 @@ pub struct Limits {
     pub max_record_resources: usize,
     /// Most bytes of request bodies being read or answered at once (all connections
     /// together). At least `max_body_bytes`, so that one largest request can always run. One
-    /// request at a time may read past it to break a deadlock of partly read bodies
-    /// (`http::body`), so the bound is this plus `max_body_bytes`.
+    /// request per call thread may read past it to break a deadlock of partly read bodies
+    /// (`http::body`), so the bound is this plus `max_body_bytes` per call thread.
     pub max_inflight_body_bytes: usize,
     /// Most JSON values (scalars, arrays, objects and object keys) in one request body or one
     /// FHIR server answer. Parsed, each value costs tens of bytes whatever its size in the

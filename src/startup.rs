@@ -73,17 +73,17 @@ impl Application {
         engine.gatherer.warn_if_open();
         let metrics = crate::http::metrics::install(&settings.metrics, &mut engine);
         let engine = web::Data::from(Arc::new(engine));
+        let threads = settings
+            .call_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let http = web::Data::new(HttpSettings {
             body_pace: body::BodyPace {
                 limit: settings.max_body_bytes,
                 timeout: Duration::from_millis(settings.limits.body_timeout_ms),
                 min_bytes_per_sec: settings.limits.min_body_bytes_per_sec,
             },
-            body_budget: body::BodyBudget::new(settings.limits.max_inflight_body_bytes),
+            body_budget: body::BodyBudget::new(settings.limits.max_inflight_body_bytes, threads),
         });
-        let threads = settings
-            .call_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let pool = web::Data::new(
             ComputePool::new(threads)
                 .map_err(|e| StartupError::Other(format!("cannot start the call threads: {e}")))?,

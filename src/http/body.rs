@@ -20,10 +20,14 @@
 //! Taking room as bytes arrive can deadlock: many large bodies arriving at once each take part
 //! of the budget, it runs out, and every one of them waits for more room that only another of
 //! them could give back (64 connections sending 868 KB records got nothing but 503s after 10 s).
-//! So a request that already holds room and finds the budget empty may take the **overdraft**
-//! instead: one request at a time reads the rest of its body beyond the budget. It finishes,
-//! gives back its room, and the others go on. Memory stays bounded, by the budget plus one
-//! largest body (`max_body_bytes`).
+//! So a request that already holds room and finds the budget empty may take an **overdraft**
+//! instead: it reads the rest of its body beyond the budget, finishes, gives back its room, and
+//! the others go on. There is one overdraft per call thread (`call_threads`), not one in all:
+//! with a single overdraft, once partly read bodies filled the budget only one call at a time
+//! could go on, and one of the two cores sat idle (heavy records: 34 calls/s at 64 connections
+//! against 68 at 2; BENCHMARKS.md, issue 18). More overdrafts than call threads would only make
+//! bodies wait, read, for a thread. Memory stays bounded, by the budget plus one largest body
+//! (`max_body_bytes`) per call thread.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +53,8 @@ const ROOM_UNIT: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct BodyBudget {
     room: Arc<Semaphore>,
-    /// One permit: the request that may read its body to the end beyond the budget.
+    /// One permit per call thread: the requests that may read their bodies to the end beyond
+    /// the budget.
     overdraft: Arc<Semaphore>,
 }
 
@@ -63,13 +68,15 @@ pub struct BodyRoom {
 }
 
 impl BodyBudget {
-    pub fn new(max_inflight_bytes: usize) -> Self {
+    /// A budget of `max_inflight_bytes` with `overdrafts` requests at a time allowed past it
+    /// (one per call thread, at least one).
+    pub fn new(max_inflight_bytes: usize, overdrafts: usize) -> Self {
         let units = max_inflight_bytes
             .div_ceil(ROOM_UNIT)
             .min(Semaphore::MAX_PERMITS);
         Self {
             room: Arc::new(Semaphore::new(units)),
-            overdraft: Arc::new(Semaphore::new(1)),
+            overdraft: Arc::new(Semaphore::new(overdrafts.clamp(1, Semaphore::MAX_PERMITS))),
         }
     }
 

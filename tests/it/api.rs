@@ -1096,6 +1096,115 @@ async fn large_bodies_arriving_together_never_deadlock_the_body_budget() {
     }
 }
 
+/// One overdraft per call thread. Four bodies have filled the budget half-read; two of them then
+/// send the rest and must read past the budget together, each call going on to fetch its record
+/// from a FHIR server that takes its time. With a single overdraft the second body waited until
+/// the first call was answered, and under load one core sat idle (heavy records at 64
+/// connections: 34 calls/s, against 68 at 2 connections).
+#[tokio::test]
+async fn each_call_thread_may_read_one_body_past_a_full_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    const KIB: usize = 1024;
+    let fhir = MockServer::start().await;
+    // Every search takes 3 s and finds nothing: the call stays in its fetch, holding its room.
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"resourceType": "Bundle", "type": "searchset"}))
+                .set_delay(std::time::Duration::from_secs(3)),
+        )
+        .mount(&fhir)
+        .await;
+    let app = common::spawn_app_with(|s| {
+        s.call_threads = Some(2);
+        s.max_body_bytes = 64 * KIB;
+        s.limits.max_inflight_body_bytes = 64 * KIB;
+        // The two stalled bodies below must keep their room for the whole test.
+        s.limits.min_body_bytes_per_sec = 1;
+        s.limits.body_timeout_ms = 60_000;
+        s.fhir.timeout_ms = 20_000;
+    })
+    .await;
+    // The IORT example without its prefetch, so the call fetches its record; padded to 40 KiB.
+    let mut body: Value =
+        serde_json::from_str(include_str!("../../examples/order-sign-iort.json")).unwrap();
+    body.as_object_mut().unwrap().remove("prefetch");
+    body["fhirServer"] = json!(format!("{}/fhir", fhir.uri()));
+    body["extension"] = json!({"pad": "x".repeat(40 * KIB)});
+    let body = body.to_string().into_bytes();
+    let head = format!(
+        "POST {SERVICE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (first, rest) = body.split_at(16 * KIB);
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .expect("connects");
+        s.write_all(head.as_bytes()).await.expect("head");
+        s.write_all(first).await.expect("first part");
+        streams.push(s);
+    }
+    // Let the service read the first parts: the whole budget is now held by partly read bodies.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stalled = streams.split_off(2);
+    for s in &mut streams {
+        s.write_all(rest).await.expect("the rest");
+    }
+    let answers: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut answer = Vec::new();
+                // A hang guard only.
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(60),
+                    s.read_to_end(&mut answer),
+                )
+                .await;
+                String::from_utf8_lossy(&answer)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+        })
+        .collect();
+    // Both calls reach the FHIR server before either is answered (each asks for its Conditions
+    // once). With one overdraft, the second call's searches began only after the first answer.
+    let both_fetching = async {
+        loop {
+            let conditions = fhir
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.url.path().ends_with("/Condition"))
+                .count();
+            if conditions >= 2 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    // A hang guard only: without the fix, this is reached after the first answer.
+    tokio::time::timeout(std::time::Duration::from_secs(30), both_fetching)
+        .await
+        .expect("both calls fetched their records");
+    assert!(
+        answers.iter().all(|a| !a.is_finished()),
+        "one call was answered before the other could read its body"
+    );
+    for answer in answers {
+        assert_eq!(answer.await.unwrap(), "HTTP/1.1 200 OK");
+    }
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn connections_are_bounded_and_idle_ones_closed() {
     use std::time::Duration;
