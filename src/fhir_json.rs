@@ -28,7 +28,34 @@ use serde_json::Value;
 
 /// The JSON path of the first empty array in `value` (`category`, `code.coding[0].code`), if
 /// any. Iterative: safe on any depth.
+///
+/// Runs on every resource of every record, which almost never holds one: the walk that finds
+/// out allocates no path, and the paths are written only when there is one to name.
 pub fn first_empty_array(value: &Value) -> Option<String> {
+    if !has_empty_array(value) {
+        return None;
+    }
+    empty_array_path(value)
+}
+
+/// Whether `value` holds an empty array anywhere. Iterative: safe on any depth.
+fn has_empty_array(value: &Value) -> bool {
+    let mut stack: Vec<&Value> = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(a) if a.is_empty() => return true,
+            Value::Array(a) => stack.extend(a.iter().filter(|x| x.is_array() || x.is_object())),
+            Value::Object(o) => {
+                stack.extend(o.values().filter(|x| x.is_array() || x.is_object()));
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// [`first_empty_array`]'s path, in document order.
+fn empty_array_path(value: &Value) -> Option<String> {
     let mut stack: Vec<(&Value, String)> = vec![(value, String::new())];
     while let Some((v, path)) = stack.pop() {
         match v {
