@@ -257,8 +257,18 @@ impl<'a> Scope<'a> {
         Scope {
             procedure_ids: procedures.iter().filter_map(|p| procedure_id(p)).collect(),
             procedures,
-            record_condition_ids: record.conditions.iter().filter_map(condition_id).collect(),
-            record_procedure_ids: record.procedures.iter().filter_map(procedure_id).collect(),
+            record_condition_ids: record
+                .conditions
+                .iter()
+                .filter_map(condition_id)
+                .chain(record.condition_ids_only.iter().map(String::as_str))
+                .collect(),
+            record_procedure_ids: record
+                .procedures
+                .iter()
+                .filter_map(procedure_id)
+                .chain(record.procedure_ids_only.iter().map(String::as_str))
+                .collect(),
             conditions,
             condition_ids,
             unlinked_ok: competing.is_empty(),

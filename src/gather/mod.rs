@@ -211,6 +211,7 @@ impl Gatherer {
             prefetched,
             missing,
         } = plan;
+        b.read_whole_conditions(reasons);
         for (key, value) in prefetched {
             b.add_value(&key, value);
         }
@@ -488,6 +489,8 @@ fn finish(b: RecordBuilder<'_>) -> PatientRecord {
         observations = r.observations.len(),
         coverages = r.coverages.len(),
         observations_dropped = r.observations_dropped,
+        conditions_by_id = r.condition_ids_only.len(),
+        procedures_by_id = r.procedure_ids_only.len(),
         outcome_entries = r.outcome_entries,
         issues = r.issues.len(),
         unavailable = r.unavailable.is_some(),

@@ -21,6 +21,15 @@
 //!   others (`hasMember`: a stage group the staging facts follow). The rest are dropped on the
 //!   JSON, counted in [`PatientRecord::observations_dropped`], and never count against
 //!   `limits.max_record_resources`: noise must not make a record "too large to assess".
+//! - **Conditions and Procedures the facts cannot use** (a history of comorbidities, check-ups
+//!   and unrelated operations): the facts read a Condition only when it names a cancer (code or
+//!   mCODE profile), carries a `stage`, or is an order's reason, and a Procedure only when it
+//!   has a `reasonReference` or is rectal surgery (code or body site). The others are kept by
+//!   id only ([`PatientRecord::condition_ids_only`], [`PatientRecord::procedure_ids_only`]):
+//!   other resources may point at them (a margin's `partOf`), and a finding linked to another
+//!   disease must still count as linked elsewhere. Typing a resource with fhirbolt is most of
+//!   what a record costs (BENCHMARKS.md, issue 18), so these are never typed; like dropped
+//!   Observations, they do not count against `limits.max_record_resources`.
 
 use crate::resource_ref::ResourceRef;
 use std::collections::HashSet;
@@ -43,6 +52,14 @@ pub const OBSERVATION_VALUE_SETS: [ValueSetId; 6] = [
     ValueSetId::BelowT4Category,
 ];
 
+/// The value sets the facts recognise a cancer Condition by: a Condition with no coding in
+/// any of them (and no cancer profile, `stage`, or order naming it) is kept by id only.
+pub const CONDITION_VALUE_SETS: [ValueSetId; 3] = [
+    ValueSetId::RectalCancer,
+    ValueSetId::AnyCancer,
+    ValueSetId::SecondaryCancer,
+];
+
 /// Outcome entries logged one by one per record; the rest are only counted (an answer within
 /// the byte limits could hold a hundred thousand of them).
 const OUTCOME_ENTRIES_LOGGED: usize = 8;
@@ -50,11 +67,16 @@ const OUTCOME_ENTRIES_LOGGED: usize = 8;
 /// Whether a Bundle entry is a search outcome entry, not a record resource: `search.mode` is
 /// `outcome`, or its resource is an OperationOutcome.
 pub fn is_outcome_entry(entry: &Value) -> bool {
-    entry.pointer("/search/mode").and_then(Value::as_str) == Some("outcome")
-        || entry
-            .pointer("/resource/resourceType")
+    // `get` twice, not `pointer`: a pointer is parsed (and each of its parts copied) on every
+    // call, and this runs on every entry of every Bundle.
+    let member = |outer: &str, inner: &str| {
+        entry
+            .get(outer)
+            .and_then(|v| v.get(inner))
             .and_then(Value::as_str)
-            == Some("OperationOutcome")
+    };
+    member("search", "mode") == Some("outcome")
+        || member("resource", "resourceType") == Some("OperationOutcome")
 }
 
 /// The entries of a Bundle that count against `limits.max_bundle_entries` (all but the search
@@ -166,6 +188,95 @@ pub fn observation_is_relevant(observation: &Value, terminology: &Terminology) -
     })
 }
 
+/// The `coding` array of a CodeableConcept in JSON (empty when there is none).
+fn codings(concept: Option<&Value>) -> &[Value] {
+    concept
+        .and_then(|c| c.get("coding"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// Whether a JSON Coding is in any of `sets`.
+fn coding_in(coding: &Value, sets: &[ValueSetId], terminology: &Terminology) -> bool {
+    let (Some(system), Some(code)) = (
+        coding.get("system").and_then(Value::as_str),
+        coding.get("code").and_then(Value::as_str),
+    ) else {
+        return false;
+    };
+    sets.iter()
+        .any(|vs| terminology.contains(*vs, system, code))
+}
+
+/// Whether a member holds a non-empty array (an empty one is refused by the parser anyway).
+fn has_items(resource: &Value, member: &str) -> bool {
+    resource
+        .get(member)
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+}
+
+/// Whether a Condition (as JSON, before parsing) can matter to the facts beyond its id: its
+/// code is in [`CONDITION_VALUE_SETS`], a `meta.profile` is an mCODE cancer condition profile,
+/// it has a `stage`, or its id is in `whole` (an order's reason, read whatever it names).
+pub fn condition_is_relevant(
+    condition: &Value,
+    terminology: &Terminology,
+    whole: &HashSet<String>,
+) -> bool {
+    let profiles = condition
+        .get("meta")
+        .and_then(|m| m.get("profile"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    has_items(condition, "stage")
+        || condition
+            .get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| whole.contains(id))
+        || profiles
+            .iter()
+            .filter_map(Value::as_str)
+            .any(crate::terminology::is_cancer_condition_profile)
+        || codings(condition.get("code"))
+            .iter()
+            .any(|c| coding_in(c, &CONDITION_VALUE_SETS, terminology))
+}
+
+/// Whether a Procedure (as JSON, before parsing) can matter to the facts beyond its id: it has
+/// a `reasonReference` (it may be surgery for the order's cancer), or its code is a rectal
+/// resection, or a body site is the rectum.
+pub fn procedure_is_relevant(procedure: &Value, terminology: &Terminology) -> bool {
+    let sites = procedure
+        .get("bodySite")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    has_items(procedure, "reasonReference")
+        || codings(procedure.get("code"))
+            .iter()
+            .any(|c| coding_in(c, &[ValueSetId::RectalResection], terminology))
+        || sites.iter().any(|site| {
+            codings(Some(site))
+                .iter()
+                .any(|c| coding_in(c, &[ValueSetId::RectumBodySite], terminology))
+        })
+}
+
+/// The ids of the Conditions that `references` (orders' `reasonReference.reference` values)
+/// may name: the part after `Condition/`, without `/_history/...`. Generous on purpose: a
+/// Condition read whole that did not need to be costs a little time, one read by id only that
+/// was an order's reason would change the answer.
+fn reason_condition_ids(references: &[String]) -> impl Iterator<Item = String> + '_ {
+    references.iter().filter_map(|r| {
+        let r = r.split("/_history/").next().unwrap_or(r);
+        let (_, id) = r.rsplit_once("Condition/")?;
+        (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
+    })
+}
+
 /// Accumulates resources into a record, parsing, filtering and de-duplicating them.
 #[derive(Debug)]
 pub struct RecordBuilder<'t> {
@@ -178,6 +289,8 @@ pub struct RecordBuilder<'t> {
     kept: usize,
     /// Set once the record passed a limit: nothing more is read.
     over_limit: bool,
+    /// Conditions read whole whatever they hold: the orders' reasons.
+    whole_conditions: HashSet<String>,
 }
 
 impl<'t> RecordBuilder<'t> {
@@ -201,14 +314,25 @@ impl<'t> RecordBuilder<'t> {
             limits,
             kept: 0,
             over_limit: false,
+            whole_conditions: HashSet::new(),
         }
+    }
+
+    /// Read whole the Conditions that `references` (the assessed orders'
+    /// `reasonReference.reference` values) name, whatever they hold: an order's own reason
+    /// decides its indication even when it is not a cancer. Call before adding resources.
+    pub fn read_whole_conditions(&mut self, references: &[String]) {
+        self.whole_conditions
+            .extend(reason_condition_ids(references));
     }
 
     /// An empty builder for one source of the same record (same patient, terminology and
     /// limits), to be merged back with [`RecordBuilder::absorb`]: concurrent queries read into
     /// parts of their own as their pages arrive.
     pub fn part(&self) -> RecordBuilder<'t> {
-        Self::with_limits(&self.record.patient_id, self.terminology, self.limits)
+        let mut part = Self::with_limits(&self.record.patient_id, self.terminology, self.limits);
+        part.whole_conditions.clone_from(&self.whole_conditions);
+        part
     }
 
     /// Merge a part read from `source` into this record, as if its resources had been added
@@ -272,6 +396,17 @@ impl<'t> RecordBuilder<'t> {
         for c in r.coverages {
             if keep(self, "Coverage", id(c.id.as_ref())) {
                 self.record.coverages.push(c);
+            }
+        }
+        // Kept by id only: not counted, only not repeated.
+        for (rtype, ids) in [
+            ("Condition", r.condition_ids_only),
+            ("Procedure", r.procedure_ids_only),
+        ] {
+            for id in ids {
+                if !self.over_limit && self.seen.insert((rtype.to_owned(), id.clone())) {
+                    self.record.ids_only(rtype).push(id);
+                }
             }
         }
         // Resources the part read and skipped (unparsable) count as read here too.
@@ -446,6 +581,22 @@ impl<'t> RecordBuilder<'t> {
         // Before anything is kept or counted: an Observation the facts cannot use is noise.
         if rtype == "Observation" && !observation_is_relevant(&resource, self.terminology) {
             self.record.observations_dropped += 1;
+            return;
+        }
+        // A Condition or Procedure the facts read nothing of but its id: never typed.
+        let id_only = match rtype.as_str() {
+            "Condition" => {
+                !condition_is_relevant(&resource, self.terminology, &self.whole_conditions)
+            }
+            "Procedure" => !procedure_is_relevant(&resource, self.terminology),
+            _ => false,
+        };
+        if id_only {
+            if let Some(id) = resource.get("id").and_then(Value::as_str)
+                && self.seen.insert((rtype.clone(), id.to_owned()))
+            {
+                self.record.ids_only(&rtype).push(id.to_owned());
+            }
             return;
         }
         let id = resource
@@ -727,8 +878,10 @@ mod tests {
     fn resources_nesting_resources_are_skipped_before_parsing() {
         let mut nested = condition("inner", "p1");
         for i in 0..6 {
+            // A cancer code, so that it is read (one the facts cannot use is never parsed).
             nested = json!({"resourceType": "Condition", "id": format!("n{i}"),
-                "subject": {"reference": "Patient/p1"}, "contained": [nested]});
+                "subject": {"reference": "Patient/p1"}, "contained": [nested],
+                "code": condition("x", "p1")["code"]});
         }
         let mut prefetch = Map::new();
         prefetch.insert(
@@ -907,13 +1060,77 @@ mod tests {
         assert!(why.contains("limits.max_record_resources = 8"), "{why}");
     }
 
-    /// The Observation filter must not change any answer: every decision case decides the same
-    /// (criteria, evidence, outcome) from the filtered record as from one holding every
-    /// Observation of the prefetch.
+    /// Each rule that makes a Condition or Procedure read whole, and what is kept by id only.
     #[test]
-    fn the_observation_filter_changes_no_case() {
-        use crate::facts::{self, MarginThresholds};
-        use crate::hook::HookRequest;
+    fn conditions_and_procedures_are_typed_only_when_the_facts_can_use_them() {
+        let t = terminology();
+        let none = HashSet::new();
+        let icd = |code: &str| json!({"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]});
+        let base = json!({"resourceType": "Condition", "id": "c1", "code": icd("I10")});
+        assert!(!condition_is_relevant(&base, t, &none), "hypertension");
+        let with = |key: &str, value: Value| {
+            let mut c = base.clone();
+            c[key] = value;
+            c
+        };
+        assert!(condition_is_relevant(&with("code", icd("C20")), t, &none));
+        assert!(condition_is_relevant(
+            &with("code", icd("C50.911")),
+            t,
+            &none
+        ));
+        assert!(condition_is_relevant(
+            &with(
+                "stage",
+                json!([{"assessment": [{"reference": "Observation/o1"}]}])
+            ),
+            t,
+            &none
+        ));
+        assert!(condition_is_relevant(
+            &with(
+                "meta",
+                json!({"profile": [crate::terminology::uris::MCODE_CANCER_CONDITION_PROFILES[0]]})
+            ),
+            t,
+            &none
+        ));
+        let mut b = RecordBuilder::new("p1", t);
+        b.read_whole_conditions(&[
+            "https://ehr.example.org/fhir/Condition/c1/_history/2".to_owned()
+        ]);
+        assert!(
+            condition_is_relevant(&base, t, &b.whole_conditions),
+            "an order's reason"
+        );
+
+        let cpt = |code: &str| json!({"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code}]});
+        let p = json!({"resourceType": "Procedure", "id": "p1", "status": "completed", "code": cpt("66984")});
+        assert!(!procedure_is_relevant(&p, t), "cataract surgery");
+        let mut reason = p.clone();
+        reason["reasonReference"] = json!([{"reference": "Condition/c9"}]);
+        assert!(procedure_is_relevant(&reason, t));
+        let mut site = p.clone();
+        site["bodySite"] =
+            json!([{"coding": [{"system": "http://snomed.info/sct", "code": "34402009"}]}]);
+        assert!(procedure_is_relevant(&site, t), "rectum");
+
+        // Kept by id only: in the record's id lists, once, and never counted or parsed.
+        let mut prefetch = Map::new();
+        let mut bad = base.clone();
+        bad["id"] = json!("c2");
+        bad["notAField"] = json!(1); // would not parse: never parsed, so no issue
+        prefetch.insert("conditions".into(), searchset(vec![base.clone(), bad]));
+        prefetch.insert("procedures".into(), searchset(vec![p.clone(), p]));
+        let r = record_from_prefetch("p1", &prefetch, t);
+        assert!(r.conditions.is_empty() && r.procedures.is_empty());
+        assert_eq!(r.condition_ids_only, ["c1", "c2"]);
+        assert_eq!(r.procedure_ids_only, ["p1"]);
+        assert!(r.issues.is_empty(), "{:?}", r.issues);
+    }
+
+    /// Every decision case's request (those that parse), with its file name.
+    fn cases() -> Vec<(String, crate::hook::HookRequest)> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
@@ -922,72 +1139,176 @@ mod tests {
             .collect();
         files.sort();
         assert!(files.len() >= 25, "{} cases", files.len());
+        files
+            .into_iter()
+            .filter_map(|file| {
+                let case: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+                let request = crate::hook::HookRequest::from_json(case["request"].clone()).ok()?;
+                Some((file.display().to_string(), request))
+            })
+            .collect()
+    }
+
+    /// Each IORT order's decision (outcome, criteria with their evidence, what is missing).
+    fn decide_all(request: &crate::hook::HookRequest, record: &PatientRecord) -> Vec<String> {
+        use crate::facts::{self, MarginThresholds};
+        let t = terminology();
+        facts::find_iort_orders(&request.context.draft_orders, t)
+            .into_iter()
+            .map(|o| {
+                let d = crate::decision::decide(facts::extract(
+                    o,
+                    record,
+                    t,
+                    &MarginThresholds::default(),
+                ));
+                format!("{:?} {:?} {:?}", d.covered, d.criteria, d.missing)
+            })
+            .collect()
+    }
+
+    /// Every resource of `rtype` in the prefetch about `patient` that parses, in document
+    /// order, each id once: what the record held before anything was filtered.
+    fn every<T>(
+        prefetch: &Map<String, Value>,
+        rtype: &str,
+        patient: &str,
+        pick: impl Fn(Resource) -> Option<T>,
+    ) -> Vec<T> {
+        let mut ids = HashSet::new();
+        prefetch
+            .values()
+            .flat_map(|v| match v.get("entry").and_then(Value::as_array) {
+                Some(entries) => entries.iter().filter_map(|e| e.get("resource")).collect(),
+                None => vec![v],
+            })
+            .filter(|r| r["resourceType"] == rtype)
+            .filter(|r| {
+                r.pointer("/subject/reference")
+                    .and_then(Value::as_str)
+                    .is_none_or(|s| references_patient(s, patient))
+            })
+            .filter(|r| r["id"].as_str().is_none_or(|id| ids.insert(id.to_owned())))
+            .filter_map(|r| fhirbolt::json::from_json_value::<Resource>(r.clone(), None).ok())
+            .filter_map(pick)
+            .collect()
+    }
+
+    /// Put `noise` beside the record: into the Bundle of `key` if there is one, else as a key
+    /// of its own.
+    fn add_noise(prefetch: &mut Map<String, Value>, key: &str, noise: Vec<Value>) {
+        let noise = searchset(noise);
+        match prefetch.get_mut(key).and_then(|o| o.get_mut("entry")) {
+            Some(Value::Array(entries)) => {
+                entries.extend(noise["entry"].as_array().unwrap().clone())
+            }
+            _ => {
+                prefetch.insert(format!("noise-{key}"), noise);
+            }
+        }
+    }
+
+    /// The Observation filter must not change any answer: every decision case decides the same
+    /// (criteria, evidence, outcome) from the filtered record as from one holding every
+    /// Observation of the prefetch.
+    #[test]
+    fn the_observation_filter_changes_no_case() {
         let t = terminology();
         let (mut compared, mut dropped) = (0, 0);
-        for file in files {
-            let case: Value =
-                serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-            let Ok(request) = HookRequest::from_json(case["request"].clone()) else {
-                continue;
-            };
+        for (file, request) in cases() {
             let patient = &request.context.patient_id;
             // A vital sign beside the case's record, so the filter has something to drop.
             let mut prefetch = request.prefetch.clone();
             let mut vital = vital("noise-vital");
             vital["subject"] = json!({"reference": format!("Patient/{patient}")});
-            let noise = searchset(vec![vital]);
-            match prefetch
-                .get_mut("observations")
-                .and_then(|o| o.get_mut("entry"))
-            {
-                Some(Value::Array(entries)) => {
-                    entries.extend(noise["entry"].as_array().unwrap().clone())
-                }
-                _ => {
-                    prefetch.insert("noise".into(), noise);
-                }
-            }
+            add_noise(&mut prefetch, "observations", vec![vital]);
             let filtered = record_from_prefetch(patient, &prefetch, t);
             dropped += filtered.observations_dropped;
             // The same record with every Observation about the patient that parses.
             let mut everything = filtered.clone();
-            everything.observations = request
-                .prefetch
-                .values()
-                .flat_map(|v| match v.get("entry").and_then(Value::as_array) {
-                    Some(entries) => entries.iter().filter_map(|e| e.get("resource")).collect(),
-                    None => vec![v],
-                })
-                .filter(|r| r["resourceType"] == "Observation")
-                .filter(|r| {
-                    r.pointer("/subject/reference")
-                        .and_then(Value::as_str)
-                        .is_none_or(|s| references_patient(s, patient))
-                })
-                .filter_map(|r| fhirbolt::json::from_json_value::<Resource>(r.clone(), None).ok())
-                .filter_map(|r| match r {
+            everything.observations =
+                every(&request.prefetch, "Observation", patient, |r| match r {
                     Resource::Observation(o) => Some(*o),
                     _ => None,
-                })
-                .collect();
-            let decide = |record: &PatientRecord| {
-                facts::find_iort_orders(&request.context.draft_orders, t)
-                    .into_iter()
-                    .map(|o| {
-                        let d = crate::decision::decide(facts::extract(
-                            o,
-                            record,
-                            t,
-                            &MarginThresholds::default(),
-                        ));
-                        format!("{:?} {:?} {:?}", d.covered, d.criteria, d.missing)
-                    })
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(decide(&filtered), decide(&everything), "{}", file.display());
+                });
+            assert_eq!(
+                decide_all(&request, &filtered),
+                decide_all(&request, &everything),
+                "{file}"
+            );
             compared += 1;
         }
         assert!(compared >= 25, "{compared} cases compared");
         assert!(dropped >= compared, "the noise was not dropped");
+    }
+
+    /// Keeping Conditions and Procedures the facts cannot use by id only must not change any
+    /// answer: every decision case, with an unrelated problem and operation beside its record,
+    /// decides the same as from a record holding every Condition and Procedure typed.
+    #[test]
+    fn reading_unusable_conditions_and_procedures_by_id_changes_no_case() {
+        let t = terminology();
+        let (mut compared, mut by_id) = (0, 0);
+        for (file, request) in cases() {
+            let patient = &request.context.patient_id;
+            let subject = json!({"reference": format!("Patient/{patient}")});
+            let mut prefetch = request.prefetch.clone();
+            add_noise(
+                &mut prefetch,
+                "conditions",
+                vec![
+                    json!({"resourceType": "Condition", "id": "noise-hypertension",
+                    "subject": subject, "code": {"coding": [{"system":
+                    "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}]}}),
+                ],
+            );
+            add_noise(
+                &mut prefetch,
+                "procedures",
+                vec![json!({"resourceType": "Procedure", "id": "noise-cataract",
+                    "status": "completed", "subject": subject, "code": {"coding": [{"system":
+                    "http://www.ama-assn.org/go/cpt", "code": "66984"}]}})],
+            );
+            // The orders' reasons, read whole as the gatherer reads them.
+            let reasons: Vec<String> = request
+                .context
+                .draft_orders
+                .iter()
+                .flat_map(|o| {
+                    o.raw["reasonReference"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["reference"].as_str().map(str::to_owned))
+                })
+                .collect();
+            let mut b = RecordBuilder::new(patient, t);
+            b.read_whole_conditions(&reasons);
+            for (key, value) in &prefetch {
+                b.add_value(key, value.clone());
+            }
+            let triaged = b.finish();
+            by_id += triaged.condition_ids_only.len() + triaged.procedure_ids_only.len();
+            let mut everything = triaged.clone();
+            everything.conditions = every(&prefetch, "Condition", patient, |r| match r {
+                Resource::Condition(c) => Some(*c),
+                _ => None,
+            });
+            everything.procedures = every(&prefetch, "Procedure", patient, |r| match r {
+                Resource::Procedure(p) => Some(*p),
+                _ => None,
+            });
+            everything.condition_ids_only.clear();
+            everything.procedure_ids_only.clear();
+            assert_eq!(
+                decide_all(&request, &triaged),
+                decide_all(&request, &everything),
+                "{file}"
+            );
+            compared += 1;
+        }
+        assert!(compared >= 25, "{compared} cases compared");
+        assert!(by_id >= 2 * compared, "the noise was not kept by id only");
     }
 }

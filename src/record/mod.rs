@@ -42,4 +42,22 @@ pub struct PatientRecord {
     pub observations_dropped: usize,
     /// Search outcome entries (OperationOutcomes) met in Bundles; not record resources.
     pub outcome_entries: usize,
+    /// Ids of this patient's Conditions that name no cancer, carry no stage and are no order's
+    /// reason: never parsed (see [`builder`]), kept so that a link to one still counts as a
+    /// link to another disease.
+    pub condition_ids_only: Vec<String>,
+    /// Ids of this patient's Procedures with no `reasonReference` that are not rectal surgery:
+    /// never parsed, kept for the same reason.
+    pub procedure_ids_only: Vec<String>,
+}
+
+impl PatientRecord {
+    /// The ids-only list of `rtype` (`Condition` or `Procedure`).
+    fn ids_only(&mut self, rtype: &str) -> &mut Vec<String> {
+        if rtype == "Condition" {
+            &mut self.condition_ids_only
+        } else {
+            &mut self.procedure_ids_only
+        }
+    }
 }
