@@ -148,44 +148,31 @@ fn outcome_codes(outcome: Option<&Value>) -> (String, String) {
     (severity.join(","), code.join(","))
 }
 
-/// Whether an Observation (as JSON, before parsing) can matter to the facts: a coding of its
-/// `code`, a `component.code` or its `valueCodeableConcept` is in one of
+/// Whether an Observation (as JSON, before parsing) can matter to the facts: its status does
+/// not void it (entered-in-error, cancelled: the facts ignore those wherever they meet them),
+/// and a coding of its `code`, a `component.code` or its `valueCodeableConcept` is in one of
 /// [`OBSERVATION_VALUE_SETS`], or it has members (`hasMember`).
 pub fn observation_is_relevant(observation: &Value, terminology: &Terminology) -> bool {
     if observation
-        .get("hasMember")
-        .and_then(Value::as_array)
-        .is_some_and(|m| !m.is_empty())
+        .get("status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| terminology.contains_code(ValueSetId::ObservationUnusableStatus, s))
     {
-        return true;
+        return false;
     }
-    fn codings(concept: Option<&Value>) -> &[Value] {
-        concept
-            .and_then(|c| c.get("coding"))
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+    if has_items(observation, "hasMember") {
+        return true;
     }
     let components = observation
         .get("component")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let mut all = codings(observation.get("code"))
+    codings(observation.get("code"))
         .iter()
         .chain(codings(observation.get("valueCodeableConcept")))
-        .chain(components.iter().flat_map(|c| codings(c.get("code"))));
-    all.any(|coding| {
-        let (Some(system), Some(code)) = (
-            coding.get("system").and_then(Value::as_str),
-            coding.get("code").and_then(Value::as_str),
-        ) else {
-            return false;
-        };
-        OBSERVATION_VALUE_SETS
-            .iter()
-            .any(|vs| terminology.contains(*vs, system, code))
-    })
+        .chain(components.iter().flat_map(|c| codings(c.get("code"))))
+        .any(|coding| coding_in(coding, &OBSERVATION_VALUE_SETS, terminology))
 }
 
 /// The `coding` array of a CodeableConcept in JSON (empty when there is none).
