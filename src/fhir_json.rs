@@ -135,6 +135,17 @@ pub fn read<T: DeserializeResourceOwned>(json: Value) -> Result<T, ReadError> {
     guarded(|| fhirbolt::json::from_json_value::<T>(json, None).map_err(|e| e.to_string()))
 }
 
+/// [`read`] from a resource's JSON text, with nothing built but the typed resource. A text
+/// holding an empty array is parsed and read as a value, so that the error names its path.
+pub fn read_text<T: DeserializeResourceOwned>(text: &str) -> Result<T, ReadError> {
+    if crate::limits::has_empty_array_in_text(text.as_bytes()) {
+        let value: Value =
+            serde_json::from_str(text).map_err(|_| ReadError::Invalid("not JSON".to_owned()))?;
+        return read(value);
+    }
+    guarded(|| fhirbolt::json::from_str::<T>(text, None).map_err(|e| e.to_string()))
+}
+
 /// Read through fhirbolt's element tree (see [`parse_resource`] for why), guarded.
 pub fn read_via_element<T: DeserializeResourceOwned>(json: Value) -> Result<T, ReadError> {
     if let Some(path) = first_empty_array(&json) {

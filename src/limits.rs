@@ -264,18 +264,7 @@ pub fn check_json(bytes: &[u8], limits: &Limits) -> Result<usize, LimitExceeded>
                 // backslash to the next with memchr instead of looking at every byte (see
                 // BENCHMARKS.md for what the byte-by-byte pass cost).
                 let start = i + 1;
-                let mut at = start;
-                let end = loop {
-                    let Some(rest) = bytes.get(at..) else {
-                        break None; // a backslash was the last byte
-                    };
-                    match memchr::memchr2(b'"', b'\\', rest) {
-                        Some(k) if rest[k] == b'\\' => at += k + 2,
-                        Some(k) => break Some(at + k),
-                        None => break None,
-                    }
-                };
-                match end {
+                match string_end(bytes, i) {
                     Some(close) => {
                         if close - start > limits.max_string_bytes {
                             return Err(string_too_long(limits));
@@ -356,9 +345,104 @@ pub fn resource_nesting(value: &Value) -> usize {
     deepest
 }
 
+/// The end (index of the closing quote) of the JSON string whose opening quote is at `open`,
+/// jumping from quote to backslash with memchr. `None` if it never ends.
+fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut at = open + 1;
+    loop {
+        let rest = bytes.get(at..)?;
+        match memchr::memchr2(b'"', b'\\', rest) {
+            Some(k) if rest[k] == b'\\' => at += k + 2,
+            Some(k) => return Some(at + k),
+            None => return None,
+        }
+    }
+}
+
+/// [`resource_nesting`] read from JSON text rather than from a parsed value, for the prefetch,
+/// which is never parsed as a whole (`hook::call`): how many objects with a `resourceType`
+/// member lie on the deepest path. Computed bottom-up, so a `resourceType` written after the
+/// resources an object contains counts as well. The text must be valid JSON (checked by the
+/// caller's parse); a key written with escapes is decoded before it is compared.
+pub fn resource_nesting_in_text(bytes: &[u8]) -> usize {
+    // One frame per open container: (is an object, is a resource, deepest below it).
+    let mut stack: Vec<(bool, bool, usize)> = Vec::new();
+    let mut deepest = 0;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => {
+                let Some(close) = string_end(bytes, i) else {
+                    break;
+                };
+                let in_object = stack.last().is_some_and(|f| f.0);
+                let next = bytes[close + 1..].iter().find(|c| !c.is_ascii_whitespace());
+                if in_object && next == Some(&b':') {
+                    let key = &bytes[i + 1..close];
+                    let is_type = key == b"resourceType"
+                        || (key.contains(&b'\\')
+                            && serde_json::from_slice::<String>(&bytes[i..=close])
+                                .is_ok_and(|k| k == "resourceType"));
+                    if is_type && let Some(frame) = stack.last_mut() {
+                        frame.1 = true;
+                    }
+                }
+                i = close + 1;
+                continue;
+            }
+            b'{' => stack.push((true, false, 0)),
+            b'[' => stack.push((false, false, 0)),
+            b'}' | b']' => {
+                if let Some((_, resource, below)) = stack.pop() {
+                    let here = below + usize::from(resource);
+                    match stack.last_mut() {
+                        Some(parent) => parent.2 = parent.2.max(here),
+                        None => deepest = deepest.max(here),
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
+/// Whether JSON text holds an empty array (`[` and `]` with only whitespace between, outside
+/// strings): FHIR forbids them and fhirbolt 0.4 can panic on them (`crate::fhir_json`).
+pub fn has_empty_array_in_text(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => match string_end(bytes, i) {
+                Some(close) => i = close,
+                None => return false,
+            },
+            b'[' => {
+                let next = bytes[i + 1..].iter().find(|c| !c.is_ascii_whitespace());
+                if next == Some(&b']') {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// [`check_resource_nesting`] on JSON text.
+pub fn check_resource_nesting_in_text(bytes: &[u8]) -> Result<(), LimitExceeded> {
+    nesting_within(resource_nesting_in_text(bytes))
+}
+
 /// The error when `value` nests resources more than [`MAX_RESOURCE_NESTING`] deep.
 pub fn check_resource_nesting(value: &Value) -> Result<(), LimitExceeded> {
-    let n = resource_nesting(value);
+    nesting_within(resource_nesting(value))
+}
+
+/// The error for resources nested `n` deep, if that is more than [`MAX_RESOURCE_NESTING`].
+fn nesting_within(n: usize) -> Result<(), LimitExceeded> {
     if n > MAX_RESOURCE_NESTING {
         return Err(LimitExceeded {
             setting: "resource nesting (fixed)",
@@ -479,6 +563,67 @@ mod tests {
             let fast = check_json(text.as_bytes(), &l).map(|_| ()).map_err(|e| e.setting);
             proptest::prop_assert_eq!(fast, reference(text.as_bytes(), &l));
         }
+    }
+
+    /// Any JSON: objects with and without `resourceType`, empty and full arrays, strings with
+    /// quotes and brackets.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            prop_oneof![Just("x"), Just("[]"), Just("\"{"), Just("resourceType")]
+                .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 4, |inner| {
+            let key = prop_oneof![
+                Just("resourceType"),
+                Just("contained"),
+                Just("a"),
+                Just("b\"[")
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((key, inner), 0..4).prop_map(|members| {
+                    Value::Object(
+                        members
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+        /// Read from the text, compact or pretty, resource nesting and empty arrays are what
+        /// they are on the parsed value.
+        #[test]
+        fn text_scans_agree_with_the_parsed_value(value in any_json()) {
+            for text in [value.to_string(), serde_json::to_string_pretty(&value).unwrap()] {
+                proptest::prop_assert_eq!(
+                    resource_nesting_in_text(text.as_bytes()),
+                    resource_nesting(&value)
+                );
+                proptest::prop_assert_eq!(
+                    has_empty_array_in_text(text.as_bytes()),
+                    crate::fhir_json::first_empty_array(&value).is_some()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_escaped_resource_type_key_counts_in_text() {
+        let text = r#"{"resource\u0054ype": "Bundle", "entry": [{"resource": {"resourceType": "A",
+            "contained": [{"resourceType": "B"}]}}]}"#;
+        assert_eq!(resource_nesting_in_text(text.as_bytes()), 3);
+        let later = r#"{"contained": [{"resourceType": "B"}], "resourceType": "A"}"#;
+        assert_eq!(resource_nesting_in_text(later.as_bytes()), 2);
+        assert!(check_resource_nesting_in_text(later.as_bytes()).is_ok());
     }
 
     #[test]

@@ -193,7 +193,25 @@ impl Engine {
         facts::find_iort_orders(draft_orders, &self.terminology)
     }
 
-    /// The record as prefetched, with nothing fetched (stage 2 without I/O).
+    /// The record of a request as prefetched, with nothing fetched: stage 2 as the service
+    /// runs it, without I/O (each key read from its text, the IORT orders' reasons read whole).
+    pub fn record_of(&self, request: &HookRequest) -> PatientRecord {
+        let reasons: Vec<String> = self
+            .iort_orders(&request.context.draft_orders)
+            .iter()
+            .flat_map(|o| gather::reasons::of_order(&o.raw))
+            .collect();
+        let mut b =
+            crate::record::RecordBuilder::new(&request.context.patient_id, &self.terminology);
+        b.read_whole_conditions(&reasons);
+        for (key, value) in request.prefetch.iter() {
+            b.add_text(key, value);
+        }
+        b.finish()
+    }
+
+    /// The record from a prefetch already parsed, with nothing fetched (as a FHIR server's
+    /// pages are read: from parsed values; for the fuzz targets).
     pub fn record_from_prefetch(
         &self,
         patient_id: &str,

@@ -43,14 +43,13 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use reqwest::header::HeaderValue;
-use serde_json::{Map, Value};
 use tokio::time::{Instant, timeout_at};
 
 use self::allow_list::{BaseUrl, ServerPolicy, bearer_header};
 use self::fhir_client::{FhirClient, Query};
 use self::settings::FhirSettings;
 use crate::hook::discovery::ServiceDefinition;
-use crate::hook::{FhirAuthorization, HookContext};
+use crate::hook::{FhirAuthorization, HookContext, Prefetch};
 use crate::limits::Limits;
 use crate::record::RecordBuilder;
 pub use crate::record::{PatientRecord, RecordIssue};
@@ -87,9 +86,9 @@ pub struct Call<'a> {
 /// pipeline answers 412 from it (keys missing and no `fhirServer`), gather fetches from it.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Moved out of the request, then into the record: never deep-copied (a copy was about a
-    /// quarter of a typical call's time).
-    prefetched: Map<String, Value>,
+    /// Moved out of the request, then read into the record: never parsed whole, never
+    /// deep-copied (see [`crate::hook::Prefetch`]).
+    prefetched: Prefetch,
     missing: Vec<String>,
 }
 
@@ -97,7 +96,7 @@ impl Plan {
     /// `declared`: the service's prefetch templates by key.
     pub fn new(
         declared: &std::collections::BTreeMap<String, String>,
-        prefetched: Map<String, Value>,
+        prefetched: Prefetch,
     ) -> Self {
         let missing = prefetch::missing_keys(declared, &prefetched);
         Self {
@@ -212,8 +211,8 @@ impl Gatherer {
             missing,
         } = plan;
         b.read_whole_conditions(reasons);
-        for (key, value) in prefetched {
-            b.add_value(&key, value);
+        for (key, value) in prefetched.iter() {
+            b.add_text(key, value);
         }
         // Parsed once: for telling the reasons' absolute references to this server, and for
         // the check before fetching.
@@ -836,9 +835,11 @@ mod tests {
     /// order's reason, and the order naming `reasons`.
     fn reason_request(server: &str, drop: &[&str], reasons: &[&str]) -> (HookRequest, Vec<String>) {
         let mut req = request(server, drop, None);
-        if let Some(c) = req.prefetch.get_mut("conditions") {
+        let mut prefetch = req.prefetch.to_map();
+        if let Some(c) = prefetch.get_mut("conditions") {
             *c = json!({"resourceType": "Bundle", "type": "searchset", "entry": []});
         }
+        req.prefetch = crate::hook::Prefetch::from_map(prefetch);
         (req, reasons.iter().map(|r| (*r).to_owned()).collect())
     }
 

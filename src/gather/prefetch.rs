@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use crate::hook::Prefetch;
 
 pub use crate::record::builder::{
     OBSERVATION_VALUE_SETS, RecordBuilder, counted_entries, is_outcome_entry,
@@ -12,10 +12,7 @@ pub use crate::record::builder::{
 
 /// Declared prefetch keys the request did not send (a key sent as `null` counts as sent: the
 /// client looked and found nothing).
-pub fn missing_keys(
-    declared: &BTreeMap<String, String>,
-    prefetch: &Map<String, Value>,
-) -> Vec<String> {
+pub fn missing_keys(declared: &BTreeMap<String, String>, prefetch: &Prefetch) -> Vec<String> {
     declared
         .keys()
         .filter(|k| !prefetch.contains_key(k.as_str()))
@@ -32,8 +29,9 @@ mod tests {
         let mut declared = BTreeMap::new();
         declared.insert("a".to_owned(), "A".to_owned());
         declared.insert("b".to_owned(), "B".to_owned());
-        let mut prefetch = Map::new();
-        prefetch.insert("a".into(), Value::Null);
+        let mut prefetch = serde_json::Map::new();
+        prefetch.insert("a".into(), serde_json::Value::Null);
+        let prefetch = Prefetch::from_map(prefetch);
         assert_eq!(missing_keys(&declared, &prefetch), vec!["b".to_owned()]);
     }
 }

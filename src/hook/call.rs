@@ -121,19 +121,50 @@ pub fn screen_call<'d>(
         };
         obj.insert(key, value);
     }
-    let mut json = Value::Object(obj);
+    let json = Value::Object(obj);
     if nothing_to_assess(service, schemas, limits, may_be_iort, &json, prefetch) {
         return Ok(Screened::NothingToAssess(CallIds::of_json(&json)));
     }
-    if let Some(raw) = prefetch {
-        match serde_json::from_str(raw.get()) {
-            Ok(v) => json["prefetch"] = v,
-            Err(_) => return full(),
-        }
-    }
+    // The prefetch stays text (see `Prefetch`): what the request schema says of it and the
+    // resource-nesting bound are checked on the text, and any doubt takes the full path,
+    // which names the error as it always has.
+    let prefetch = match prefetch {
+        None => None,
+        Some(raw) => match prefetch_members(raw) {
+            Some(members) => {
+                crate::limits::check_resource_nesting_in_text(raw.get().as_bytes())?;
+                Some(members)
+            }
+            None => return full(),
+        },
+    };
     crate::limits::check_resource_nesting(&json)?;
-    typed(service, schemas, limits, json)
-        .map(|request| Screened::Request(service, Box::new(request)))
+    typed(service, schemas, limits, json).map(|mut request| {
+        if let Some(prefetch) = prefetch {
+            request.prefetch = prefetch;
+        }
+        Screened::Request(service, Box::new(request))
+    })
+}
+
+/// The prefetch's members, when its text is what the request schema asks for: an object whose
+/// values are `null` or objects with a non-empty string `resourceType`. `None`: anything
+/// else, for the full path to report.
+fn prefetch_members(raw: &RawValue) -> Option<super::Prefetch> {
+    #[derive(serde::Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "resourceType", borrow)]
+        resource_type: std::borrow::Cow<'a, str>,
+    }
+    let Members(members) = serde_json::from_str(raw.get()).ok()?;
+    let valid = members.iter().all(|(_, value)| {
+        match serde_json::from_str::<Option<Typed<'_>>>(value.get()) {
+            Ok(None) => true,
+            Ok(Some(t)) => !t.resource_type.is_empty(),
+            Err(_) => false,
+        }
+    });
+    valid.then(|| super::Prefetch::from_members(members))
 }
 
 /// What a call is and whom it is about, as its audit record names it: from the typed request,

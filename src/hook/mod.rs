@@ -12,6 +12,7 @@ pub mod response;
 pub mod schema;
 
 pub use request::{
-    CrdConfiguration, DraftOrder, FhirAuthorization, Hook, HookContext, HookRequest, RequestError,
+    CrdConfiguration, DraftOrder, FhirAuthorization, Hook, HookContext, HookRequest, Prefetch,
+    RequestError,
 };
 pub use response::{Action, ActionType, Card, CdsResponse, Coding, Indicator, Link, Source};

@@ -4,6 +4,7 @@ use crate::resource_ref::ResourceRef;
 use std::fmt;
 
 use fhirbolt::model::r4::Resource;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The hooks this service knows.
@@ -135,9 +136,75 @@ pub struct HookRequest {
     pub fhir_server: Option<String>,
     pub fhir_authorization: Option<FhirAuthorization>,
     pub context: HookContext,
-    /// The prefetch keys and values as sent (a `null` value means "read found nothing").
-    pub prefetch: Map<String, Value>,
+    /// The prefetch keys and values as sent (a `null` value means "read found nothing"), as
+    /// JSON text: see [`Prefetch`].
+    pub prefetch: Prefetch,
     pub crd_configuration: CrdConfiguration,
+}
+
+/// The prefetch as the client sent it: each key with its value's JSON text, in the order sent
+/// (a key sent twice keeps its first place and its last value, as a parsed object would).
+///
+/// Why text and not a parsed tree: the prefetch is most of a call's bytes, and most of its
+/// resources are of no use to the facts (vital signs, comorbidities, other operations). The
+/// record builder reads each resource's text, looks at the few members that say whether the
+/// facts can use it, and types only those with fhirbolt, straight from the text; a tree of
+/// the whole prefetch cost more than typing what is kept (BENCHMARKS.md, issue 18).
+#[derive(Debug, Clone, Default)]
+pub struct Prefetch(Vec<(String, Box<RawValue>)>);
+
+impl Prefetch {
+    /// The members of a JSON object's text (already read by serde_json, so valid JSON).
+    pub fn from_members<'a>(members: impl IntoIterator<Item = (String, &'a RawValue)>) -> Self {
+        let mut keys: Vec<(String, Box<RawValue>)> = Vec::new();
+        for (key, value) in members {
+            let value = value.to_owned();
+            match keys.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => keys.push((key, value)),
+            }
+        }
+        Self(keys)
+    }
+
+    /// From a parsed object (the request parsed whole, e.g. by tests): each value written back
+    /// as text.
+    pub fn from_map(map: Map<String, Value>) -> Self {
+        Self(
+            map.into_iter()
+                .filter_map(|(k, v)| serde_json::value::to_raw_value(&v).ok().map(|v| (k, v)))
+                .collect(),
+        )
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+
+    /// The text of `key`'s value.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each key and its value's text, in the order sent.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), &**v))
+    }
+
+    /// The prefetch parsed (for tests and tools; the service never builds it).
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.iter()
+            .filter_map(|(k, v)| {
+                serde_json::from_str(v.get())
+                    .ok()
+                    .map(|v| (k.to_owned(), v))
+            })
+            .collect()
+    }
 }
 
 /// Why a schema-valid body still cannot be used. The message names a JSON path.
@@ -198,8 +265,8 @@ impl HookRequest {
         }
         let crd_configuration = parse_crd_configuration(obj.get("extension"));
         let prefetch = match obj.remove("prefetch") {
-            Some(Value::Object(m)) => m,
-            _ => Map::new(),
+            Some(Value::Object(m)) => Prefetch::from_map(m),
+            _ => Prefetch::default(),
         };
         let context = match obj.remove("context") {
             Some(Value::Object(c)) => parse_context(c)?,

@@ -1,10 +1,13 @@
 //! Building the [`PatientRecord`] from prefetched (or fetched) FHIR JSON.
 //!
 //! The same code reads what the EHR prefetched and what the service fetched itself, so both
-//! paths give the same record. Bundles are taken apart with serde_json; each resource is
-//! parsed on its own with fhirbolt (strict R4), so a resource that does not parse is skipped
-//! and noted, and the rest of the record is kept. Resources about another patient are left
-//! out: they must never influence this patient's answer.
+//! paths give the same record. The prefetch comes as text ([`RecordBuilder::add_text`]): a
+//! Bundle's entries are read from it one by one and each kept resource is typed by fhirbolt
+//! straight from its text, with no tree of the prefetch built; a FHIR server's pages come
+//! parsed ([`RecordBuilder::add_value`]). Either way each resource is parsed on its own
+//! (strict R4), so a resource that does not parse is skipped and noted, and the rest of the
+//! record is kept. Resources about another patient are left out: they must never influence
+//! this patient's answer.
 //!
 //! Real EHR search Bundles carry more than the record, and the builder sorts that out before
 //! anything costly happens:
@@ -14,51 +17,27 @@
 //!   resources: logged (the source and the issues' `severity`/`code` values only, never the
 //!   diagnostics text) and never counted against a limit, so a full 1,000-entry page plus its
 //!   outcome entry is read like any other.
-//! - **Observations the facts cannot use**: many servers ignore the Observation query's `code`
-//!   filter and send every vital sign and lab, thousands of them. An Observation is parsed
-//!   only when one of its codings (`code`, `component.code`, `valueCodeableConcept`) is in a
-//!   value set the facts read Observations by ([`OBSERVATION_VALUE_SETS`]), or when it groups
-//!   others (`hasMember`: a stage group the staging facts follow). The rest are dropped on the
-//!   JSON, counted in [`PatientRecord::observations_dropped`], and never count against
-//!   `limits.max_record_resources`: noise must not make a record "too large to assess".
-//! - **Conditions and Procedures the facts cannot use** (a history of comorbidities, check-ups
-//!   and unrelated operations): the facts read a Condition only when it names a cancer (code or
-//!   mCODE profile), carries a `stage`, or is an order's reason, and a Procedure only when it
-//!   has a `reasonReference` or is rectal surgery (code or body site). The others are kept by
-//!   id only ([`PatientRecord::condition_ids_only`], [`PatientRecord::procedure_ids_only`]):
-//!   other resources may point at them (a margin's `partOf`), and a finding linked to another
-//!   disease must still count as linked elsewhere. Typing a resource with fhirbolt is most of
-//!   what a record costs (BENCHMARKS.md, issue 18), so these are never typed; like dropped
-//!   Observations, they do not count against `limits.max_record_resources`.
+//! - **Resources the facts cannot use** ([`super::triage`]): many servers ignore the
+//!   Observation query's `code` filter and send every vital sign and lab, and a long history
+//!   holds comorbidities and unrelated operations. Such Observations are dropped, counted in
+//!   [`PatientRecord::observations_dropped`]; such Conditions and Procedures are kept by id
+//!   only ([`PatientRecord::condition_ids_only`], [`PatientRecord::procedure_ids_only`]).
+//!   Neither is typed, and neither counts against `limits.max_record_resources`: noise must
+//!   not make a record "too large to assess".
 
 use crate::resource_ref::ResourceRef;
 use std::collections::HashSet;
 
 use fhirbolt::model::r4::Resource;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::triage::{Head, Verdict, reason_condition_ids};
+pub use super::triage::{OBSERVATION_VALUE_SETS, observation_is_relevant};
 use super::{PatientRecord, RecordIssue};
 use crate::limits::{LimitExceeded, Limits};
-use crate::terminology::{Terminology, ValueSetId};
-
-/// The value sets the facts read Observations by: an Observation with no coding in any of them
-/// (and no `hasMember`) cannot change an answer, so it is not parsed.
-pub const OBSERVATION_VALUE_SETS: [ValueSetId; 6] = [
-    ValueSetId::TCategoryObservation,
-    ValueSetId::StageGroupObservation,
-    ValueSetId::MarginFindingObservation,
-    ValueSetId::MarginDistanceObservation,
-    ValueSetId::T4Category,
-    ValueSetId::BelowT4Category,
-];
-
-/// The value sets the facts recognise a cancer Condition by: a Condition with no coding in
-/// any of them (and no cancer profile, `stage`, or order naming it) is kept by id only.
-pub const CONDITION_VALUE_SETS: [ValueSetId; 3] = [
-    ValueSetId::RectalCancer,
-    ValueSetId::AnyCancer,
-    ValueSetId::SecondaryCancer,
-];
+use crate::terminology::Terminology;
 
 /// Outcome entries logged one by one per record; the rest are only counted (an answer within
 /// the byte limits could hold a hundred thousand of them).
@@ -148,120 +127,76 @@ fn outcome_codes(outcome: Option<&Value>) -> (String, String) {
     (severity.join(","), code.join(","))
 }
 
-/// Whether an Observation (as JSON, before parsing) can matter to the facts: its status does
-/// not void it (entered-in-error, cancelled: the facts ignore those wherever they meet them),
-/// and a coding of its `code`, a `component.code` or its `valueCodeableConcept` is in one of
-/// [`OBSERVATION_VALUE_SETS`], or it has members (`hasMember`).
-pub fn observation_is_relevant(observation: &Value, terminology: &Terminology) -> bool {
-    if observation
-        .get("status")
-        .and_then(Value::as_str)
-        .is_some_and(|s| terminology.contains_code(ValueSetId::ObservationUnusableStatus, s))
-    {
-        return false;
+/// A resource as the builder gets it: its JSON text (the prefetch) or parsed (a FHIR server's
+/// page, a reason read by id).
+enum Body<'a> {
+    Text(&'a RawValue),
+    Tree(Value),
+}
+
+impl Body<'_> {
+    /// The resource parsed (for the rare paths that need a value: an OperationOutcome).
+    fn to_value(&self) -> Option<Value> {
+        match self {
+            Body::Text(text) => serde_json::from_str(text.get()).ok(),
+            Body::Tree(value) => Some(value.clone()),
+        }
     }
-    if has_items(observation, "hasMember") {
-        return true;
+}
+
+/// A Bundle entry read from its text: a resource (still text), a search outcome entry, or an
+/// entry shaped oddly, parsed and handled as [`RecordBuilder::add_value`] handles it.
+enum Entry<'a> {
+    Resource(&'a RawValue),
+    Outcome(&'a RawValue),
+    Tree(Value),
+}
+
+impl<'a> Entry<'a> {
+    fn read(text: &'a RawValue) -> Self {
+        #[derive(Deserialize)]
+        struct EntryText<'a> {
+            #[serde(borrow)]
+            resource: Option<&'a RawValue>,
+            #[serde(borrow)]
+            search: Option<Search<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Search<'a> {
+            #[serde(borrow)]
+            mode: Option<std::borrow::Cow<'a, str>>,
+        }
+        #[derive(Deserialize)]
+        struct TypeOnly<'a> {
+            #[serde(rename = "resourceType", borrow)]
+            resource_type: Option<std::borrow::Cow<'a, str>>,
+        }
+        let parsed = serde_json::from_str::<EntryText<'a>>(text.get())
+            .ok()
+            .and_then(|e| Some((e.resource?, e.search.and_then(|s| s.mode))));
+        let Some((resource, mode)) = parsed else {
+            return Entry::Tree(serde_json::from_str(text.get()).unwrap_or(Value::Null));
+        };
+        // Read the type only when the text could name an OperationOutcome at all.
+        let may_be = |t: &str| t.contains("OperationOutcome") || t.contains('\\');
+        let outcome = mode.as_deref() == Some("outcome")
+            || (may_be(resource.get())
+                && serde_json::from_str::<TypeOnly<'_>>(resource.get())
+                    .is_ok_and(|t| t.resource_type.as_deref() == Some("OperationOutcome")));
+        if outcome {
+            Entry::Outcome(resource)
+        } else {
+            Entry::Resource(resource)
+        }
     }
-    let components = observation
-        .get("component")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    codings(observation.get("code"))
-        .iter()
-        .chain(codings(observation.get("valueCodeableConcept")))
-        .chain(components.iter().flat_map(|c| codings(c.get("code"))))
-        .any(|coding| coding_in(coding, &OBSERVATION_VALUE_SETS, terminology))
-}
 
-/// The `coding` array of a CodeableConcept in JSON (empty when there is none).
-fn codings(concept: Option<&Value>) -> &[Value] {
-    concept
-        .and_then(|c| c.get("coding"))
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-}
-
-/// Whether a JSON Coding is in any of `sets`.
-fn coding_in(coding: &Value, sets: &[ValueSetId], terminology: &Terminology) -> bool {
-    let (Some(system), Some(code)) = (
-        coding.get("system").and_then(Value::as_str),
-        coding.get("code").and_then(Value::as_str),
-    ) else {
-        return false;
-    };
-    sets.iter()
-        .any(|vs| terminology.contains(*vs, system, code))
-}
-
-/// Whether a member holds a non-empty array (an empty one is refused by the parser anyway).
-fn has_items(resource: &Value, member: &str) -> bool {
-    resource
-        .get(member)
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
-}
-
-/// Whether a Condition (as JSON, before parsing) can matter to the facts beyond its id: its
-/// code is in [`CONDITION_VALUE_SETS`], a `meta.profile` is an mCODE cancer condition profile,
-/// it has a `stage`, or its id is in `whole` (an order's reason, read whatever it names).
-pub fn condition_is_relevant(
-    condition: &Value,
-    terminology: &Terminology,
-    whole: &HashSet<String>,
-) -> bool {
-    let profiles = condition
-        .get("meta")
-        .and_then(|m| m.get("profile"))
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    has_items(condition, "stage")
-        || condition
-            .get("id")
-            .and_then(Value::as_str)
-            .is_some_and(|id| whole.contains(id))
-        || profiles
-            .iter()
-            .filter_map(Value::as_str)
-            .any(crate::terminology::is_cancer_condition_profile)
-        || codings(condition.get("code"))
-            .iter()
-            .any(|c| coding_in(c, &CONDITION_VALUE_SETS, terminology))
-}
-
-/// Whether a Procedure (as JSON, before parsing) can matter to the facts beyond its id: it has
-/// a `reasonReference` (it may be surgery for the order's cancer), or its code is a rectal
-/// resection, or a body site is the rectum.
-pub fn procedure_is_relevant(procedure: &Value, terminology: &Terminology) -> bool {
-    let sites = procedure
-        .get("bodySite")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    has_items(procedure, "reasonReference")
-        || codings(procedure.get("code"))
-            .iter()
-            .any(|c| coding_in(c, &[ValueSetId::RectalResection], terminology))
-        || sites.iter().any(|site| {
-            codings(Some(site))
-                .iter()
-                .any(|c| coding_in(c, &[ValueSetId::RectumBodySite], terminology))
-        })
-}
-
-/// The ids of the Conditions that `references` (orders' `reasonReference.reference` values)
-/// may name: the part after `Condition/`, without `/_history/...`. Generous on purpose: a
-/// Condition read whole that did not need to be costs a little time, one read by id only that
-/// was an order's reason would change the answer.
-fn reason_condition_ids(references: &[String]) -> impl Iterator<Item = String> + '_ {
-    references.iter().filter_map(|r| {
-        let r = r.split("/_history/").next().unwrap_or(r);
-        let (_, id) = r.rsplit_once("Condition/")?;
-        (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
-    })
+    fn is_outcome(&self) -> bool {
+        match self {
+            Entry::Resource(_) => false,
+            Entry::Outcome(_) => true,
+            Entry::Tree(value) => is_outcome_entry(value),
+        }
+    }
 }
 
 /// Accumulates resources into a record, parsing, filtering and de-duplicating them.
@@ -426,6 +361,68 @@ impl<'t> RecordBuilder<'t> {
         }
     }
 
+    /// Add a prefetch value from its JSON text (see [`crate::hook::Prefetch`]): a Bundle's
+    /// entries are read from the text one by one, and each resource is typed from its text
+    /// only if the triage keeps it; nothing else is built. Anything but a Bundle (a single
+    /// resource, `null`, an OperationOutcome) is parsed and added as [`Self::add_value`] adds
+    /// it, and so is a Bundle whose `entry` is not an array.
+    pub fn add_text(&mut self, source: &str, text: &RawValue) {
+        if self.over_limit {
+            return;
+        }
+        #[derive(Deserialize)]
+        struct BundleText<'a> {
+            #[serde(rename = "resourceType", borrow)]
+            resource_type: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow)]
+            entry: Option<Vec<&'a RawValue>>,
+        }
+        let bundle = serde_json::from_str::<BundleText<'_>>(text.get())
+            .ok()
+            .filter(|b| b.resource_type.as_deref() == Some("Bundle"));
+        let Some(bundle) = bundle else {
+            if let Ok(value) = serde_json::from_str::<Value>(text.get()) {
+                self.add_value(source, value);
+            }
+            return;
+        };
+        let entries: Vec<Entry<'_>> = bundle
+            .entry
+            .unwrap_or_default()
+            .into_iter()
+            .map(Entry::read)
+            .collect();
+        let counted = entries.iter().filter(|e| !e.is_outcome()).count();
+        if let Err(limit) = self.limits.check_entries(counted) {
+            self.too_large(source, limit);
+            return;
+        }
+        for (i, entry) in entries.into_iter().enumerate() {
+            match entry {
+                Entry::Resource(text) => self.add_resource(source, Body::Text(text)),
+                Entry::Outcome(text) => {
+                    let outcome = serde_json::from_str::<Value>(text.get()).ok();
+                    self.outcome(source, outcome.as_ref());
+                }
+                Entry::Tree(value) => self.add_entry(source, i, value),
+            }
+        }
+    }
+
+    /// One Bundle entry, parsed: a search outcome entry, a resource, or an issue.
+    fn add_entry(&mut self, source: &str, i: usize, entry: Value) {
+        if is_outcome_entry(&entry) {
+            return self.outcome(source, entry.get("resource"));
+        }
+        match entry {
+            Value::Object(mut e) => match e.remove("resource") {
+                Some(r) => self.add_resource(source, Body::Tree(r)),
+                None => self.issue(source, None, format!("Bundle entry {i} has no resource")),
+            },
+            _ => self.issue(source, None, format!("Bundle entry {i} is not an object")),
+        }
+    }
+
     /// Add a prefetch value or a FHIR response body: a single resource, a Bundle (its entries
     /// are added one by one), or `null` (nothing).
     pub fn add_value(&mut self, source: &str, value: Value) {
@@ -445,32 +442,14 @@ impl<'t> RecordBuilder<'t> {
                         return;
                     }
                     for (i, entry) in entries.into_iter().enumerate() {
-                        if is_outcome_entry(&entry) {
-                            self.outcome(source, entry.get("resource"));
-                            continue;
-                        }
-                        match entry {
-                            Value::Object(mut e) => match e.remove("resource") {
-                                Some(r) => self.add_resource(source, r),
-                                None => self.issue(
-                                    source,
-                                    None,
-                                    format!("Bundle entry {i} has no resource"),
-                                ),
-                            },
-                            _ => self.issue(
-                                source,
-                                None,
-                                format!("Bundle entry {i} is not an object"),
-                            ),
-                        }
+                        self.add_entry(source, i, entry);
                     }
                 } else if obj.get("resourceType").and_then(Value::as_str)
                     == Some("OperationOutcome")
                 {
                     self.source_failed(source, &Value::Object(obj));
                 } else {
-                    self.add_resource(source, Value::Object(obj));
+                    self.add_resource(source, Body::Tree(Value::Object(obj)));
                 }
             }
             _ => self.issue(source, None, "is not a FHIR resource or Bundle".to_owned()),
@@ -544,52 +523,64 @@ impl<'t> RecordBuilder<'t> {
         }
     }
 
-    fn add_resource(&mut self, source: &str, resource: Value) {
-        let rtype = resource
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        // Only the four kinds the facts read; the rest (Patient, Encounter ...) is not needed
-        // and not parsed. A lone OperationOutcome (not in a Bundle) is a search note too.
-        if rtype == "OperationOutcome" {
-            self.outcome(source, Some(&resource));
-            return;
-        }
-        if !matches!(
-            rtype,
-            "Condition" | "Procedure" | "Observation" | "Coverage"
-        ) {
-            return;
-        }
-        let rtype = rtype.to_owned();
-        if !self.is_about_patient(&rtype, &resource) {
-            return;
-        }
-        // Before anything is kept or counted: an Observation the facts cannot use is noise.
-        if rtype == "Observation" && !observation_is_relevant(&resource, self.terminology) {
-            self.record.observations_dropped += 1;
-            return;
-        }
-        // A Condition or Procedure the facts read nothing of but its id: never typed.
-        let id_only = match rtype.as_str() {
-            "Condition" => {
-                !condition_is_relevant(&resource, self.terminology, &self.whole_conditions)
+    /// Add one resource, read from its text or already parsed: filtered by type and patient,
+    /// judged by the triage ([`super::triage`]), and typed only if the facts can use it.
+    fn add_resource(&mut self, source: &str, body: Body<'_>) {
+        // What the triage said, owned, so that the parsed value can be moved to the parser.
+        let (rtype, id, about, verdict) = {
+            let head = match &body {
+                Body::Text(text) => match Head::of_text(text.get()) {
+                    Some(head) => head,
+                    // Not shaped as FHIR says: parsed, and read from the value.
+                    None => match serde_json::from_str::<Value>(text.get()) {
+                        Ok(value) => return self.add_resource(source, Body::Tree(value)),
+                        Err(_) => return, // cannot happen: the text was read as JSON
+                    },
+                },
+                Body::Tree(value) => Head::of_value(value),
+            };
+            let rtype = head.resource_type();
+            // Only the four kinds the facts read; the rest (Patient, Encounter ...) is not
+            // needed and not parsed. A lone OperationOutcome (not in a Bundle) is a search
+            // note too.
+            if rtype == "OperationOutcome" {
+                return self.outcome(source, body.to_value().as_ref());
             }
-            "Procedure" => !procedure_is_relevant(&resource, self.terminology),
-            _ => false,
+            if !matches!(
+                rtype,
+                "Condition" | "Procedure" | "Observation" | "Coverage"
+            ) {
+                return;
+            }
+            (
+                rtype.to_owned(),
+                head.id().map(str::to_owned),
+                head.about().map(str::to_owned),
+                head.verdict(self.terminology, &self.whole_conditions),
+            )
         };
-        if id_only {
-            if let Some(id) = resource.get("id").and_then(Value::as_str)
-                && self.seen.insert((rtype.clone(), id.to_owned()))
-            {
-                self.record.ids_only(&rtype).push(id.to_owned());
-            }
+        // A resource with no subject (beneficiary) is kept: the query that returned it was
+        // already scoped to the patient.
+        if about.is_some_and(|r| !references_patient(&r, &self.record.patient_id)) {
             return;
         }
-        let id = resource
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        match verdict {
+            // Before anything is kept or counted: an Observation the facts cannot use.
+            Verdict::Noise => {
+                self.record.observations_dropped += 1;
+                return;
+            }
+            // A Condition or Procedure the facts read nothing of but its id: never typed.
+            Verdict::IdOnly => {
+                if let Some(id) = id
+                    && self.seen.insert((rtype.clone(), id.clone()))
+                {
+                    self.record.ids_only(&rtype).push(id);
+                }
+                return;
+            }
+            Verdict::Type => {}
+        }
         let reference = ResourceRef::new(&rtype, id.as_deref()).to_string();
         if let Some(id) = &id
             && !self.seen.insert((rtype.clone(), id.clone()))
@@ -611,14 +602,24 @@ impl<'t> RecordBuilder<'t> {
         self.kept += 1;
         // fhirbolt recurses once per nested resource with large frames: a resource nesting
         // resources deeper than FHIR allows is skipped before it is parsed.
-        if let Err(e) = crate::limits::check_resource_nesting(&resource) {
+        let nesting = match &body {
+            Body::Text(text) => {
+                crate::limits::check_resource_nesting_in_text(text.get().as_bytes())
+            }
+            Body::Tree(value) => crate::limits::check_resource_nesting(value),
+        };
+        if let Err(e) = nesting {
             self.issue(source, Some(reference), e.to_string());
             return;
         }
         // Parse through the `Resource` enum, not the concrete type: with serde_json's
         // `arbitrary_precision` (which fhirbolt switches on), fhirbolt 0.4 rejects every JSON
         // decimal when asked for a concrete resource type, but reads it through the enum.
-        let parsed = crate::fhir_json::read::<Resource>(resource).map(|r| match r {
+        let parsed = match body {
+            Body::Text(text) => crate::fhir_json::read_text::<Resource>(text.get()),
+            Body::Tree(value) => crate::fhir_json::read::<Resource>(value),
+        };
+        let parsed = parsed.map(|r| match r {
             Resource::Condition(c) => self.record.conditions.push(*c),
             Resource::Procedure(p) => self.record.procedures.push(*p),
             Resource::Observation(o) => self.record.observations.push(*o),
@@ -636,24 +637,6 @@ impl<'t> RecordBuilder<'t> {
                 ),
             );
         }
-    }
-
-    /// Whether the resource's subject (or Coverage beneficiary) is this patient. A resource with
-    /// no such reference is kept: the query that returned it was already scoped to the patient.
-    fn is_about_patient(&self, rtype: &str, resource: &Value) -> bool {
-        let field = if rtype == "Coverage" {
-            "beneficiary"
-        } else {
-            "subject"
-        };
-        let Some(reference) = resource
-            .get(field)
-            .and_then(|r| r.get("reference"))
-            .and_then(Value::as_str)
-        else {
-            return true;
-        };
-        references_patient(reference, &self.record.patient_id)
     }
 
     pub fn finish(self) -> PatientRecord {
@@ -1047,61 +1030,15 @@ mod tests {
         assert!(why.contains("limits.max_record_resources = 8"), "{why}");
     }
 
-    /// Each rule that makes a Condition or Procedure read whole, and what is kept by id only.
+    /// Conditions and Procedures the facts cannot use (`record::triage`): in the record's id
+    /// lists, once, never counted or parsed; from a prefetch's text as from parsed values.
     #[test]
-    fn conditions_and_procedures_are_typed_only_when_the_facts_can_use_them() {
+    fn resources_kept_by_id_only_are_listed_once_and_never_parsed() {
         let t = terminology();
-        let none = HashSet::new();
-        let icd = |code: &str| json!({"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]});
-        let base = json!({"resourceType": "Condition", "id": "c1", "code": icd("I10")});
-        assert!(!condition_is_relevant(&base, t, &none), "hypertension");
-        let with = |key: &str, value: Value| {
-            let mut c = base.clone();
-            c[key] = value;
-            c
-        };
-        assert!(condition_is_relevant(&with("code", icd("C20")), t, &none));
-        assert!(condition_is_relevant(
-            &with("code", icd("C50.911")),
-            t,
-            &none
-        ));
-        assert!(condition_is_relevant(
-            &with(
-                "stage",
-                json!([{"assessment": [{"reference": "Observation/o1"}]}])
-            ),
-            t,
-            &none
-        ));
-        assert!(condition_is_relevant(
-            &with(
-                "meta",
-                json!({"profile": [crate::terminology::uris::MCODE_CANCER_CONDITION_PROFILES[0]]})
-            ),
-            t,
-            &none
-        ));
-        let mut b = RecordBuilder::new("p1", t);
-        b.read_whole_conditions(&[
-            "https://ehr.example.org/fhir/Condition/c1/_history/2".to_owned()
-        ]);
-        assert!(
-            condition_is_relevant(&base, t, &b.whole_conditions),
-            "an order's reason"
-        );
-
-        let cpt = |code: &str| json!({"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code}]});
-        let p = json!({"resourceType": "Procedure", "id": "p1", "status": "completed", "code": cpt("66984")});
-        assert!(!procedure_is_relevant(&p, t), "cataract surgery");
-        let mut reason = p.clone();
-        reason["reasonReference"] = json!([{"reference": "Condition/c9"}]);
-        assert!(procedure_is_relevant(&reason, t));
-        let mut site = p.clone();
-        site["bodySite"] =
-            json!([{"coding": [{"system": "http://snomed.info/sct", "code": "34402009"}]}]);
-        assert!(procedure_is_relevant(&site, t), "rectum");
-
+        let base = json!({"resourceType": "Condition", "id": "c1", "code": {"coding": [
+            {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}]}});
+        let p = json!({"resourceType": "Procedure", "id": "p1", "status": "completed",
+            "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "66984"}]}});
         // Kept by id only: in the record's id lists, once, and never counted or parsed.
         let mut prefetch = Map::new();
         let mut bad = base.clone();
@@ -1109,11 +1046,17 @@ mod tests {
         bad["notAField"] = json!(1); // would not parse: never parsed, so no issue
         prefetch.insert("conditions".into(), searchset(vec![base.clone(), bad]));
         prefetch.insert("procedures".into(), searchset(vec![p.clone(), p]));
-        let r = record_from_prefetch("p1", &prefetch, t);
-        assert!(r.conditions.is_empty() && r.procedures.is_empty());
-        assert_eq!(r.condition_ids_only, ["c1", "c2"]);
-        assert_eq!(r.procedure_ids_only, ["p1"]);
-        assert!(r.issues.is_empty(), "{:?}", r.issues);
+        let from_values = record_from_prefetch("p1", &prefetch, t);
+        let mut b = RecordBuilder::new("p1", t);
+        for (key, value) in &prefetch {
+            b.add_text(key, &serde_json::value::to_raw_value(value).unwrap());
+        }
+        for r in [from_values, b.finish()] {
+            assert!(r.conditions.is_empty() && r.procedures.is_empty());
+            assert_eq!(r.condition_ids_only, ["c1", "c2"]);
+            assert_eq!(r.procedure_ids_only, ["p1"]);
+            assert!(r.issues.is_empty(), "{:?}", r.issues);
+        }
     }
 
     /// Every decision case's request (those that parse), with its file name.
@@ -1182,6 +1125,21 @@ mod tests {
             .collect()
     }
 
+    /// The record as the service builds it from a prefetch: from each key's text, the
+    /// Conditions the orders name as their `reasons` read whole.
+    fn from_text(
+        patient: &str,
+        prefetch: &Map<String, Value>,
+        reasons: &[String],
+    ) -> PatientRecord {
+        let mut b = RecordBuilder::new(patient, terminology());
+        b.read_whole_conditions(reasons);
+        for (key, value) in prefetch {
+            b.add_text(key, &serde_json::value::to_raw_value(value).unwrap());
+        }
+        b.finish()
+    }
+
     /// Put `noise` beside the record: into the Bundle of `key` if there is one, else as a key
     /// of its own.
     fn add_noise(prefetch: &mut Map<String, Value>, key: &str, noise: Vec<Value>) {
@@ -1201,24 +1159,22 @@ mod tests {
     /// Observation of the prefetch.
     #[test]
     fn the_observation_filter_changes_no_case() {
-        let t = terminology();
         let (mut compared, mut dropped) = (0, 0);
         for (file, request) in cases() {
             let patient = &request.context.patient_id;
             // A vital sign beside the case's record, so the filter has something to drop.
-            let mut prefetch = request.prefetch.clone();
+            let mut prefetch = request.prefetch.to_map();
             let mut vital = vital("noise-vital");
             vital["subject"] = json!({"reference": format!("Patient/{patient}")});
             add_noise(&mut prefetch, "observations", vec![vital]);
-            let filtered = record_from_prefetch(patient, &prefetch, t);
+            let filtered = from_text(patient, &prefetch, &[]);
             dropped += filtered.observations_dropped;
             // The same record with every Observation about the patient that parses.
             let mut everything = filtered.clone();
-            everything.observations =
-                every(&request.prefetch, "Observation", patient, |r| match r {
-                    Resource::Observation(o) => Some(*o),
-                    _ => None,
-                });
+            everything.observations = every(&prefetch, "Observation", patient, |r| match r {
+                Resource::Observation(o) => Some(*o),
+                _ => None,
+            });
             assert_eq!(
                 decide_all(&request, &filtered),
                 decide_all(&request, &everything),
@@ -1235,12 +1191,11 @@ mod tests {
     /// decides the same as from a record holding every Condition and Procedure typed.
     #[test]
     fn reading_unusable_conditions_and_procedures_by_id_changes_no_case() {
-        let t = terminology();
         let (mut compared, mut by_id) = (0, 0);
         for (file, request) in cases() {
             let patient = &request.context.patient_id;
             let subject = json!({"reference": format!("Patient/{patient}")});
-            let mut prefetch = request.prefetch.clone();
+            let mut prefetch = request.prefetch.to_map();
             add_noise(
                 &mut prefetch,
                 "conditions",
@@ -1270,12 +1225,7 @@ mod tests {
                         .filter_map(|r| r["reference"].as_str().map(str::to_owned))
                 })
                 .collect();
-            let mut b = RecordBuilder::new(patient, t);
-            b.read_whole_conditions(&reasons);
-            for (key, value) in &prefetch {
-                b.add_value(key, value.clone());
-            }
-            let triaged = b.finish();
+            let triaged = from_text(patient, &prefetch, &reasons);
             by_id += triaged.condition_ids_only.len() + triaged.procedure_ids_only.len();
             let mut everything = triaged.clone();
             everything.conditions = every(&prefetch, "Condition", patient, |r| match r {

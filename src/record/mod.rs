@@ -5,6 +5,7 @@
 //! fetched), `facts` reads one, and neither needs the other. Nothing here does I/O.
 
 pub mod builder;
+pub mod triage;
 
 use fhirbolt::model::r4::resources::{Condition, Coverage, Observation, Procedure};
 

@@ -148,7 +148,7 @@ fn determine(request: &Value) -> Result<Vec<Determination>, String> {
     let (_, parsed) = ENGINE
         .parse_call("iort-coverage", &body)
         .map_err(|e| e.to_string())?;
-    let record = ENGINE.record_from_prefetch(&parsed.context.patient_id, &parsed.prefetch);
+    let record = ENGINE.record_of(&parsed);
     let orders = ENGINE.iort_orders(&parsed.context.draft_orders);
     Ok(ENGINE.assess(orders, &record))
 }

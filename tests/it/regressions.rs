@@ -474,8 +474,7 @@ fn prefetch_facts_finds_finish() {
                     doc = r;
                 }
                 if let Ok(request) = HookRequest::from_json(doc) {
-                    let record =
-                        engine.record_from_prefetch(&request.context.patient_id, &request.prefetch);
+                    let record = engine.record_of(&request);
                     let orders = engine.iort_orders(&request.context.draft_orders);
                     for d in engine.assess(orders, &record) {
                         outcomes.push(d.covered.code());
