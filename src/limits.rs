@@ -411,6 +411,18 @@ pub fn resource_nesting_in_text(bytes: &[u8]) -> usize {
 /// Whether JSON text holds an empty array (`[` and `]` with only whitespace between, outside
 /// strings): FHIR forbids them and fhirbolt 0.4 can panic on them (`crate::fhir_json`).
 pub fn has_empty_array_in_text(bytes: &[u8]) -> bool {
+    // Most texts have none: look for a `]` right after a `[` (whitespace aside) anywhere, in
+    // strings or not, and read the text properly only when there is one.
+    let candidate = memchr::memchr_iter(b']', bytes).any(|close| {
+        bytes[..close]
+            .iter()
+            .rev()
+            .find(|c| !c.is_ascii_whitespace())
+            == Some(&b'[')
+    });
+    if !candidate {
+        return false;
+    }
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
@@ -433,6 +445,12 @@ pub fn has_empty_array_in_text(bytes: &[u8]) -> bool {
 
 /// [`check_resource_nesting`] on JSON text.
 pub fn check_resource_nesting_in_text(bytes: &[u8]) -> Result<(), LimitExceeded> {
+    // A text naming `resourceType` no more often than the bound cannot nest deeper than it,
+    // unless a key hides behind escapes: read properly only then.
+    let named = memchr::memmem::find_iter(bytes, b"resourceType").count();
+    if named <= MAX_RESOURCE_NESTING && memchr::memchr(b'\\', bytes).is_none() {
+        return Ok(());
+    }
     nesting_within(resource_nesting_in_text(bytes))
 }
 
@@ -607,6 +625,10 @@ mod tests {
                 proptest::prop_assert_eq!(
                     resource_nesting_in_text(text.as_bytes()),
                     resource_nesting(&value)
+                );
+                proptest::prop_assert_eq!(
+                    check_resource_nesting_in_text(text.as_bytes()).is_ok(),
+                    resource_nesting(&value) <= MAX_RESOURCE_NESTING
                 );
                 proptest::prop_assert_eq!(
                     has_empty_array_in_text(text.as_bytes()),
