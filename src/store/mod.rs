@@ -247,6 +247,7 @@ impl Store {
         let counters = Arc::new(Counters::default());
         tokio::spawn(writer::run(
             pool.clone(),
+            backend,
             rx,
             Arc::clone(&counters),
             settings.batch_size,
@@ -334,13 +335,22 @@ impl Store {
             return false;
         }
         let jti_sha256 = records::sha256_hex(jti);
-        let remember = db::remember_jti(
-            &self.inner.pool,
-            iss,
-            &jti_sha256,
-            i64::try_from(forget_after).unwrap_or(i64::MAX),
-            i64::try_from(now).unwrap_or(i64::MAX),
-        );
+        let remember = async {
+            // Just after start-up the writer may still be creating the tables: a token checked
+            // then waits for them (within the timeout) rather than failing over to this
+            // instance's memory, which would accept a token another instance had seen.
+            while !c.migrated.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            db::remember_jti(
+                &self.inner.pool,
+                iss,
+                &jti_sha256,
+                i64::try_from(forget_after).unwrap_or(i64::MAX),
+                i64::try_from(now).unwrap_or(i64::MAX),
+            )
+            .await
+        };
         match tokio::time::timeout(REPLAY_TIMEOUT, remember).await {
             Ok(Ok(seen)) => seen,
             outcome => {

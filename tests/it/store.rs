@@ -773,7 +773,10 @@ async fn writer_cost() {
         tick.tick().await;
     }
     let (own1, _) = cpu_seconds(None);
-    println!("| pacing alone, 5 s of 1 ms ticks | | | | | {:.2} | | | |", own1 - own0);
+    println!(
+        "| pacing alone, 5 s of 1 ms ticks | | | | | {:.2} | | | |",
+        own1 - own0
+    );
     for (name, url, server) in &stores {
         let b = |kind: &str| format!("{name}, {kind}");
         bench_run(&b("fast-path"), url, *server, None, 100_000, None).await;
