@@ -1,5 +1,6 @@
-//! The writer task: takes records off the bounded queue in batches and writes each batch in
-//! one transaction. When the database is down it keeps the batch and tries again with backoff
+//! The writer task: takes records off the bounded queue in batches (letting a batch gather for
+//! [`GATHER`] when records come slowly) and writes each batch in one transaction, at most one
+//! statement per table. When the database is down it keeps the batch and tries again with backoff
 //! (100 ms doubling to 5 s), so nothing already queued is lost; meanwhile the queue fills, and
 //! what does not fit is refused at [`super::Store::submit`] (counted and logged there).
 
