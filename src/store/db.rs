@@ -4,13 +4,15 @@
 use std::borrow::Cow;
 
 use futures_util::future::BoxFuture;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sqlx::AnyPool;
+use sqlx::Row;
 use sqlx::any::AnyRow;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::{Row, Transaction};
 
+use super::Backend;
 use super::records::{CallRecord, FeedbackRecord};
 use super::writer::Item;
 
@@ -51,101 +53,273 @@ pub(crate) async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
     migrator.run(pool).await.map_err(Into::into)
 }
 
-/// Write a batch in one transaction. Every insert ignores a row already there, so a batch
-/// retried after a commit whose answer was lost writes nothing twice.
-pub(crate) async fn write_batch(pool: &AnyPool, items: &[Item]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    for item in items {
-        match item {
-            Item::Call(c) => insert_call(&mut tx, c).await?,
-            Item::Feedback(f) => insert_feedback(&mut tx, f).await?,
-            Item::Close(_) => {}
-        }
-    }
-    tx.commit().await
+/// The batch statements, one per table, each reading the batch's rows of that table from one
+/// JSON array parameter. The text is fixed per backend (the two databases unpack JSON
+/// differently); values only ever arrive as the bound parameter. Every insert ignores a row
+/// already there, so a batch retried after a commit whose answer was lost writes nothing twice.
+struct Statements {
+    calls: &'static str,
+    determinations: &'static str,
+    feedback: &'static str,
 }
 
-async fn insert_call(
-    tx: &mut Transaction<'_, sqlx::Any>,
-    c: &CallRecord,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO hook_calls (request_id, received_at, hook, hook_instance, service_id, \
+/// SQLite: `json_each` yields each row object as `value`; `->>` reads a member as SQL text or
+/// integer (NULL for JSON null). `WHERE true` lets the parser tell the SELECT's end from the
+/// `ON CONFLICT` clause.
+const SQLITE: Statements = Statements {
+    calls: "INSERT INTO hook_calls (request_id, received_at, hook, hook_instance, service_id, \
          client_iss, client_sub, client_tenant, client_jti_sha256, patient_id, encounter_id, \
          fhir_server_host, response_body, request_body) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         SELECT value ->> '$.request_id', value ->> '$.received_at', value ->> '$.hook', \
+         value ->> '$.hook_instance', value ->> '$.service_id', value ->> '$.client_iss', \
+         value ->> '$.client_sub', value ->> '$.client_tenant', value ->> '$.client_jti_sha256', \
+         value ->> '$.patient_id', value ->> '$.encounter_id', value ->> '$.fhir_server_host', \
+         value ->> '$.response_body', value ->> '$.request_body' \
+         FROM json_each($1) WHERE true ON CONFLICT (request_id) DO NOTHING",
+    determinations: "INSERT INTO determinations (request_id, position, decided_at, patient_id, \
+         order_ref, billing_code, covered, criteria, policy_id, policy_version, policy_effective, \
+         assertion_id, card_uuid, card_summary) \
+         SELECT value ->> '$.request_id', value ->> '$.position', value ->> '$.decided_at', \
+         value ->> '$.patient_id', value ->> '$.order_ref', value ->> '$.billing_code', \
+         value ->> '$.covered', value ->> '$.criteria', value ->> '$.policy_id', \
+         value ->> '$.policy_version', value ->> '$.policy_effective', value ->> '$.assertion_id', \
+         value ->> '$.card_uuid', value ->> '$.card_summary' \
+         FROM json_each($1) WHERE true ON CONFLICT (request_id, position) DO NOTHING",
+    // The assertion the card carried, when the card is known (this batch's determinations are
+    // written first).
+    feedback: "INSERT INTO feedback (id, received_at, request_id, service_id, card_uuid, \
+         assertion_id, outcome, override_reason, accepted_suggestions, has_comment, \
+         outcome_timestamp, client_iss) \
+         SELECT value ->> '$.id', value ->> '$.received_at', value ->> '$.request_id', \
+         value ->> '$.service_id', value ->> '$.card_uuid', \
+         (SELECT MAX(d.assertion_id) FROM determinations d \
+          WHERE d.card_uuid = value ->> '$.card_uuid'), \
+         value ->> '$.outcome', value ->> '$.override_reason', \
+         value ->> '$.accepted_suggestions', value ->> '$.has_comment', \
+         value ->> '$.outcome_timestamp', value ->> '$.client_iss' \
+         FROM json_each($1) WHERE true ON CONFLICT (id) DO NOTHING",
+};
+
+/// PostgreSQL: `json_to_recordset` turns the array into typed rows (`json`, not `jsonb`: it
+/// is read once, and the text is not parsed into a tree first).
+const POSTGRES: Statements = Statements {
+    calls: "INSERT INTO hook_calls (request_id, received_at, hook, hook_instance, service_id, \
+         client_iss, client_sub, client_tenant, client_jti_sha256, patient_id, encounter_id, \
+         fhir_server_host, response_body, request_body) \
+         SELECT r.request_id, r.received_at, r.hook, r.hook_instance, r.service_id, r.client_iss, \
+         r.client_sub, r.client_tenant, r.client_jti_sha256, r.patient_id, r.encounter_id, \
+         r.fhir_server_host, r.response_body, r.request_body \
+         FROM json_to_recordset($1::json) AS r(request_id text, received_at text, hook text, \
+         hook_instance text, service_id text, client_iss text, client_sub text, \
+         client_tenant text, client_jti_sha256 text, patient_id text, encounter_id text, \
+         fhir_server_host text, response_body text, request_body text) \
          ON CONFLICT (request_id) DO NOTHING",
-    )
-    .bind(&c.request_id)
-    .bind(&c.received_at)
-    .bind(&c.header.hook)
-    .bind(&c.header.hook_instance)
-    .bind(&c.service_id)
-    .bind(c.client.iss.as_deref())
-    .bind(c.client.sub.as_deref())
-    .bind(c.client.tenant.as_deref())
-    .bind(c.client.jti_sha256.as_deref())
-    .bind(&c.header.patient_id)
-    .bind(c.header.encounter_id.as_deref())
-    .bind(c.header.fhir_server_host.as_deref())
-    .bind(&c.response_body)
-    .bind(c.request_body.as_deref())
-    .execute(&mut **tx)
-    .await?;
-    for (i, o) in c.orders.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO determinations (request_id, position, decided_at, patient_id, order_ref, \
-             billing_code, covered, criteria, policy_id, policy_version, policy_effective, \
-             assertion_id, card_uuid, card_summary) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (request_id, position) DO NOTHING",
-        )
-        .bind(&c.request_id)
-        .bind(i as i64)
-        .bind(&c.received_at)
-        .bind(&c.header.patient_id)
-        .bind(o.order_ref.as_deref())
-        .bind(o.billing_code.as_deref())
-        .bind(o.covered)
-        .bind(o.criteria.to_string())
-        .bind(&o.policy_id)
-        .bind(&o.policy_version)
-        .bind(&o.policy_effective)
-        .bind(o.assertion_id.as_deref())
-        .bind(o.card_uuid.as_deref())
-        .bind(o.card_summary.as_deref())
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+    determinations: "INSERT INTO determinations (request_id, position, decided_at, patient_id, \
+         order_ref, billing_code, covered, criteria, policy_id, policy_version, policy_effective, \
+         assertion_id, card_uuid, card_summary) \
+         SELECT r.request_id, r.position, r.decided_at, r.patient_id, r.order_ref, \
+         r.billing_code, r.covered, r.criteria, r.policy_id, r.policy_version, \
+         r.policy_effective, r.assertion_id, r.card_uuid, r.card_summary \
+         FROM json_to_recordset($1::json) AS r(request_id text, position integer, \
+         decided_at text, patient_id text, order_ref text, billing_code text, covered text, \
+         criteria text, policy_id text, policy_version text, policy_effective text, \
+         assertion_id text, card_uuid text, card_summary text) \
+         ON CONFLICT (request_id, position) DO NOTHING",
+    feedback: "INSERT INTO feedback (id, received_at, request_id, service_id, card_uuid, \
+         assertion_id, outcome, override_reason, accepted_suggestions, has_comment, \
+         outcome_timestamp, client_iss) \
+         SELECT r.id, r.received_at, r.request_id, r.service_id, r.card_uuid, \
+         (SELECT MAX(d.assertion_id) FROM determinations d WHERE d.card_uuid = r.card_uuid), \
+         r.outcome, r.override_reason, r.accepted_suggestions, r.has_comment, \
+         r.outcome_timestamp, r.client_iss \
+         FROM json_to_recordset($1::json) AS r(id text, received_at text, request_id text, \
+         service_id text, card_uuid text, outcome text, override_reason text, \
+         accepted_suggestions bigint, has_comment bigint, outcome_timestamp text, \
+         client_iss text) \
+         ON CONFLICT (id) DO NOTHING",
+};
+
+#[derive(Serialize)]
+struct CallRow<'a> {
+    request_id: &'a str,
+    received_at: &'a str,
+    hook: &'a str,
+    hook_instance: &'a str,
+    service_id: &'a str,
+    client_iss: Option<&'a str>,
+    client_sub: Option<&'a str>,
+    client_tenant: Option<&'a str>,
+    client_jti_sha256: Option<&'a str>,
+    patient_id: &'a str,
+    encounter_id: Option<&'a str>,
+    fhir_server_host: Option<&'a str>,
+    response_body: &'a str,
+    request_body: Option<&'a str>,
 }
 
-async fn insert_feedback(
-    tx: &mut Transaction<'_, sqlx::Any>,
-    f: &FeedbackRecord,
+#[derive(Serialize)]
+struct DeterminationRow<'a> {
+    request_id: &'a str,
+    position: usize,
+    decided_at: &'a str,
+    patient_id: &'a str,
+    order_ref: Option<&'a str>,
+    billing_code: Option<&'a str>,
+    covered: &'a str,
+    /// The criteria's JSON as text (stored as such).
+    criteria: String,
+    policy_id: &'a str,
+    policy_version: &'a str,
+    policy_effective: &'a str,
+    assertion_id: Option<&'a str>,
+    card_uuid: Option<&'a str>,
+    card_summary: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct FeedbackRow<'a> {
+    id: &'a str,
+    received_at: &'a str,
+    request_id: &'a str,
+    service_id: &'a str,
+    card_uuid: &'a str,
+    outcome: &'a str,
+    override_reason: Option<&'a str>,
+    accepted_suggestions: i64,
+    has_comment: i64,
+    outcome_timestamp: &'a str,
+    client_iss: Option<&'a str>,
+}
+
+/// A batch's rows, per table, as the JSON arrays the statements read (`None`: no rows).
+struct Rows {
+    calls: Option<String>,
+    determinations: Option<String>,
+    feedback: Option<String>,
+}
+
+fn json_array<T: Serialize>(rows: &[T]) -> Result<Option<String>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(rows)
+        .map(Some)
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+impl Rows {
+    fn of(items: &[Item]) -> Result<Self, sqlx::Error> {
+        let mut calls = Vec::with_capacity(items.len());
+        let mut determinations = Vec::new();
+        let mut feedback = Vec::new();
+        for item in items {
+            match item {
+                Item::Call(c) => {
+                    calls.push(call_row(c));
+                    determinations.extend(determination_rows(c));
+                }
+                Item::Feedback(f) => feedback.push(feedback_row(f)),
+                Item::Close(_) => {}
+            }
+        }
+        Ok(Self {
+            calls: json_array(&calls)?,
+            determinations: json_array(&determinations)?,
+            feedback: json_array(&feedback)?,
+        })
+    }
+}
+
+fn call_row(c: &CallRecord) -> CallRow<'_> {
+    CallRow {
+        request_id: &c.request_id,
+        received_at: &c.received_at,
+        hook: &c.header.hook,
+        hook_instance: &c.header.hook_instance,
+        service_id: &c.service_id,
+        client_iss: c.client.iss.as_deref(),
+        client_sub: c.client.sub.as_deref(),
+        client_tenant: c.client.tenant.as_deref(),
+        client_jti_sha256: c.client.jti_sha256.as_deref(),
+        patient_id: &c.header.patient_id,
+        encounter_id: c.header.encounter_id.as_deref(),
+        fhir_server_host: c.header.fhir_server_host.as_deref(),
+        response_body: &c.response_body,
+        request_body: c.request_body.as_deref(),
+    }
+}
+
+fn determination_rows(c: &CallRecord) -> impl Iterator<Item = DeterminationRow<'_>> {
+    c.orders.iter().enumerate().map(|(i, o)| DeterminationRow {
+        request_id: &c.request_id,
+        position: i,
+        decided_at: &c.received_at,
+        patient_id: &c.header.patient_id,
+        order_ref: o.order_ref.as_deref(),
+        billing_code: o.billing_code.as_deref(),
+        covered: o.covered,
+        criteria: o.criteria.to_string(),
+        policy_id: &o.policy_id,
+        policy_version: &o.policy_version,
+        policy_effective: &o.policy_effective,
+        assertion_id: o.assertion_id.as_deref(),
+        card_uuid: o.card_uuid.as_deref(),
+        card_summary: o.card_summary.as_deref(),
+    })
+}
+
+fn feedback_row(f: &FeedbackRecord) -> FeedbackRow<'_> {
+    FeedbackRow {
+        id: &f.id,
+        received_at: &f.received_at,
+        request_id: &f.request_id,
+        service_id: &f.service_id,
+        card_uuid: &f.card_uuid,
+        outcome: &f.outcome,
+        override_reason: f.override_reason.as_deref(),
+        accepted_suggestions: f.accepted_suggestions,
+        has_comment: i64::from(f.has_comment),
+        outcome_timestamp: &f.outcome_timestamp,
+        client_iss: f.client_iss.as_deref(),
+    }
+}
+
+/// Write a batch: at most one statement per table (calls, then their determinations, then
+/// feedback, which looks up the determinations' assertions), in one transaction. A batch of
+/// one table's rows (the common case: calls without an IORT order) is one statement, atomic by
+/// itself, and runs without `BEGIN`/`COMMIT` (two round trips fewer).
+pub(crate) async fn write_batch(
+    pool: &AnyPool,
+    backend: Backend,
+    items: &[Item],
 ) -> Result<(), sqlx::Error> {
-    // The assertion the card carried, when the card is known (same batch or earlier).
-    sqlx::query(
-        "INSERT INTO feedback (id, received_at, request_id, service_id, card_uuid, assertion_id, \
-         outcome, override_reason, accepted_suggestions, has_comment, outcome_timestamp, client_iss) \
-         VALUES ($1, $2, $3, $4, $5, \
-         (SELECT MAX(assertion_id) FROM determinations WHERE card_uuid = $5), \
-         $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&f.id)
-    .bind(&f.received_at)
-    .bind(&f.request_id)
-    .bind(&f.service_id)
-    .bind(&f.card_uuid)
-    .bind(&f.outcome)
-    .bind(f.override_reason.as_deref())
-    .bind(f.accepted_suggestions)
-    .bind(i64::from(f.has_comment))
-    .bind(&f.outcome_timestamp)
-    .bind(f.client_iss.as_deref())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let sql = match backend {
+        Backend::Sqlite => &SQLITE,
+        Backend::Postgres => &POSTGRES,
+    };
+    let rows = Rows::of(items)?;
+    let statements: Vec<(&'static str, String)> = [
+        (sql.calls, rows.calls),
+        (sql.determinations, rows.determinations),
+        (sql.feedback, rows.feedback),
+    ]
+    .into_iter()
+    .filter_map(|(sql, rows)| Some((sql, rows?)))
+    .collect();
+    match statements.len() {
+        0 => Ok(()),
+        1 => {
+            let (sql, rows) = statements.into_iter().next().expect("one");
+            sqlx::query(sql).bind(rows).execute(pool).await.map(drop)
+        }
+        _ => {
+            let mut tx = pool.begin().await?;
+            for (sql, rows) in statements {
+                sqlx::query(sql).bind(rows).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+    }
 }
 
 /// Delete what is older than `cutoff` (stored time text) and replay entries past their time.

@@ -323,6 +323,103 @@ async fn a_full_queue_drops_counts_and_shows_degraded_but_calls_are_answered() {
     );
 }
 
+/// `sql`'s count of the rows of run `run` (its request ids start with it).
+async fn count(db: &mut sqlx::AnyConnection, sql: &str, run: &str) -> i64 {
+    sqlx::query_as::<_, (i64,)>(sql)
+        .bind(format!("{run}-%"))
+        .fetch_one(db)
+        .await
+        .expect("a count")
+        .0
+}
+
+/// A record the database refuses for what it holds (here a rule added for the test refuses
+/// patient `poison`) is tried three times and set aside, counted and shown on `/readyz`; the
+/// records written with it in one batch statement are written one by one instead. A record
+/// written twice (a retry after a lost commit answer) is kept once.
+async fn a_refused_record_is_set_aside_and_the_rest_written(url: &str, refuse: &str) {
+    use iort_cds::store::Store;
+    let store = Store::start(&store_at(url))
+        .expect("settings")
+        .expect("enabled");
+    let run = uuid::Uuid::new_v4().to_string();
+    store.submit_call(bench_record(&run, 100, None));
+    let start = Instant::now();
+    while store.stats().records_written < 1 {
+        assert!(start.elapsed() < Duration::from_secs(20), "never written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sqlx::any::install_default_drivers();
+    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .expect("the store's database");
+    sqlx::query(refuse)
+        .execute(&mut db)
+        .await
+        .expect("the refusal rule");
+    // Submitted together: one batch (the writer gathers them), the third one refused.
+    for n in 0..5 {
+        let mut r = bench_record(&run, n, Some(r#"{"cards":[]}"#));
+        if n == 2 {
+            r.header.patient_id = "poison".to_owned();
+        }
+        store.submit_call(r);
+    }
+    store.submit_call(bench_record(&run, 0, Some(r#"{"cards":[]}"#)));
+    assert!(store.close(Duration::from_secs(30)).await);
+    let s = store.stats();
+    assert_eq!((s.records_written, s.records_rejected), (6, 1), "{s:?}");
+    assert!(s.write_failures >= 3, "{s:?}");
+    assert!(
+        store
+            .degraded()
+            .iter()
+            .any(|why| why.contains("refused a record")),
+        "{:?}",
+        store.degraded()
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT COUNT(*) FROM hook_calls WHERE request_id LIKE $1",
+            &run
+        )
+        .await,
+        5
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT COUNT(*) FROM determinations WHERE request_id LIKE $1",
+            &run
+        )
+        .await,
+        4,
+        "each written call's determination, the refused call's none"
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT COUNT(*) FROM hook_calls WHERE request_id LIKE $1 AND patient_id = 'poison'",
+            &run
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sets_a_refused_record_aside() {
+    let url = common::temp_sqlite_url();
+    // A NOT NULL violation, raised from a trigger for the one patient.
+    a_refused_record_is_set_aside_and_the_rest_written(
+        &url,
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON hook_calls \
+         WHEN NEW.patient_id = 'poison' BEGIN INSERT INTO feedback (id) VALUES ('x'); END",
+    )
+    .await;
+}
+
 // --- PostgreSQL -----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,6 +472,18 @@ async fn postgres_down_while_calls_flow_loses_nothing() {
     let reader = Reader::open(&store_at(&pg.url)).await.expect("open");
     assert_eq!(reader.list(None, None, 1000).await.expect("list").len(), 25);
     drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sets_a_refused_record_aside() {
+    let Some(pg) = Postgres::start("store::postgres_sets_a_refused_record_aside") else {
+        return;
+    };
+    a_refused_record_is_set_aside_and_the_rest_written(
+        &pg.url,
+        "ALTER TABLE hook_calls ADD CONSTRAINT refuse_poison CHECK (patient_id <> 'poison')",
+    )
+    .await;
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -481,4 +590,199 @@ async fn two_instances_share_records_and_refuse_a_replayed_token() {
         "{r}"
     );
     drop(pg);
+}
+
+// --- The writer's cost (a measurement, not a check) -----------------------------------------
+
+/// CPU seconds used so far by this process (all threads) and, with `server`, by a PostgreSQL
+/// server and its live and exited backends: what the writer takes from the calls.
+fn cpu_seconds(server: Option<u32>) -> (f64, f64) {
+    // utime, stime, cutime, cstime are fields 14-17; the name (field 2) may hold spaces.
+    fn ticks(pid: &str, with_children: bool) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<u64> = rest
+            .split(' ')
+            .skip(11)
+            .take(4)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        Some(f[0] + f[1] + if with_children { f[2] + f[3] } else { 0 })
+    }
+    let tick = 100.0; // USER_HZ on Linux
+    let own = ticks("self", false).unwrap_or(0) as f64 / tick;
+    let Some(server) = server else {
+        return (own, 0.0);
+    };
+    let mut total = ticks(&server.to_string(), true).unwrap_or(0);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let ppid = stat[close + 2..].split(' ').nth(1);
+        if ppid == Some(server.to_string().as_str()) {
+            total += ticks(&pid, false).unwrap_or(0);
+        }
+    }
+    (own, total as f64 / tick)
+}
+
+/// The postmaster serving `port` (its command line names the port).
+fn postmaster_of(port: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (cmd.contains("postgres\0") && cmd.contains(&format!("\0-p\0{port}\0"))).then_some(pid)
+    })
+}
+
+fn bench_record(run: &str, n: usize, typical: Option<&str>) -> iort_cds::store::CallRecord {
+    use iort_cds::store::{CallHeader, CallRecord, ClientRecord, OrderRecord, records};
+    let orders = match typical {
+        None => vec![],
+        Some(_) => vec![OrderRecord {
+            order_ref: Some("ServiceRequest/sr-iort-1".to_owned()),
+            billing_code: Some("http://www.ama-assn.org/go/cpt|77425".to_owned()),
+            covered: "covered",
+            criteria: json!([
+                {"criterion": "rectal-cancer", "value": "met", "evidence": ["Condition/c1"]},
+                {"criterion": "margins", "value": "met", "evidence": ["Observation/o1", "Procedure/p1"]},
+                {"criterion": "t4-or-recurrent", "value": "met", "evidence": ["Observation/o2"]},
+            ]),
+            policy_id: "BCBSAZ Intraoperative Radiotherapy".to_owned(),
+            policy_version: "O1033 2024-09-03".to_owned(),
+            policy_effective: "2024-09-03".to_owned(),
+            assertion_id: Some(uuid::Uuid::new_v4().to_string()),
+            card_uuid: Some(uuid::Uuid::new_v4().to_string()),
+            card_summary: Some("IORT: covered under the BCBS Arizona policy".to_owned()),
+        }],
+    };
+    CallRecord {
+        request_id: format!("{run}-{n}"),
+        received_at: records::now_text(),
+        service_id: "iort-coverage".to_owned(),
+        header: CallHeader {
+            hook: "order-sign".to_owned(),
+            hook_instance: uuid::Uuid::new_v4().to_string(),
+            patient_id: format!("pat-{}", n % 1000),
+            encounter_id: Some(format!("enc-{}", n % 3000)),
+            fhir_server_host: Some("ehr.example.org".to_owned()),
+        },
+        client: ClientRecord::default(),
+        orders,
+        response_body: typical.unwrap_or(r#"{"cards":[]}"#).to_owned(),
+        request_body: None,
+    }
+}
+
+/// Push `count` records through a fresh store on `url` (all at once, or `rate` a second) and
+/// print what it cost.
+async fn bench_run(
+    label: &str,
+    url: &str,
+    server: Option<u32>,
+    typical: Option<&str>,
+    count: usize,
+    rate: Option<usize>,
+) {
+    use iort_cds::store::Store;
+    let run = format!("{label}-{}", uuid::Uuid::new_v4());
+    let store = Store::start(&StoreSettings {
+        queue_capacity: count + 10,
+        ..store_at(url)
+    })
+    .expect("settings")
+    .expect("enabled");
+    store.submit_call(bench_record(&run, usize::MAX, typical));
+    while store.stats().records_written < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let records: Vec<_> = (0..count).map(|n| bench_record(&run, n, typical)).collect();
+    let before = store.stats();
+    let (own0, server0) = cpu_seconds(server);
+    let started = Instant::now();
+    match rate {
+        None => records.into_iter().for_each(|r| store.submit_call(r)),
+        Some(rate) => {
+            // Every millisecond what is due by then, as calls arrive (not in bursts).
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut records = records.into_iter().peekable();
+            let mut sent = 0;
+            while records.peek().is_some() {
+                tick.tick().await;
+                let due = (started.elapsed().as_secs_f64() * rate as f64) as usize;
+                for r in records.by_ref().take(due.saturating_sub(sent)) {
+                    store.submit_call(r);
+                    sent += 1;
+                }
+            }
+        }
+    }
+    assert!(store.close(Duration::from_secs(600)).await);
+    let wall = started.elapsed().as_secs_f64();
+    let (own1, server1) = cpu_seconds(server);
+    let s = store.stats();
+    let written = s.records_written - before.records_written;
+    let batches = s.batches_written - before.batches_written;
+    let cpu = (own1 - own0) + (server1 - server0);
+    println!(
+        "| {label} | {} | {count} | {wall:.2} | {:.0} | {:.2} + {:.2} | {:.1} | {:.1} | {} |",
+        rate.map_or("all at once".to_owned(), |r| format!("{r}/s")),
+        written as f64 / wall,
+        own1 - own0,
+        server1 - server0,
+        cpu * 1e6 / written.max(1) as f64,
+        written as f64 / batches.max(1) as f64,
+        s.records_dropped,
+    );
+}
+
+/// The writer alone: fast-path (no IORT order) and typical records into SQLite and PostgreSQL,
+/// all queued at once (what it sustains) and paced at the load test's rates, with the CPU it
+/// took (this process, plus the PostgreSQL server). Run in release:
+/// `cargo test --release --test it store::writer_cost -- --ignored --nocapture --test-threads 1`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it in release (see its doc)"]
+async fn writer_cost() {
+    let app = spawn_app_with(|s| s.store.enabled = false).await;
+    let response = call(&app).await.to_string();
+    let typical = Some(response.as_str());
+    println!(
+        "\n| store, records | submitted | records | wall s | records/s | CPU s (service + database) | CPU µs per record | records per batch | dropped |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let sqlite = common::temp_sqlite_url();
+    let pg = Postgres::start("store::writer_cost");
+    let mut stores = vec![("SQLite", sqlite.clone(), None)];
+    if let Some(pg) = &pg {
+        let port = pg.url.rsplit(':').next().and_then(|p| p.split('/').next());
+        let server = postmaster_of(port.expect("a port"));
+        assert!(server.is_some(), "the postmaster of {}", pg.url);
+        stores.push(("PostgreSQL", pg.url.clone(), server));
+    }
+    // What the paced runs' own pacing costs (1 ms ticks), without a store.
+    let (own0, _) = cpu_seconds(None);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    for _ in 0..5000 {
+        tick.tick().await;
+    }
+    let (own1, _) = cpu_seconds(None);
+    println!(
+        "| pacing alone, 5 s of 1 ms ticks | | | | | {:.2} | | | |",
+        own1 - own0
+    );
+    for (name, url, server) in &stores {
+        let b = |kind: &str| format!("{name}, {kind}");
+        bench_run(&b("fast-path"), url, *server, None, 100_000, None).await;
+        bench_run(&b("typical"), url, *server, typical, 20_000, None).await;
+        bench_run(&b("fast-path"), url, *server, None, 40_000, Some(8_000)).await;
+        bench_run(&b("typical"), url, *server, typical, 14_000, Some(1_400)).await;
+    }
+    let _ = std::fs::remove_file(sqlite.trim_start_matches("sqlite://"));
 }
