@@ -12,10 +12,9 @@
 //! order shaped oddly) takes [`parse_call`]'s path, so the errors a client gets are the same
 //! on both. README, "What the fast path validates".
 
-use std::collections::HashMap;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -101,28 +100,33 @@ pub fn screen_call<'d>(
             .map(|(service, request)| Screened::Request(service, Box::new(request)))
     };
     crate::limits::check_json(body, limits)?;
-    // Not a JSON object, or not JSON: parse_call reports it, exactly as it always has.
-    let Ok(Members(members)) = serde_json::from_slice::<Members<'_>>(body) else {
+    // Not a JSON object, or not JSON, or a prefetch that is not an object: parse_call reports
+    // it, exactly as it always has.
+    let Ok(CallText { members, prefetch }) = serde_json::from_slice::<CallText<'_>>(body) else {
         return full();
     };
     // The body as serde_json would have parsed it (same member order, the last of duplicate
     // keys winning), with `{}` standing in for the prefetch, which stays raw.
     let mut obj = Map::new();
-    let mut prefetch: Option<&RawValue> = None;
     for (key, raw) in members {
-        let value = if key == "prefetch" {
-            prefetch = Some(raw);
-            Value::Object(Map::new())
-        } else {
-            match serde_json::from_str(raw.get()) {
+        let value = match raw {
+            None => Value::Object(Map::new()),
+            Some(raw) => match serde_json::from_str(raw.get()) {
                 Ok(v) => v,
                 Err(_) => return full(),
-            }
+            },
         };
         obj.insert(key, value);
     }
     let json = Value::Object(obj);
-    if nothing_to_assess(service, schemas, limits, may_be_iort, &json, prefetch) {
+    if nothing_to_assess(
+        service,
+        schemas,
+        limits,
+        may_be_iort,
+        &json,
+        prefetch.as_ref(),
+    ) {
         return Ok(Screened::NothingToAssess(CallIds::of_json(&json)));
     }
     // The prefetch stays text (see `Prefetch`): what the request schema says of it and the
@@ -130,10 +134,12 @@ pub fn screen_call<'d>(
     // which names the error as it always has.
     let prefetch = match prefetch {
         None => None,
-        Some(raw) => match prefetch_members(raw) {
-            Some(members) => {
-                crate::limits::check_resource_nesting_in_text(raw.get().as_bytes())?;
-                Some(members)
+        Some(members) => match prefetch_checked(members) {
+            Some(prefetch) => {
+                for (_, value) in prefetch.iter() {
+                    crate::limits::check_resource_nesting_in_text(value.get().as_bytes())?;
+                }
+                Some(prefetch)
             }
             None => return full(),
         },
@@ -147,16 +153,15 @@ pub fn screen_call<'d>(
     })
 }
 
-/// The prefetch's members, when its text is what the request schema asks for: an object whose
-/// values are `null` or objects with a non-empty string `resourceType`. `None`: anything
-/// else, for the full path to report.
-fn prefetch_members(raw: &RawValue) -> Option<super::Prefetch> {
+/// The prefetch, when its members are what the request schema asks for: values that are `null`
+/// or objects with a non-empty string `resourceType`. `None`: anything else, for the full path
+/// to report.
+fn prefetch_checked(Members(members): Members<'_>) -> Option<super::Prefetch> {
     #[derive(serde::Deserialize)]
     struct Typed<'a> {
         #[serde(rename = "resourceType", borrow)]
         resource_type: std::borrow::Cow<'a, str>,
     }
-    let Members(members) = serde_json::from_str(raw.get()).ok()?;
     let valid = members.iter().all(|(_, value)| {
         match serde_json::from_str::<Option<Typed<'_>>>(value.get()) {
             Ok(None) => true,
@@ -209,6 +214,40 @@ impl CallIds {
 /// The members of a JSON object, values unparsed (their syntax checked, nothing built).
 struct Members<'a>(Vec<(String, &'a RawValue)>);
 
+/// A call's body read in one pass: its members unparsed, the prefetch's as its own members
+/// (`None` in `members` marks where the prefetch was), so that neither path reads the
+/// prefetch's text again to learn its keys.
+struct CallText<'a> {
+    members: Vec<(String, Option<&'a RawValue>)>,
+    prefetch: Option<Members<'a>>,
+}
+
+impl<'de> Deserialize<'de> for CallText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = CallText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                let mut prefetch = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "prefetch" {
+                        prefetch = Some(map.next_value::<Members<'de>>()?);
+                        members.push((key, None));
+                    } else {
+                        members.push((key, Some(map.next_value::<&'de RawValue>()?)));
+                    }
+                }
+                Ok(CallText { members, prefetch })
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
+
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Object;
@@ -238,7 +277,7 @@ fn nothing_to_assess(
     limits: &Limits,
     may_be_iort: &dyn Fn(&Value) -> bool,
     json: &Value,
-    prefetch: Option<&RawValue>,
+    prefetch: Option<&Members<'_>>,
 ) -> bool {
     // patient-view assesses its what-if order whatever the request holds.
     if !matches!(service.hook, Hook::OrderSign | Hook::OrderSelect) {
@@ -263,15 +302,10 @@ fn nothing_to_assess(
         return false;
     }
     // A declared prefetch key missing with no FHIR server to fetch it from is a 412, whatever
-    // the orders: the keys are read from the raw prefetch (an object, as the schema says).
-    let keys: HashMap<String, IgnoredAny> = match prefetch {
-        None => HashMap::new(),
-        Some(raw) => match serde_json::from_str(raw.get()) {
-            Ok(keys) => keys,
-            Err(_) => return false,
-        },
-    };
-    if !fhir_server && service.prefetch.keys().any(|k| !keys.contains_key(k)) {
+    // the orders: the keys were read with the body (the prefetch is an object, as the schema
+    // says).
+    let sent = |key: &str| prefetch.is_some_and(|Members(m)| m.iter().any(|(k, _)| k == key));
+    if !fhir_server && service.prefetch.keys().any(|k| !sent(k)) {
         return false;
     }
     match ctx.get("draftOrders") {

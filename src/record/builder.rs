@@ -144,42 +144,41 @@ impl Body<'_> {
     }
 }
 
-/// A Bundle entry read from its text: a resource (still text), a search outcome entry, or an
-/// entry shaped oddly, parsed and handled as [`RecordBuilder::add_value`] handles it.
+/// A Bundle entry as read from the Bundle's text, its resource still text.
+#[derive(Deserialize)]
+struct EntryText<'a> {
+    #[serde(borrow)]
+    resource: Option<&'a RawValue>,
+    #[serde(borrow)]
+    search: Option<Search<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Search<'a> {
+    #[serde(borrow)]
+    mode: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// What a Bundle entry read from text holds: a resource, a search outcome entry, or nothing.
 enum Entry<'a> {
     Resource(&'a RawValue),
     Outcome(&'a RawValue),
-    Tree(Value),
+    NoResource,
 }
 
 impl<'a> Entry<'a> {
-    fn read(text: &'a RawValue) -> Self {
-        #[derive(Deserialize)]
-        struct EntryText<'a> {
-            #[serde(borrow)]
-            resource: Option<&'a RawValue>,
-            #[serde(borrow)]
-            search: Option<Search<'a>>,
-        }
-        #[derive(Deserialize)]
-        struct Search<'a> {
-            #[serde(borrow)]
-            mode: Option<std::borrow::Cow<'a, str>>,
-        }
+    fn of(entry: EntryText<'a>) -> Self {
         #[derive(Deserialize)]
         struct TypeOnly<'a> {
             #[serde(rename = "resourceType", borrow)]
             resource_type: Option<std::borrow::Cow<'a, str>>,
         }
-        let parsed = serde_json::from_str::<EntryText<'a>>(text.get())
-            .ok()
-            .and_then(|e| Some((e.resource?, e.search.and_then(|s| s.mode))));
-        let Some((resource, mode)) = parsed else {
-            return Entry::Tree(serde_json::from_str(text.get()).unwrap_or(Value::Null));
+        let Some(resource) = entry.resource else {
+            return Entry::NoResource;
         };
         // Read the type only when the text could name an OperationOutcome at all.
         let may_be = |t: &str| t.contains("OperationOutcome") || t.contains('\\');
-        let outcome = mode.as_deref() == Some("outcome")
+        let outcome = entry.search.and_then(|s| s.mode).as_deref() == Some("outcome")
             || (may_be(resource.get())
                 && serde_json::from_str::<TypeOnly<'_>>(resource.get())
                     .is_ok_and(|t| t.resource_type.as_deref() == Some("OperationOutcome")));
@@ -187,14 +186,6 @@ impl<'a> Entry<'a> {
             Entry::Outcome(resource)
         } else {
             Entry::Resource(resource)
-        }
-    }
-
-    fn is_outcome(&self) -> bool {
-        match self {
-            Entry::Resource(_) => false,
-            Entry::Outcome(_) => true,
-            Entry::Tree(value) => is_outcome_entry(value),
         }
     }
 }
@@ -365,7 +356,8 @@ impl<'t> RecordBuilder<'t> {
     /// entries are read from the text one by one, and each resource is typed from its text
     /// only if the triage keeps it; nothing else is built. Anything but a Bundle (a single
     /// resource, `null`, an OperationOutcome) is parsed and added as [`Self::add_value`] adds
-    /// it, and so is a Bundle whose `entry` is not an array.
+    /// it, and so is a Bundle whose entries are not all shaped as FHIR says (an entry that is
+    /// not an object, a `search` that is not one).
     pub fn add_text(&mut self, source: &str, text: &RawValue) {
         if self.over_limit {
             return;
@@ -375,7 +367,7 @@ impl<'t> RecordBuilder<'t> {
             #[serde(rename = "resourceType", borrow)]
             resource_type: Option<std::borrow::Cow<'a, str>>,
             #[serde(borrow)]
-            entry: Option<Vec<&'a RawValue>>,
+            entry: Option<Vec<EntryText<'a>>>,
         }
         let bundle = serde_json::from_str::<BundleText<'_>>(text.get())
             .ok()
@@ -390,9 +382,12 @@ impl<'t> RecordBuilder<'t> {
             .entry
             .unwrap_or_default()
             .into_iter()
-            .map(Entry::read)
+            .map(Entry::of)
             .collect();
-        let counted = entries.iter().filter(|e| !e.is_outcome()).count();
+        let counted = entries
+            .iter()
+            .filter(|e| !matches!(e, Entry::Outcome(_)))
+            .count();
         if let Err(limit) = self.limits.check_entries(counted) {
             self.too_large(source, limit);
             return;
@@ -404,7 +399,9 @@ impl<'t> RecordBuilder<'t> {
                     let outcome = serde_json::from_str::<Value>(text.get()).ok();
                     self.outcome(source, outcome.as_ref());
                 }
-                Entry::Tree(value) => self.add_entry(source, i, value),
+                Entry::NoResource => {
+                    self.issue(source, None, format!("Bundle entry {i} has no resource"))
+                }
             }
         }
     }
