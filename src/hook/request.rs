@@ -156,12 +156,17 @@ pub struct Prefetch(Vec<(String, Box<RawValue>)>);
 impl Prefetch {
     /// The members of a JSON object's text (already read by serde_json, so valid JSON).
     pub fn from_members<'a>(members: impl IntoIterator<Item = (String, &'a RawValue)>) -> Self {
+        // Where each key is, so that a hostile body of many keys costs linear time.
+        let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut keys: Vec<(String, Box<RawValue>)> = Vec::new();
         for (key, value) in members {
             let value = value.to_owned();
-            match keys.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => keys.push((key, value)),
+            match at.get(&key) {
+                Some(&i) => keys[i].1 = value,
+                None => {
+                    at.insert(key.clone(), keys.len());
+                    keys.push((key, value));
+                }
             }
         }
         Self(keys)

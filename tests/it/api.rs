@@ -1039,13 +1039,55 @@ async fn healthz_on(
     })
 }
 
+/// `n` connections, each sending the head of a POST of `body` and its first `first` bytes,
+/// then the rest of the body to send when the test says so.
+async fn half_sent_bodies(
+    app: &common::TestApp,
+    body: &[u8],
+    first: usize,
+    n: usize,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let head = format!(
+        "POST {SERVICE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .expect("connects");
+        s.write_all(head.as_bytes()).await.expect("head");
+        s.write_all(&body[..first]).await.expect("first part");
+        streams.push(s);
+    }
+    streams
+}
+
+/// The status line of the answer on `stream` (read to its end; a hang guard of 60 s).
+async fn status_line(mut stream: tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// Large bodies arriving together: each takes part of the in-flight budget as its bytes come,
 /// the budget runs out, and each needs more room that only another could give back. Before the
 /// overdraft every one of them was answered 503 after waiting 10 s (64 connections of 868 KB
 /// records under the load test); now one at a time reads past the budget and all are answered.
 #[tokio::test]
 async fn large_bodies_arriving_together_never_deadlock_the_body_budget() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     const KIB: usize = 1024;
     let app = common::spawn_app_with(|s| {
         s.max_body_bytes = 64 * KIB;
@@ -1056,41 +1098,13 @@ async fn large_bodies_arriving_together_never_deadlock_the_body_budget() {
     let mut body = medication_request();
     body["extension"] = json!({"pad": "x".repeat(40 * KIB)});
     let body = body.to_string().into_bytes();
-    let head = format!(
-        "POST {SERVICE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let (first, rest) = body.split_at(16 * KIB);
-    let mut streams = Vec::new();
-    for _ in 0..8 {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-            .await
-            .expect("connects");
-        s.write_all(head.as_bytes()).await.expect("head");
-        s.write_all(first).await.expect("first part");
-        streams.push(s);
-    }
+    let mut streams = half_sent_bodies(&app, &body, 16 * KIB, 8).await;
     // Let the service read the first parts (and hand out the whole budget), then the rest.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     for s in &mut streams {
-        s.write_all(rest).await.expect("the rest");
+        s.write_all(&body[16 * KIB..]).await.expect("the rest");
     }
-    let answers = futures_util::future::join_all(streams.into_iter().map(|mut s| async move {
-        let mut answer = Vec::new();
-        // A hang guard only: the answers come as fast as the bodies are read.
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            s.read_to_end(&mut answer),
-        )
-        .await;
-        String::from_utf8_lossy(&answer)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned()
-    }))
-    .await;
+    let answers = futures_util::future::join_all(streams.into_iter().map(status_line)).await;
     for status in &answers {
         assert_eq!(status, "HTTP/1.1 200 OK", "{answers:?}");
     }
@@ -1103,7 +1117,7 @@ async fn large_bodies_arriving_together_never_deadlock_the_body_budget() {
 /// connections: 34 calls/s, against 68 at 2 connections).
 #[tokio::test]
 async fn each_call_thread_may_read_one_body_past_a_full_budget() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use wiremock::matchers::method;
     use wiremock::{Mock, MockServer, ResponseTemplate};
     const KIB: usize = 1024;
@@ -1134,45 +1148,16 @@ async fn each_call_thread_may_read_one_body_past_a_full_budget() {
     body["fhirServer"] = json!(format!("{}/fhir", fhir.uri()));
     body["extension"] = json!({"pad": "x".repeat(40 * KIB)});
     let body = body.to_string().into_bytes();
-    let head = format!(
-        "POST {SERVICE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let (first, rest) = body.split_at(16 * KIB);
-    let mut streams = Vec::new();
-    for _ in 0..4 {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-            .await
-            .expect("connects");
-        s.write_all(head.as_bytes()).await.expect("head");
-        s.write_all(first).await.expect("first part");
-        streams.push(s);
-    }
+    let mut streams = half_sent_bodies(&app, &body, 16 * KIB, 4).await;
     // Let the service read the first parts: the whole budget is now held by partly read bodies.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let stalled = streams.split_off(2);
     for s in &mut streams {
-        s.write_all(rest).await.expect("the rest");
+        s.write_all(&body[16 * KIB..]).await.expect("the rest");
     }
     let answers: Vec<_> = streams
         .into_iter()
-        .map(|mut s| {
-            tokio::spawn(async move {
-                let mut answer = Vec::new();
-                // A hang guard only.
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(60),
-                    s.read_to_end(&mut answer),
-                )
-                .await;
-                String::from_utf8_lossy(&answer)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned()
-            })
-        })
+        .map(|s| tokio::spawn(status_line(s)))
         .collect();
     // Both calls reach the FHIR server before either is answered (each asks for its Conditions
     // once). With one overdraft, the second call's searches began only after the first answer.
