@@ -251,6 +251,23 @@ impl Engine {
         )
     }
 
+    /// Stage 1 as the route runs it: with the fast path in front ([`hook::call::screen_call`]),
+    /// the prefetch kept as text. For the fuzz targets; the route goes through [`Self::call_as`].
+    pub fn screen_call(
+        &self,
+        service_id: &str,
+        body: &[u8],
+    ) -> Result<hook::call::Screened<'_>, CallError> {
+        hook::call::screen_call(
+            &self.discovery,
+            &self.schemas,
+            &self.limits,
+            &|raw| facts::may_be_iort(raw, &self.terminology),
+            service_id,
+            body,
+        )
+    }
+
     /// The whole pipeline for one call.
     pub async fn call(&self, service_id: &str, body: &[u8]) -> Result<CdsResponse, CallError> {
         Ok(self.call_as(service_id, body, None).await?.response)
@@ -266,14 +283,7 @@ impl Engine {
     ) -> Result<Answer, CallError> {
         // The fast path: an order hook none of whose orders may be IORT is answered before its
         // prefetch is parsed (hook::call's module docs). Every call is recorded all the same.
-        match hook::call::screen_call(
-            &self.discovery,
-            &self.schemas,
-            &self.limits,
-            &|raw| facts::may_be_iort(raw, &self.terminology),
-            service_id,
-            body,
-        )? {
+        match self.screen_call(service_id, body)? {
             hook::call::Screened::NothingToAssess(ids) => Ok(Answer {
                 call: Some(crate::store::CallHeader::from_ids(ids)),
                 ..Answer::default()
