@@ -5,12 +5,14 @@
 //!
 //! [`screen_call`] is the way in for a call: most order-sign calls carry no IORT order (an
 //! EHR calls the service for every order signed), so it first decides, from
-//! `context.draftOrders` alone, whether any order can be one, and only then parses and
-//! validates the prefetch (usually most of the body). The prefetch is skimmed as raw JSON
-//! (its syntax and its keys are read, nothing is built from it) until an order may be IORT;
-//! everything else is checked exactly as [`parse_call`] checks it, and any doubt (an error, an
-//! order shaped oddly) takes [`parse_call`]'s path, so the errors a client gets are the same
-//! on both. README, "What the fast path validates".
+//! `context.draftOrders` alone, whether any order can be one, and only then validates the
+//! prefetch (usually most of the body). The prefetch is never parsed into a tree here: its
+//! syntax and keys are read with the body, and when an order may be IORT its values are
+//! checked on their text (the request schema's prefetch part, the resource-nesting bound) and
+//! handed on as text ([`super::Prefetch`]) for the record builder to read. Everything else is
+//! checked exactly as [`parse_call`] checks it, and any doubt (an error, an order shaped
+//! oddly) takes [`parse_call`]'s path, so the errors a client gets are the same on both.
+//! README, "What the fast path validates".
 
 use std::fmt;
 
