@@ -82,7 +82,7 @@ impl DraftOrder {
     pub fn from_json(raw: Value) -> Option<Self> {
         let resource_type = raw.get("resourceType")?.as_str()?.to_owned();
         let id = raw.get("id").and_then(Value::as_str).map(str::to_owned);
-        let parsed = crate::fhir_json::read::<Resource>(raw.clone()).map_err(|e| e.to_string());
+        let parsed = crate::fhir_json::read_as(&resource_type, &raw).map_err(|e| e.to_string());
         Some(Self {
             resource_type,
             id,

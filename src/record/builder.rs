@@ -609,11 +609,12 @@ impl<'t> RecordBuilder<'t> {
             self.issue(source, Some(reference), e.to_string());
             return;
         }
-        // Parse through the `Resource` enum, not the concrete type: with serde_json's
-        // `arbitrary_precision` (which fhirbolt switches on), fhirbolt 0.4 rejects every JSON
-        // decimal when asked for a concrete resource type, but reads it through the enum.
+        // From text: straight into the concrete type, the enum's way when that fails (see
+        // `read_text_as`). A parsed value (a FHIR server's page) goes through the enum:
+        // with serde_json's `arbitrary_precision` (which fhirbolt switches on), fhirbolt 0.4
+        // rejects every JSON decimal when asked for a concrete resource type.
         let parsed = match body {
-            Body::Text(text) => crate::fhir_json::read_text::<Resource>(text.get()),
+            Body::Text(text) => crate::fhir_json::read_text_as(&rtype, text.get()),
             Body::Tree(value) => crate::fhir_json::read::<Resource>(value),
         };
         let parsed = parsed.map(|r| match r {
