@@ -6,11 +6,11 @@ use std::borrow::Cow;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use sqlx::AnyPool;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, QueryBuilder};
 
 use super::Backend;
 use super::records::{CallRecord, FeedbackRecord};
@@ -53,52 +53,65 @@ pub(crate) async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
     migrator.run(pool).await.map_err(Into::into)
 }
 
-/// The batch statements, one per table, each reading the batch's rows of that table from one
-/// JSON array parameter. The text is fixed per backend (the two databases unpack JSON
-/// differently); values only ever arrive as the bound parameter. Every insert ignores a row
-/// already there, so a batch retried after a commit whose answer was lost writes nothing twice.
+/// PostgreSQL's batch statements, one per table, each reading the batch's rows of that table
+/// from one JSON array parameter. The text is fixed; values only ever arrive as the bound
+/// parameter. Every insert ignores a row already there, so a batch retried after a commit whose
+/// answer was lost writes nothing twice.
 struct Statements {
     calls: &'static str,
     determinations: &'static str,
     feedback: &'static str,
 }
 
-/// SQLite: `json_each` yields each row object as `value`; `->>` reads a member as SQL text or
-/// integer (NULL for JSON null). `WHERE true` lets the parser tell the SELECT's end from the
-/// `ON CONFLICT` clause.
-const SQLITE: Statements = Statements {
-    calls: "INSERT INTO hook_calls (request_id, received_at, hook, hook_instance, service_id, \
+/// SQLite's inserts of calls and determinations: `INSERT INTO table (columns) VALUES (?, ...),
+/// (?, ...) ... ON CONFLICT ... DO NOTHING`, one row of bound parameters per record, the
+/// `VALUES` list written by sqlx's `QueryBuilder` (placeholders only: no value is ever part of
+/// the text). At most [`SQLITE_ROWS_PER_STATEMENT`] rows per statement, within SQLite's limit on
+/// parameters (32,766).
+///
+/// Why not one JSON array parameter, as on PostgreSQL: SQLite unpacks it with `json_each`,
+/// whose `value` it computes again for each column that reads it, rendering the row object to
+/// text and parsing it again each time: with a call's 7 KB response body in the row, that was
+/// 14 renders and parses per record, most of what a record cost (`store::writer_cost`: 147-158
+/// µs of CPU per typical record; BENCHMARKS.md). Bound, each value is copied once.
+struct Insert {
+    head: &'static str,
+    tail: &'static str,
+}
+
+const SQLITE_CALLS: Insert = Insert {
+    head: "INSERT INTO hook_calls (request_id, received_at, hook, hook_instance, service_id, \
          client_iss, client_sub, client_tenant, client_jti_sha256, patient_id, encounter_id, \
-         fhir_server_host, response_body, request_body) \
-         SELECT value ->> '$.request_id', value ->> '$.received_at', value ->> '$.hook', \
-         value ->> '$.hook_instance', value ->> '$.service_id', value ->> '$.client_iss', \
-         value ->> '$.client_sub', value ->> '$.client_tenant', value ->> '$.client_jti_sha256', \
-         value ->> '$.patient_id', value ->> '$.encounter_id', value ->> '$.fhir_server_host', \
-         value ->> '$.response_body', value ->> '$.request_body' \
-         FROM json_each($1) WHERE true ON CONFLICT (request_id) DO NOTHING",
-    determinations: "INSERT INTO determinations (request_id, position, decided_at, patient_id, \
-         order_ref, billing_code, covered, criteria, policy_id, policy_version, policy_effective, \
-         assertion_id, card_uuid, card_summary) \
-         SELECT value ->> '$.request_id', value ->> '$.position', value ->> '$.decided_at', \
-         value ->> '$.patient_id', value ->> '$.order_ref', value ->> '$.billing_code', \
-         value ->> '$.covered', value ->> '$.criteria', value ->> '$.policy_id', \
-         value ->> '$.policy_version', value ->> '$.policy_effective', value ->> '$.assertion_id', \
-         value ->> '$.card_uuid', value ->> '$.card_summary' \
-         FROM json_each($1) WHERE true ON CONFLICT (request_id, position) DO NOTHING",
-    // The assertion the card carried, when the card is known (this batch's determinations are
-    // written first).
-    feedback: "INSERT INTO feedback (id, received_at, request_id, service_id, card_uuid, \
-         assertion_id, outcome, override_reason, accepted_suggestions, has_comment, \
-         outcome_timestamp, client_iss) \
-         SELECT value ->> '$.id', value ->> '$.received_at', value ->> '$.request_id', \
-         value ->> '$.service_id', value ->> '$.card_uuid', \
-         (SELECT MAX(d.assertion_id) FROM determinations d \
-          WHERE d.card_uuid = value ->> '$.card_uuid'), \
-         value ->> '$.outcome', value ->> '$.override_reason', \
-         value ->> '$.accepted_suggestions', value ->> '$.has_comment', \
-         value ->> '$.outcome_timestamp', value ->> '$.client_iss' \
-         FROM json_each($1) WHERE true ON CONFLICT (id) DO NOTHING",
+         fhir_server_host, response_body, request_body) ",
+    tail: " ON CONFLICT (request_id) DO NOTHING",
 };
+
+const SQLITE_DETERMINATIONS: Insert = Insert {
+    head: "INSERT INTO determinations (request_id, position, decided_at, patient_id, \
+         order_ref, billing_code, covered, criteria, policy_id, policy_version, policy_effective, \
+         assertion_id, card_uuid, card_summary) ",
+    tail: " ON CONFLICT (request_id, position) DO NOTHING",
+};
+
+/// 14 parameters a row: 14,000 a statement.
+const SQLITE_ROWS_PER_STATEMENT: usize = 1000;
+
+/// SQLite's feedback insert reads its rows from one JSON array parameter (few and small rows;
+/// the statement looks up each card's assertion): `json_each` yields each row object as
+/// `value`; `->>` reads a member as SQL text or integer (NULL for JSON null). `WHERE true` lets
+/// the parser tell the SELECT's end from the `ON CONFLICT` clause. The assertion the card
+/// carried, when the card is known (this batch's determinations are written first).
+const SQLITE_FEEDBACK: &str = "INSERT INTO feedback (id, received_at, request_id, service_id, \
+     card_uuid, assertion_id, outcome, override_reason, accepted_suggestions, has_comment, \
+     outcome_timestamp, client_iss) \
+     SELECT value ->> '$.id', value ->> '$.received_at', value ->> '$.request_id', \
+     value ->> '$.service_id', value ->> '$.card_uuid', \
+     (SELECT MAX(d.assertion_id) FROM determinations d \
+      WHERE d.card_uuid = value ->> '$.card_uuid'), \
+     value ->> '$.outcome', value ->> '$.override_reason', \
+     value ->> '$.accepted_suggestions', value ->> '$.has_comment', \
+     value ->> '$.outcome_timestamp', value ->> '$.client_iss' \
+     FROM json_each($1) WHERE true ON CONFLICT (id) DO NOTHING";
 
 /// PostgreSQL: `json_to_recordset` turns the array into typed rows (`json`, not `jsonb`: it
 /// is read once, and the text is not parsed into a tree first).
@@ -191,13 +204,14 @@ struct FeedbackRow<'a> {
     client_iss: Option<&'a str>,
 }
 
-/// A batch's rows, per table, as the JSON arrays the statements read (`None`: no rows).
-struct Rows {
-    calls: Option<String>,
-    determinations: Option<String>,
-    feedback: Option<String>,
+/// A batch's rows, per table.
+struct Rows<'a> {
+    calls: Vec<CallRow<'a>>,
+    determinations: Vec<DeterminationRow<'a>>,
+    feedback: Vec<FeedbackRow<'a>>,
 }
 
+/// The rows as one JSON array (`None`: no rows).
 fn json_array<T: Serialize>(rows: &[T]) -> Result<Option<String>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(None);
@@ -207,8 +221,8 @@ fn json_array<T: Serialize>(rows: &[T]) -> Result<Option<String>, sqlx::Error> {
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-impl Rows {
-    fn of(items: &[Item]) -> Result<Self, sqlx::Error> {
+impl<'a> Rows<'a> {
+    fn of(items: &'a [Item]) -> Self {
         let mut calls = Vec::with_capacity(items.len());
         let mut determinations = Vec::new();
         let mut feedback = Vec::new();
@@ -222,11 +236,11 @@ impl Rows {
                 Item::Close(_) => {}
             }
         }
-        Ok(Self {
-            calls: json_array(&calls)?,
-            determinations: json_array(&determinations)?,
-            feedback: json_array(&feedback)?,
-        })
+        Self {
+            calls,
+            determinations,
+            feedback,
+        }
     }
 }
 
@@ -284,38 +298,112 @@ fn feedback_row(f: &FeedbackRecord) -> FeedbackRow<'_> {
     }
 }
 
-/// Write a batch: at most one statement per table (calls, then their determinations, then
-/// feedback, which looks up the determinations' assertions), in one transaction. A batch of
-/// one table's rows (the common case: calls without an IORT order) is one statement, atomic by
-/// itself, and runs without `BEGIN`/`COMMIT` (two round trips fewer).
+/// One statement of a batch.
+enum Statement<'r, 'a> {
+    /// Fixed text reading its rows from one JSON array parameter.
+    Json(&'static str, String),
+    /// SQLite: rows bound as parameters (see [`Insert`]).
+    Calls(&'r [CallRow<'a>]),
+    Determinations(&'r [DeterminationRow<'a>]),
+}
+
+impl Statement<'_, '_> {
+    async fn execute<'e, E>(&self, executor: E) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = Any>,
+    {
+        match self {
+            Statement::Json(sql, rows) => sqlx::query(sql)
+                .bind(rows.as_str())
+                .execute(executor)
+                .await
+                .map(drop),
+            Statement::Calls(rows) => {
+                let mut q = QueryBuilder::<Any>::new(SQLITE_CALLS.head);
+                q.push_values(rows.iter(), |mut b, r| {
+                    b.push_bind(r.request_id)
+                        .push_bind(r.received_at)
+                        .push_bind(r.hook)
+                        .push_bind(r.hook_instance)
+                        .push_bind(r.service_id)
+                        .push_bind(r.client_iss)
+                        .push_bind(r.client_sub)
+                        .push_bind(r.client_tenant)
+                        .push_bind(r.client_jti_sha256)
+                        .push_bind(r.patient_id)
+                        .push_bind(r.encounter_id)
+                        .push_bind(r.fhir_server_host)
+                        .push_bind(r.response_body)
+                        .push_bind(r.request_body);
+                });
+                q.push(SQLITE_CALLS.tail);
+                q.build().execute(executor).await.map(drop)
+            }
+            Statement::Determinations(rows) => {
+                let mut q = QueryBuilder::<Any>::new(SQLITE_DETERMINATIONS.head);
+                q.push_values(rows.iter(), |mut b, r| {
+                    b.push_bind(r.request_id)
+                        .push_bind(i64::try_from(r.position).unwrap_or(i64::MAX))
+                        .push_bind(r.decided_at)
+                        .push_bind(r.patient_id)
+                        .push_bind(r.order_ref)
+                        .push_bind(r.billing_code)
+                        .push_bind(r.covered)
+                        .push_bind(r.criteria.as_str())
+                        .push_bind(r.policy_id)
+                        .push_bind(r.policy_version)
+                        .push_bind(r.policy_effective)
+                        .push_bind(r.assertion_id)
+                        .push_bind(r.card_uuid)
+                        .push_bind(r.card_summary);
+                });
+                q.push(SQLITE_DETERMINATIONS.tail);
+                q.build().execute(executor).await.map(drop)
+            }
+        }
+    }
+}
+
+/// Write a batch: calls, then their determinations, then feedback (which looks up the
+/// determinations' assertions), in one transaction; on PostgreSQL one statement per table, on
+/// SQLite one per [`SQLITE_ROWS_PER_STATEMENT`] rows. A batch of one statement (the common
+/// case: calls without an IORT order) is atomic by itself, and runs without `BEGIN`/`COMMIT`
+/// (two round trips fewer).
 pub(crate) async fn write_batch(
     pool: &AnyPool,
     backend: Backend,
     items: &[Item],
 ) -> Result<(), sqlx::Error> {
-    let sql = match backend {
-        Backend::Sqlite => &SQLITE,
-        Backend::Postgres => &POSTGRES,
-    };
-    let rows = Rows::of(items)?;
-    let statements: Vec<(&'static str, String)> = [
-        (sql.calls, rows.calls),
-        (sql.determinations, rows.determinations),
-        (sql.feedback, rows.feedback),
-    ]
-    .into_iter()
-    .filter_map(|(sql, rows)| Some((sql, rows?)))
-    .collect();
-    match statements.len() {
-        0 => Ok(()),
-        1 => {
-            let (sql, rows) = statements.into_iter().next().expect("one");
-            sqlx::query(sql).bind(rows).execute(pool).await.map(drop)
+    let rows = Rows::of(items);
+    let mut statements = Vec::new();
+    match backend {
+        Backend::Sqlite => {
+            let n = SQLITE_ROWS_PER_STATEMENT;
+            statements.extend(rows.calls.chunks(n).map(Statement::Calls));
+            statements.extend(rows.determinations.chunks(n).map(Statement::Determinations));
+            if let Some(json) = json_array(&rows.feedback)? {
+                statements.push(Statement::Json(SQLITE_FEEDBACK, json));
+            }
         }
+        Backend::Postgres => {
+            for (sql, json) in [
+                (POSTGRES.calls, json_array(&rows.calls)?),
+                (POSTGRES.determinations, json_array(&rows.determinations)?),
+                (POSTGRES.feedback, json_array(&rows.feedback)?),
+            ] {
+                if let Some(json) = json {
+                    statements.push(Statement::Json(sql, json));
+                }
+            }
+        }
+    }
+    match statements.as_slice() {
+        [] => Ok(()),
+        [one] => one.execute(pool).await,
         _ => {
             let mut tx = pool.begin().await?;
-            for (sql, rows) in statements {
-                sqlx::query(sql).bind(rows).execute(&mut *tx).await?;
+            for statement in &statements {
+                statement.execute(&mut *tx).await?;
             }
             tx.commit().await
         }
