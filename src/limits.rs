@@ -365,9 +365,32 @@ fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
 /// resources an object contains counts as well. The text must be valid JSON (checked by the
 /// caller's parse); a key written with escapes is decoded before it is compared.
 pub fn resource_nesting_in_text(bytes: &[u8]) -> usize {
+    scan_resource_text(bytes).nesting
+}
+
+/// What one pass over a resource's JSON text finds: [`resource_nesting_in_text`], and whether
+/// the text is an object whose own `resourceType` is one non-empty string (what the CDS Hooks
+/// request schema asks of a prefetch value that is not `null`). The text must be valid JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceText {
+    pub nesting: usize,
+    /// An object with exactly one `resourceType` member of its own, a non-empty string.
+    pub typed: bool,
+}
+
+/// One pass over JSON text for [`ResourceText`]: the prefetch's values are checked with it
+/// instead of being read once for their `resourceType` and once more for their nesting.
+pub fn scan_resource_text(bytes: &[u8]) -> ResourceText {
     // One frame per open container: (is an object, is a resource, deepest below it).
     let mut stack: Vec<(bool, bool, usize)> = Vec::new();
     let mut deepest = 0;
+    // The top-level object's own `resourceType` members: how many, and how many non-empty
+    // strings.
+    let (mut own_types, mut own_named) = (0usize, 0usize);
+    let top_is_object = bytes
+        .iter()
+        .find(|c| !c.is_ascii_whitespace())
+        .is_some_and(|&c| c == b'{');
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
@@ -376,8 +399,13 @@ pub fn resource_nesting_in_text(bytes: &[u8]) -> usize {
                     break;
                 };
                 let in_object = stack.last().is_some_and(|f| f.0);
-                let next = bytes[close + 1..].iter().find(|c| !c.is_ascii_whitespace());
-                if in_object && next == Some(&b':') {
+                let after = close
+                    + 1
+                    + bytes[close + 1..]
+                        .iter()
+                        .position(|c| !c.is_ascii_whitespace())
+                        .unwrap_or(bytes.len() - close - 1);
+                if in_object && bytes.get(after) == Some(&b':') {
                     let key = &bytes[i + 1..close];
                     let is_type = key == b"resourceType"
                         || (key.contains(&b'\\')
@@ -385,6 +413,20 @@ pub fn resource_nesting_in_text(bytes: &[u8]) -> usize {
                                 .is_ok_and(|k| k == "resourceType"));
                     if is_type && let Some(frame) = stack.last_mut() {
                         frame.1 = true;
+                        if stack.len() == 1 {
+                            own_types += 1;
+                            // The member's value: a string of at least one character?
+                            let value = bytes[after + 1..]
+                                .iter()
+                                .position(|c| !c.is_ascii_whitespace())
+                                .map(|k| after + 1 + k);
+                            if let Some(v) = value
+                                && bytes[v] == b'"'
+                                && string_end(bytes, v).is_some_and(|end| end > v + 1)
+                            {
+                                own_named += 1;
+                            }
+                        }
                     }
                 }
                 i = close + 1;
@@ -405,7 +447,29 @@ pub fn resource_nesting_in_text(bytes: &[u8]) -> usize {
         }
         i += 1;
     }
-    deepest
+    ResourceText {
+        nesting: deepest,
+        typed: top_is_object && own_types == 1 && own_named == 1,
+    }
+}
+
+/// Whether JSON text holds a number (outside strings): fhirbolt's direct route refuses one in
+/// a FHIR `decimal` (`crate::fhir_json::read_text_as`). The text must be valid JSON.
+pub fn has_number_in_text(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    loop {
+        let quote = memchr::memchr(b'"', &bytes[i..]).map_or(bytes.len(), |k| i + k);
+        if bytes[i..quote]
+            .iter()
+            .any(|&c| c == b'-' || c.is_ascii_digit())
+        {
+            return true;
+        }
+        match string_end(bytes, quote) {
+            Some(close) => i = close + 1,
+            None => return false,
+        }
+    }
 }
 
 /// Whether JSON text holds an empty array (`[` and `]` with only whitespace between, outside
@@ -460,7 +524,7 @@ pub fn check_resource_nesting(value: &Value) -> Result<(), LimitExceeded> {
 }
 
 /// The error for resources nested `n` deep, if that is more than [`MAX_RESOURCE_NESTING`].
-fn nesting_within(n: usize) -> Result<(), LimitExceeded> {
+pub fn nesting_within(n: usize) -> Result<(), LimitExceeded> {
     if n > MAX_RESOURCE_NESTING {
         return Err(LimitExceeded {
             setting: "resource nesting (fixed)",
@@ -591,8 +655,14 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             any::<i32>().prop_map(Value::from),
-            prop_oneof![Just("x"), Just("[]"), Just("\"{"), Just("resourceType")]
-                .prop_map(Value::from),
+            prop_oneof![
+                Just("x"),
+                Just(""),
+                Just("[]"),
+                Just("\"{"),
+                Just("resourceType")
+            ]
+            .prop_map(Value::from),
         ];
         leaf.prop_recursive(6, 64, 4, |inner| {
             let key = prop_oneof![
@@ -631,10 +701,57 @@ mod tests {
                     resource_nesting(&value) <= MAX_RESOURCE_NESTING
                 );
                 proptest::prop_assert_eq!(
+                    has_number_in_text(text.as_bytes()),
+                    has_number(&value)
+                );
+                proptest::prop_assert_eq!(
+                    scan_resource_text(text.as_bytes()).typed,
+                    value
+                        .get("resourceType")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| !t.is_empty())
+                );
+                proptest::prop_assert_eq!(
                     has_empty_array_in_text(text.as_bytes()),
                     crate::fhir_json::first_empty_array(&value).is_some()
                 );
             }
+        }
+    }
+
+    fn has_number(value: &Value) -> bool {
+        match value {
+            Value::Number(_) => true,
+            Value::Array(a) => a.iter().any(has_number),
+            Value::Object(o) => o.values().any(has_number),
+            _ => false,
+        }
+    }
+
+    /// What the request schema asks of a prefetch value, read from its text: its own
+    /// `resourceType`, once, a non-empty string.
+    #[test]
+    fn a_resource_text_names_its_own_type_once() {
+        for (text, typed, nesting) in [
+            (r#"{"resourceType": "Patient"}"#, true, 1),
+            (r#" { "resource\u0054ype" : "\u0000" } "#, true, 1),
+            (
+                r#"{"entry": [{"resource": {"resourceType": "A"}}], "resourceType": "Bundle"}"#,
+                true,
+                2,
+            ),
+            (r#"{"resourceType": ""}"#, false, 1),
+            (r#"{"resourceType": "A", "resourceType": "B"}"#, false, 1),
+            (r#"{"resourceType": 5}"#, false, 1),
+            (r#"{"resourceType": null}"#, false, 1),
+            (r#"{"resourceType": ["A"]}"#, false, 1),
+            (r#"{"a": {"resourceType": "A"}}"#, false, 1),
+            (r#"["Patient"]"#, false, 0),
+            (r#""Patient""#, false, 0),
+            ("{}", false, 0),
+        ] {
+            let scan = scan_resource_text(text.as_bytes());
+            assert_eq!((scan.typed, scan.nesting), (typed, nesting), "{text}");
         }
     }
 

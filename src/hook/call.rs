@@ -136,13 +136,8 @@ pub fn screen_call<'d>(
     // which names the error as it always has.
     let prefetch = match prefetch {
         None => None,
-        Some(members) => match prefetch_checked(members) {
-            Some(prefetch) => {
-                for (_, value) in prefetch.iter() {
-                    crate::limits::check_resource_nesting_in_text(value.get().as_bytes())?;
-                }
-                Some(prefetch)
-            }
+        Some(members) => match prefetch_checked(members)? {
+            Some(prefetch) => Some(prefetch),
             None => return full(),
         },
     };
@@ -156,22 +151,24 @@ pub fn screen_call<'d>(
 }
 
 /// The prefetch, when its members are what the request schema asks for: values that are `null`
-/// or objects with a non-empty string `resourceType`. `None`: anything else, for the full path
-/// to report.
-fn prefetch_checked(Members(members): Members<'_>) -> Option<super::Prefetch> {
-    #[derive(serde::Deserialize)]
-    struct Typed<'a> {
-        #[serde(rename = "resourceType", borrow)]
-        resource_type: std::borrow::Cow<'a, str>,
-    }
-    let valid = members.iter().all(|(_, value)| {
-        match serde_json::from_str::<Option<Typed<'_>>>(value.get()) {
-            Ok(None) => true,
-            Ok(Some(t)) => !t.resource_type.is_empty(),
-            Err(_) => false,
+/// or objects with one non-empty string `resourceType` of their own. `Ok(None)`: anything else,
+/// for the full path to report; an error: a value nesting resources deeper than allowed (the
+/// full path's first check, so its answer too). One pass over each value's text does both
+/// ([`crate::limits::scan_resource_text`]).
+fn prefetch_checked(
+    Members(members): Members<'_>,
+) -> Result<Option<super::Prefetch>, crate::limits::LimitExceeded> {
+    for (_, value) in &members {
+        if value.get() == "null" {
+            continue;
         }
-    });
-    valid.then(|| super::Prefetch::from_members(members))
+        let scan = crate::limits::scan_resource_text(value.get().as_bytes());
+        if !scan.typed {
+            return Ok(None);
+        }
+        crate::limits::nesting_within(scan.nesting)?;
+    }
+    Ok(Some(super::Prefetch::from_members(members)))
 }
 
 /// What a call is and whom it is about, as its audit record names it: from the typed request,
