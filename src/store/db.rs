@@ -180,7 +180,7 @@ struct DeterminationRow<'a> {
     billing_code: Option<&'a str>,
     covered: &'a str,
     /// The criteria's JSON as text (stored as such).
-    criteria: String,
+    criteria: &'a str,
     policy_id: &'a str,
     policy_version: &'a str,
     policy_effective: &'a str,
@@ -272,7 +272,7 @@ fn determination_rows(c: &CallRecord) -> impl Iterator<Item = DeterminationRow<'
         order_ref: o.order_ref.as_deref(),
         billing_code: o.billing_code.as_deref(),
         covered: o.covered,
-        criteria: o.criteria.to_string(),
+        criteria: &o.criteria,
         policy_id: &o.policy_id,
         policy_version: &o.policy_version,
         policy_effective: &o.policy_effective,
@@ -349,7 +349,7 @@ impl Statement<'_, '_> {
                         .push_bind(r.order_ref)
                         .push_bind(r.billing_code)
                         .push_bind(r.covered)
-                        .push_bind(r.criteria.as_str())
+                        .push_bind(r.criteria)
                         .push_bind(r.policy_id)
                         .push_bind(r.policy_version)
                         .push_bind(r.policy_effective)

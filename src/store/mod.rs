@@ -550,7 +550,7 @@ mod tests {
                 order_ref: Some(format!("ServiceRequest/o{n}")),
                 billing_code: None,
                 covered: "covered",
-                criteria: json!([]),
+                criteria: "[]".to_owned(),
                 policy_id: "p".to_owned(),
                 policy_version: "v".to_owned(),
                 policy_effective: "2024-09-03".to_owned(),

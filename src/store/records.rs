@@ -2,7 +2,7 @@
 //! references, no clinical text beyond the card summary the EHR was shown) and written later
 //! by the store's writer task.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::auth::VerifiedClient;
@@ -86,8 +86,9 @@ pub struct OrderRecord {
     /// `system|code` of its CPT billing code.
     pub billing_code: Option<String>,
     pub covered: &'static str,
-    /// `[{"criterion", "value", "evidence": ["Type/id", ...]}]`
-    pub criteria: Value,
+    /// `[{"criterion", "value", "evidence": ["Type/id", ...]}]`, as JSON text (written on the
+    /// call's thread in one allocation, stored as such).
+    pub criteria: String,
     pub policy_id: String,
     pub policy_version: String,
     pub policy_effective: String,
@@ -225,18 +226,7 @@ pub fn orders(
                     .as_ref()
                     .map(|c| format!("{}|{}", c.system, c.code)),
                 covered: d.covered.code(),
-                criteria: Value::Array(
-                    d.criteria
-                        .iter()
-                        .map(|c| {
-                            json!({
-                                "criterion": c.criterion.id(),
-                                "value": c.value.code(),
-                                "evidence": c.evidence.iter().map(|e| e.reference.as_str()).collect::<Vec<_>>(),
-                            })
-                        })
-                        .collect(),
-                ),
+                criteria: criteria_json(d),
                 policy_id: policy_id.clone(),
                 policy_version: policy_version.clone(),
                 policy_effective: policy_effective.clone(),
@@ -245,6 +235,29 @@ pub fn orders(
             }
         })
         .collect()
+}
+
+/// One criterion of a determination, as recorded.
+#[derive(serde::Serialize)]
+struct CriterionRecord<'a> {
+    criterion: &'a str,
+    value: &'a str,
+    evidence: Vec<&'a str>,
+}
+
+/// A determination's criteria as JSON text: `[{"criterion", "value", "evidence"}]`.
+fn criteria_json(d: &Determination) -> String {
+    let criteria: Vec<CriterionRecord<'_>> = d
+        .criteria
+        .iter()
+        .map(|c| CriterionRecord {
+            criterion: c.criterion.id(),
+            value: c.value.code(),
+            evidence: c.evidence.iter().map(|e| e.reference.as_str()).collect(),
+        })
+        .collect();
+    // Strings and arrays of strings: serialising cannot fail.
+    serde_json::to_string(&criteria).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// The `coverage-assertion-id` of the last coverage-information extension on the system
@@ -271,6 +284,7 @@ fn assertion_id(response: &CdsResponse, resource_type: &str, id: &str) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_jti_is_kept_only_hashed() {

@@ -653,7 +653,8 @@ fn bench_record(run: &str, n: usize, typical: Option<&str>) -> iort_cds::store::
                 {"criterion": "rectal-cancer", "value": "met", "evidence": ["Condition/c1"]},
                 {"criterion": "margins", "value": "met", "evidence": ["Observation/o1", "Procedure/p1"]},
                 {"criterion": "t4-or-recurrent", "value": "met", "evidence": ["Observation/o2"]},
-            ]),
+            ])
+            .to_string(),
             policy_id: "BCBSAZ Intraoperative Radiotherapy".to_owned(),
             policy_version: "O1033 2024-09-03".to_owned(),
             policy_effective: "2024-09-03".to_owned(),
