@@ -193,11 +193,23 @@ load() {
   fi
   LOADAVG=$(cut -d' ' -f1 /proc/loadavg)
   top -bn1 | head -n 15 >"$OUT/top-$name.txt" 2>/dev/null || true
+  local ticks=""
+  [ -z "${CPU_PID:-}" ] || ticks=$(cpu_ticks "$CPU_PID")
   timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
     -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$name.txt" 2>&1 ||
     die "$name: the measured run failed (see $OUT/wrk-$name.txt)"
   RESULT=$(grep '^RESULT ' "$OUT/wrk-$name.txt") || die "$name: wrk printed no RESULT line"
+  # CPU time the process took over the measured run (user + system, all its threads), per
+  # request answered: steadier than requests/s when runs share a busy machine.
+  CPU_PER_CALL="-"
+  if [ -n "$ticks" ]; then
+    CPU_PER_CALL=$(awk -v a="$ticks" -v b="$(cpu_ticks "$CPU_PID")" -v hz="$(getconf CLK_TCK)" \
+      -v n="$(field requests)" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / hz / n; else print "-" }')
+  fi
 }
+
+# cpu_ticks PID: user + system CPU of the process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$RESULT"; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
@@ -215,7 +227,7 @@ run_kind() {
   curl -sS -o "$OUT/answer-$kind.json" -X POST -H 'Content-Type: application/json' \
     --data-binary @"$body" "$url"
   grep -qF "$expect" "$OUT/answer-$kind.json" || die "$kind: the answer lacks $expect (see $OUT/answer-$kind.json)"
-  load "$kind" "$url" "$body" "$expect"
+  CPU_PID="$SERVICE_PID" load "$kind" "$url" "$body" "$expect"
   hwm=$(peak_rss_mib "$SERVICE_PID")
   # The store's counters right after the load: records written, still queued, dropped; and the
   # writer's own timing: mean time per batch (records per batch), and records per second of
@@ -228,8 +240,8 @@ run_kind() {
     else "off" end' 2>/dev/null || echo "?")
   stop_service
   rps=$(field rps)
-  ROWS+=("| $kind | $(stat -c %s "$body") | $rps | $(ms "$(field p50_us)") | $(ms "$(field p90_us)") | $(ms "$(field p99_us)") | $(field bad) / $(field answered) | $(($(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts))) | $hwm | $store | $LOADAVG |")
-  echo "loadtest: $kind: $RESULT peak_rss_mib=$hwm loadavg_before=$LOADAVG" >&2
+  ROWS+=("| $kind | $(stat -c %s "$body") | $rps | $(ms "$(field p50_us)") | $(ms "$(field p90_us)") | $(ms "$(field p99_us)") | $(field bad) / $(field answered) | $(($(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts))) | $hwm | $store | $LOADAVG | $CPU_PER_CALL |")
+  echo "loadtest: $kind: $RESULT peak_rss_mib=$hwm cpu_us_per_call=$CPU_PER_CALL loadavg_before=$LOADAVG" >&2
   [ "$FLOOR" -eq 1 ] || return 0
   run_floor "$kind" "$body" "$rps"
 }
@@ -265,8 +277,8 @@ done
   echo "load: $LOAD"
   echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo
-  echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | store: written / queued / dropped; writer | load avg before |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | store: written / queued / dropped; writer | load avg before | service CPU µs per call |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   if [ "$FLOOR" -eq 1 ]; then
     echo

@@ -3,7 +3,8 @@
 #
 # What the audit store costs a running service (BENCHMARKS.md, "The audit store"): the load
 # test's kinds with the store off, on SQLite (the default) and on PostgreSQL, one after the
-# other on the same machine and binaries, and the ratio to "off".
+# other on the same machine and binaries, and the ratio to "off"; and the CPU time the service
+# process took per call (PostgreSQL's own processes not included).
 #
 #   scripts/load/store.sh [loadtest.sh options, e.g. --duration 20 --kinds "typical"]
 #
@@ -60,21 +61,21 @@ for store in off sqlite postgres; do
 done
 
 # kind -> requests/s and p99 per store, from each run's summary table.
-row() { # row STORE KIND: "rps p99"
-  awk -F'|' -v k="$2" '$2 ~ "^ *" k " *$" { gsub(/ /, "", $4); gsub(/ /, "", $7); print $4, $7 }' \
+row() { # row STORE KIND: "rps p99 cpu"
+  awk -F'|' -v k="$2" '$2 ~ "^ *" k " *$" { gsub(/ /, "", $4); gsub(/ /, "", $7); gsub(/ /, "", $13); print $4, $7, $13 }' \
     "$OUT/$1/summary.md"
 }
 {
   echo "Audit store on vs off ($(nproc) cores, loopback; each column a fresh service, same bodies)"
   echo
-  echo "| kind | off req/s | SQLite req/s (ratio) | PostgreSQL req/s (ratio) | p99 ms off / SQLite / PostgreSQL |"
-  echo "|---|---|---|---|---|"
+  echo "| kind | off req/s | SQLite req/s (ratio) | PostgreSQL req/s (ratio) | p99 ms off / SQLite / PostgreSQL | service CPU µs per call off / SQLite / PostgreSQL |"
+  echo "|---|---|---|---|---|---|"
   for kind in $(awk -F'|' 'NR > 2 && $2 ~ /[a-z]/ { gsub(/ /, "", $2); print $2 }' "$OUT/off/summary.md" | grep -v '^kind$'); do
-    read -r off_rps off_p99 <<<"$(row off "$kind")"
-    read -r sq_rps sq_p99 <<<"$(row sqlite "$kind")"
-    read -r pg_rps pg_p99 <<<"$(row postgres "$kind")"
+    read -r off_rps off_p99 off_cpu <<<"$(row off "$kind")"
+    read -r sq_rps sq_p99 sq_cpu <<<"$(row sqlite "$kind")"
+    read -r pg_rps pg_p99 pg_cpu <<<"$(row postgres "$kind")"
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
-    echo "| $kind | $off_rps | $sq_rps ($(ratio "$sq_rps" "$off_rps")) | $pg_rps ($(ratio "$pg_rps" "$off_rps")) | $off_p99 / $sq_p99 / $pg_p99 |"
+    echo "| $kind | $off_rps | $sq_rps ($(ratio "$sq_rps" "$off_rps")) | $pg_rps ($(ratio "$pg_rps" "$off_rps")) | $off_p99 / $sq_p99 / $pg_p99 | $off_cpu / $sq_cpu / $pg_cpu |"
   done
 } | tee "$OUT/summary.md"
 say "raw output in $OUT"
