@@ -183,9 +183,8 @@ macro_rules! read_known {
 }
 
 /// A resource from its text, read in one pass when its type is one the service reads (the
-/// caller knows `resource_type` already) and it holds no JSON number: straight into the
-/// concrete type, and through the [`fhirbolt::model::r4::Resource`] enum if it holds a number
-/// or the direct read fails.
+/// caller knows `resource_type` already): straight into the concrete type, and through the
+/// [`fhirbolt::model::r4::Resource`] enum only if that fails.
 ///
 /// Why both: the enum route first builds fhirbolt's element tree of the whole resource (it
 /// must find `resourceType` before it knows the type), then reads the typed model from that
@@ -198,12 +197,10 @@ pub fn read_text_as(
     resource_type: &str,
     text: &str,
 ) -> Result<fhirbolt::model::r4::Resource, ReadError> {
-    if !crate::limits::has_number_in_text(text.as_bytes())
-        && let Some(Ok(resource)) = read_known!(resource_type, read_text, text)
-    {
-        return Ok(resource);
+    match read_known!(resource_type, read_text, text) {
+        Some(Ok(resource)) => Ok(resource),
+        _ => read_text(text),
     }
-    read_text(text)
 }
 
 /// [`read_text_as`] for a parsed resource (copied once, as [`read`] takes it by value). A
