@@ -203,33 +203,16 @@ pub fn read_text_as(
     }
 }
 
-/// [`read_text_as`] for a parsed resource (copied once, as [`read`] takes it by value). A
-/// resource holding a JSON number goes the enum route at once: the direct route would refuse
-/// it if the number were a `decimal`.
+/// [`read_text_as`] for a parsed resource (copied for each route it takes, as [`read`] takes
+/// it by value).
 pub fn read_as(
     resource_type: &str,
     json: &Value,
 ) -> Result<fhirbolt::model::r4::Resource, ReadError> {
-    if !has_number(json)
-        && let Some(Ok(resource)) = read_known!(resource_type, read, json.clone())
-    {
-        return Ok(resource);
+    match read_known!(resource_type, read, json.clone()) {
+        Some(Ok(resource)) => Ok(resource),
+        _ => read(json.clone()),
     }
-    read(json.clone())
-}
-
-/// Whether `value` holds a JSON number anywhere. Iterative: safe on any depth.
-fn has_number(value: &Value) -> bool {
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Number(_) => return true,
-            Value::Array(a) => stack.extend(a),
-            Value::Object(o) => stack.extend(o.values()),
-            _ => {}
-        }
-    }
-    false
 }
 
 /// Read through fhirbolt's element tree (see [`parse_resource`] for why), guarded.

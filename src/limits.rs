@@ -453,25 +453,6 @@ pub fn scan_resource_text(bytes: &[u8]) -> ResourceText {
     }
 }
 
-/// Whether JSON text holds a number (outside strings): fhirbolt's direct route refuses one in
-/// a FHIR `decimal` (`crate::fhir_json::read_text_as`). The text must be valid JSON.
-pub fn has_number_in_text(bytes: &[u8]) -> bool {
-    let mut i = 0;
-    loop {
-        let quote = memchr::memchr(b'"', &bytes[i..]).map_or(bytes.len(), |k| i + k);
-        if bytes[i..quote]
-            .iter()
-            .any(|&c| c == b'-' || c.is_ascii_digit())
-        {
-            return true;
-        }
-        match string_end(bytes, quote) {
-            Some(close) => i = close + 1,
-            None => return false,
-        }
-    }
-}
-
 /// Whether JSON text holds an empty array (`[` and `]` with only whitespace between, outside
 /// strings): FHIR forbids them and fhirbolt 0.4 can panic on them (`crate::fhir_json`).
 pub fn has_empty_array_in_text(bytes: &[u8]) -> bool {
@@ -701,10 +682,6 @@ mod tests {
                     resource_nesting(&value) <= MAX_RESOURCE_NESTING
                 );
                 proptest::prop_assert_eq!(
-                    has_number_in_text(text.as_bytes()),
-                    has_number(&value)
-                );
-                proptest::prop_assert_eq!(
                     scan_resource_text(text.as_bytes()).typed,
                     value
                         .get("resourceType")
@@ -716,15 +693,6 @@ mod tests {
                     crate::fhir_json::first_empty_array(&value).is_some()
                 );
             }
-        }
-    }
-
-    fn has_number(value: &Value) -> bool {
-        match value {
-            Value::Number(_) => true,
-            Value::Array(a) => a.iter().any(has_number),
-            Value::Object(o) => o.values().any(has_number),
-            _ => false,
         }
     }
 
