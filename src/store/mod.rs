@@ -586,6 +586,45 @@ mod tests {
         remove(&settings);
     }
 
+    /// A batch larger than one SQLite statement takes (1,000 rows of bound parameters) is
+    /// written whole, each value as it was (quotes, non-ASCII, an escaped NUL).
+    #[tokio::test]
+    async fn a_batch_of_several_statements_is_written_whole() {
+        let settings = StoreSettings {
+            batch_size: 2_500,
+            queue_capacity: 5_000,
+            ..temp_settings()
+        };
+        let store = Store::start(&settings).unwrap().unwrap();
+        let body = r#"{"cards":[{"summary":"Résumé \"IORT\" \u0000"}]}"#;
+        for n in 0..2_500 {
+            let mut r = record(n, &records::now_text(), "p1");
+            r.response_body = format!("{body}{n}");
+            store.submit_call(r);
+        }
+        assert!(store.close(Duration::from_secs(60)).await);
+        let s = store.stats();
+        // In one batch, with no statement refused (a refused batch would be written again
+        // record by record, and counted).
+        assert_eq!(
+            (s.records_written, s.records_dropped, s.write_failures),
+            (2_500, 0, 0)
+        );
+        assert_eq!(s.batches_written, 1);
+        let reader = Reader::open(&settings).await.unwrap();
+        assert_eq!(reader.list(None, None, 5_000).await.unwrap().len(), 2_500);
+        let stored: String =
+            sqlx::query_scalar("SELECT response_body FROM hook_calls WHERE request_id = $1")
+                .bind("req-2499")
+                .fetch_one(&store.inner.pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, format!("{body}2499"));
+        let shown = reader.show("a-1234").await.unwrap().expect("a-1234");
+        assert_eq!(shown["order"], "ServiceRequest/o1234", "{shown}");
+        remove(&settings);
+    }
+
     #[tokio::test]
     async fn retention_deletes_what_is_older_and_keeps_the_rest() {
         let settings = temp_settings();
