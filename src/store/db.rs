@@ -121,11 +121,13 @@ const POSTGRES: Statements = Statements {
          fhir_server_host, response_body, request_body) \
          SELECT r.request_id, r.received_at, r.hook, r.hook_instance, r.service_id, r.client_iss, \
          r.client_sub, r.client_tenant, r.client_jti_sha256, r.patient_id, r.encounter_id, \
-         r.fhir_server_host, r.response_body, r.request_body \
+         r.fhir_server_host, \
+         CASE json_typeof(r.response_body) WHEN 'string' THEN r.response_body #>> '{}' \
+         ELSE r.response_body::text END, r.request_body \
          FROM json_to_recordset($1::json) AS r(request_id text, received_at text, hook text, \
          hook_instance text, service_id text, client_iss text, client_sub text, \
          client_tenant text, client_jti_sha256 text, patient_id text, encounter_id text, \
-         fhir_server_host text, response_body text, request_body text) \
+         fhir_server_host text, response_body json, request_body text) \
          ON CONFLICT (request_id) DO NOTHING",
     determinations: "INSERT INTO determinations (request_id, position, decided_at, patient_id, \
          order_ref, billing_code, covered, criteria, policy_id, policy_version, policy_effective, \
@@ -166,8 +168,24 @@ struct CallRow<'a> {
     patient_id: &'a str,
     encounter_id: Option<&'a str>,
     fhir_server_host: Option<&'a str>,
-    response_body: &'a str,
+    response_body: Body<'a>,
     request_body: Option<&'a str>,
+}
+
+/// A call's response body in a PostgreSQL batch: the JSON it is, written into the array as
+/// it is (a JSON object, not a string), which `json_to_recordset` hands over as its text
+/// (a `json` column) without unescaping a 7 KB string; a body that is not JSON (never
+/// produced, but possible in a hand-made record) goes as a string and is read back as one.
+#[derive(Clone, Copy)]
+struct Body<'a>(&'a str);
+
+impl Serialize for Body<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<&serde_json::value::RawValue>(self.0) {
+            Ok(raw) => raw.serialize(serializer),
+            Err(_) => serializer.serialize_str(self.0),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -258,7 +276,7 @@ fn call_row(c: &CallRecord) -> CallRow<'_> {
         patient_id: &c.header.patient_id,
         encounter_id: c.header.encounter_id.as_deref(),
         fhir_server_host: c.header.fhir_server_host.as_deref(),
-        response_body: &c.response_body,
+        response_body: Body(&c.response_body),
         request_body: c.request_body.as_deref(),
     }
 }
@@ -333,7 +351,7 @@ impl Statement<'_, '_> {
                         .push_bind(r.patient_id)
                         .push_bind(r.encounter_id)
                         .push_bind(r.fhir_server_host)
-                        .push_bind(r.response_body)
+                        .push_bind(r.response_body.0)
                         .push_bind(r.request_body);
                 });
                 q.push(SQLITE_CALLS.tail);

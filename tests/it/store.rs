@@ -543,12 +543,14 @@ async fn two_instances_share_records_and_refuse_a_replayed_token() {
     let jti_b = format!("jti-b-{}", uuid::Uuid::new_v4());
     let first = send(&a, token(&jti_a)).await.expect("sent");
     assert_eq!(first.status(), 200);
-    let (assertion_a, _) = handed_out(&first.json().await.expect("json"));
+    let response_a: Value = first.json().await.expect("json");
+    let (assertion_a, _) = handed_out(&response_a);
     // The same token at the other instance: refused there, though that instance never saw it.
     assert_eq!(send(&b, token(&jti_a)).await.expect("sent").status(), 401);
     let second = send(&b, token(&jti_b)).await.expect("sent");
     assert_eq!(second.status(), 200);
-    let (assertion_b, _) = handed_out(&second.json().await.expect("json"));
+    let response_b: Value = second.json().await.expect("json");
+    let (assertion_b, _) = handed_out(&response_b);
     assert_eq!(send(&a, token(&jti_b)).await.expect("sent").status(), 401);
     wait_written(&a, 1, Duration::from_secs(20)).await;
     wait_written(&b, 1, Duration::from_secs(20)).await;
@@ -556,8 +558,13 @@ async fn two_instances_share_records_and_refuse_a_replayed_token() {
     let reader = Reader::open(&store_at(&pg.url)).await.expect("open");
     let listed = reader.list(None, None, 100).await.expect("list");
     assert_eq!(listed.len(), 2, "{listed:?}");
-    for (assertion, jti) in [(&assertion_a, &jti_a), (&assertion_b, &jti_b)] {
+    for (assertion, jti, response) in [
+        (&assertion_a, &jti_a, &response_a),
+        (&assertion_b, &jti_b, &response_b),
+    ] {
         let d = reader.show(assertion).await.expect("read").expect("found");
+        // The response body as answered (it travels to PostgreSQL as JSON, not as a string).
+        assert_eq!(&d["call"]["response"], response);
         assert_eq!(d["call"]["client"]["iss"], iss);
         assert_eq!(d["call"]["client"]["sub"], "client-1");
         assert_eq!(
