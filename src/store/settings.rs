@@ -41,7 +41,7 @@ impl Default for StoreSettings {
             keep_requests: false,
             retention_days: 2190,
             queue_capacity: 10_000,
-            batch_size: 100,
+            batch_size: 500,
             max_connections: 4,
         }
     }
