@@ -603,8 +603,8 @@ mod tests {
         remove(&settings);
     }
 
-    /// A batch larger than one SQLite statement takes (1,000 rows of bound parameters) is
-    /// written whole, each value as it was (quotes, non-ASCII, an escaped NUL).
+    /// A batch of many SQLite statements (128 rows of bound parameters at most) is written
+    /// whole, each value as it was (quotes, non-ASCII, an escaped NUL).
     #[tokio::test]
     async fn a_batch_of_several_statements_is_written_whole() {
         let settings = StoreSettings {
