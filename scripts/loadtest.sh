@@ -193,8 +193,9 @@ load() {
   fi
   LOADAVG=$(cut -d' ' -f1 /proc/loadavg)
   top -bn1 | head -n 15 >"$OUT/top-$name.txt" 2>/dev/null || true
-  local ticks=""
+  local ticks="" db_ticks=""
   [ -z "${CPU_PID:-}" ] || ticks=$(cpu_ticks "$CPU_PID")
+  [ -z "${CPU_PID:-}" ] || [ -z "${DB_PID:-}" ] || db_ticks=$(tree_ticks "$DB_PID")
   timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
     -s "$WRK_SCRIPT" "$url" -- "$body" "$expect" "${WRK_PACE[@]}" >"$OUT/wrk-$name.txt" 2>&1 ||
     die "$name: the measured run failed (see $OUT/wrk-$name.txt)"
@@ -206,10 +207,25 @@ load() {
     CPU_PER_CALL=$(awk -v a="$ticks" -v b="$(cpu_ticks "$CPU_PID")" -v hz="$(getconf CLK_TCK)" \
       -v n="$(field requests)" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1e6 / hz / n; else print "-" }')
   fi
+  # The same for the database server (the postmaster and its processes), when one runs
+  # beside the service on the same cores.
+  DB_CPU_PER_CALL="-"
+  if [ -n "$db_ticks" ]; then
+    DB_CPU_PER_CALL=$(awk -v a="$db_ticks" -v b="$(tree_ticks "$DB_PID")" -v hz="$(getconf CLK_TCK)" \
+      -v n="$(field requests)" 'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "-" }')
+  fi
 }
 
 # cpu_ticks PID: user + system CPU of the process so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# tree_ticks PID: the same for the process and its children (a PostgreSQL postmaster and its
+# backends). A backend that ended during the run is missed: the store's connections stay open.
+tree_ticks() {
+  local pid total=0
+  for pid in "$1" $(pgrep -P "$1"); do total=$((total + $(cpu_ticks "$pid"))); done
+  echo "$total"
+}
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$RESULT"; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
@@ -240,7 +256,7 @@ run_kind() {
     else "off" end' 2>/dev/null || echo "?")
   stop_service
   rps=$(field rps)
-  ROWS+=("| $kind | $(stat -c %s "$body") | $rps | $(ms "$(field p50_us)") | $(ms "$(field p90_us)") | $(ms "$(field p99_us)") | $(field bad) / $(field answered) | $(($(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts))) | $hwm | $store | $LOADAVG | $CPU_PER_CALL |")
+  ROWS+=("| $kind | $(stat -c %s "$body") | $rps | $(ms "$(field p50_us)") | $(ms "$(field p90_us)") | $(ms "$(field p99_us)") | $(field bad) / $(field answered) | $(($(field connect_errors) + $(field read_errors) + $(field write_errors) + $(field timeouts))) | $hwm | $store | $LOADAVG | $CPU_PER_CALL | $DB_CPU_PER_CALL |")
   echo "loadtest: $kind: $RESULT peak_rss_mib=$hwm cpu_us_per_call=$CPU_PER_CALL loadavg_before=$LOADAVG" >&2
   [ "$FLOOR" -eq 1 ] || return 0
   run_floor "$kind" "$body" "$rps"
@@ -277,8 +293,8 @@ done
   echo "load: $LOAD"
   echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo
-  echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | store: written / queued / dropped; writer | load avg before | service CPU µs per call |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| kind | body bytes | requests/s | p50 ms | p90 ms | p99 ms | bad / answered | socket errors | peak RSS MiB | store: written / queued / dropped; writer | load avg before | service CPU µs per call | database CPU µs per call |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   if [ "$FLOOR" -eq 1 ]; then
     echo

@@ -199,25 +199,39 @@ fn pool(settings: &StoreSettings) -> Result<(AnyPool, Backend), String> {
                 Ok(())
             })
         });
-    } else {
-        // PostgreSQL compresses a text value over ~2 KB before storing it (a typical call's
-        // 7 KB response), by default with pglz, which showed in the writer's profile
-        // (session 6: pglz_compress about 6 % of the server's time); lz4 does the same work
-        // for a fraction of the CPU. A server built without lz4 refuses the setting: then
-        // the default stays.
-        options = options.after_connect(|conn, _| {
-            Box::pin(async move {
-                use sqlx::Executor as _;
-                let _ = conn.execute("SET default_toast_compression = 'lz4'").await;
-                Ok(())
-            })
-        });
     }
     let pool = options
         .connect_lazy(&url)
         // sqlx's message may quote the URL, password included: say only what is wrong.
         .map_err(|_| format!("store.url: cannot be used ({})", describe(settings)))?;
     Ok((pool, backend))
+}
+
+/// The writer's way to the database: SQLite through the store's pool; PostgreSQL through a
+/// pool of one connection of its own (one more than `store.max_connections`), since it writes
+/// by `COPY`, which sqlx's `Any` connections do not offer ([`db::Sink`]).
+fn sink(settings: &StoreSettings, pool: &AnyPool, backend: Backend) -> Result<db::Sink, String> {
+    if backend == Backend::Sqlite {
+        return Ok(db::Sink::Sqlite(pool.clone()));
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        // PostgreSQL compresses a text value over ~2 KB before storing it (a typical call's
+        // 7 KB response), by default with pglz, which showed in the writer's profile
+        // (session 6: pglz_compress about 6 % of the server's time); lz4 does the same work
+        // for a fraction of the CPU. A server built without lz4 refuses the setting: then
+        // the default stays.
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Executor as _;
+                let _ = conn.execute("SET default_toast_compression = 'lz4'").await;
+                Ok(())
+            })
+        })
+        .connect_lazy(&settings.url())
+        .map_err(|_| format!("store.url: cannot be used ({})", describe(settings)))?;
+    Ok(db::Sink::Postgres(pool))
 }
 
 /// Where the store is, for people: the SQLite file's absolute path, or the PostgreSQL URL
@@ -257,6 +271,7 @@ impl Store {
             return Ok(None);
         }
         let (pool, backend) = pool(settings)?;
+        let sink = sink(settings, &pool, backend)?;
         let location = describe(settings);
         tracing::info!(
             "store: {location}{}",
@@ -270,7 +285,7 @@ impl Store {
         let counters = Arc::new(Counters::default());
         tokio::spawn(writer::run(
             pool.clone(),
-            backend,
+            sink,
             rx,
             Arc::clone(&counters),
             settings.batch_size,

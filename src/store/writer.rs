@@ -11,9 +11,9 @@ use std::time::Duration;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::Counters;
 use super::db;
 use super::records::{CallRecord, FeedbackRecord};
-use super::{Backend, Counters};
 
 /// One message on the queue.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Run until the queue is closed or a [`Item::Close`] is handled.
 pub(crate) async fn run(
     pool: AnyPool,
-    backend: Backend,
+    sink: db::Sink,
     mut rx: mpsc::Receiver<Item>,
     counters: Arc<Counters>,
     batch_size: usize,
@@ -90,7 +90,7 @@ pub(crate) async fn run(
             _ => None,
         }));
         for chunk in records.chunks(batch_size) {
-            write(&pool, backend, chunk, &counters).await;
+            write(&sink, chunk, &counters).await;
         }
         if closing {
             break;
@@ -105,12 +105,12 @@ pub(crate) async fn run(
 /// Write one batch, retrying until it is written. A batch the database refuses for what it
 /// holds (a constraint or a value it cannot store: retrying cannot help) is written record by
 /// record instead, so one bad record cannot hold up the queue for ever.
-async fn write(pool: &AnyPool, backend: Backend, items: &[Item], counters: &Counters) {
+async fn write(sink: &db::Sink, items: &[Item], counters: &Counters) {
     let mut backoff = FIRST_BACKOFF;
     let mut refused = 0;
     loop {
         let started = std::time::Instant::now();
-        match db::write_batch(pool, backend, items).await {
+        match db::write_batch(sink, items).await {
             Ok(()) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 counters.write_micros.fetch_add(micros, Ordering::Relaxed);
@@ -124,7 +124,7 @@ async fn write(pool: &AnyPool, backend: Backend, items: &[Item], counters: &Coun
                     refused += 1;
                     if items.len() > 1 {
                         for item in items {
-                            write_one(pool, backend, item, counters).await;
+                            write_one(sink, item, counters).await;
                         }
                         return;
                     }
@@ -150,12 +150,11 @@ async fn write(pool: &AnyPool, backend: Backend, items: &[Item], counters: &Coun
 }
 
 fn write_one<'a>(
-    pool: &'a AnyPool,
-    backend: Backend,
+    sink: &'a db::Sink,
     item: &'a Item,
     counters: &'a Counters,
 ) -> futures_util::future::BoxFuture<'a, ()> {
-    Box::pin(write(pool, backend, std::slice::from_ref(item), counters))
+    Box::pin(write(sink, std::slice::from_ref(item), counters))
 }
 
 fn done(n: usize, counters: &Counters) {

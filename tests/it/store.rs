@@ -408,6 +408,137 @@ async fn a_refused_record_is_set_aside_and_the_rest_written(url: &str, refuse: &
     );
 }
 
+/// Every column of a call and of its determinations reads back exactly as it was submitted:
+/// characters that a text format would have to escape (tab, line breaks, backslash, `\N`,
+/// `\.`), quotes, non-ASCII, empty text, a long value, and NULLs. Then the first record comes
+/// again in a later batch beside a new one (a retry after a commit whose answer was lost):
+/// it is kept once, and the new one is written.
+async fn every_value_reads_back_as_written(url: &str) {
+    use iort_cds::store::{OrderRecord, Store};
+    let awkward = "tab\there\nline\r\nback\\slash \\N \\. 'quote' \"dq\" \u{e9}\u{1F600} \u{7f}";
+    let run = uuid::Uuid::new_v4().to_string();
+    let mut first = bench_record(&run, 0, Some(r#"{"cards":[{"summary":"a\tb\\c"}]}"#));
+    first.header.patient_id = awkward.to_owned();
+    first.header.encounter_id = None;
+    first.header.fhir_server_host = Some(String::new());
+    first.client.iss = Some(awkward.repeat(3000)); // ~120 KB
+    first.request_body = Some(format!("{{\"x\":\"{}\"}}", "y".repeat(10_000)));
+    first.orders.push(OrderRecord {
+        order_ref: None,
+        billing_code: None,
+        covered: "conditional",
+        criteria: "[]".to_owned(),
+        policy_id: awkward.to_owned(),
+        policy_version: String::new(),
+        policy_effective: "2024-09-03".to_owned(),
+        assertion_id: None,
+        card_uuid: None,
+        card_summary: Some(awkward.to_owned()),
+    });
+    let second = bench_record(&run, 1, None);
+
+    let settings = StoreSettings {
+        keep_requests: true,
+        ..store_at(url)
+    };
+    let store = Store::start(&settings).expect("settings").expect("enabled");
+    store.submit_call(first.clone());
+    assert!(store.close(Duration::from_secs(30)).await);
+    let store = Store::start(&settings).expect("settings").expect("enabled");
+    store.submit_call(first.clone());
+    store.submit_call(second.clone());
+    assert!(store.close(Duration::from_secs(30)).await);
+    assert_eq!(store.stats().records_rejected, 0, "{:?}", store.stats());
+
+    sqlx::any::install_default_drivers();
+    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .expect("the store's database");
+    type Call = (
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+    );
+    let calls = sqlx::query_as::<_, Call>(
+        "SELECT request_id, patient_id, encounter_id, fhir_server_host, client_iss, \
+         client_sub, response_body, request_body FROM hook_calls \
+         WHERE request_id LIKE $1 ORDER BY request_id",
+    )
+    .bind(format!("{run}-%"))
+    .fetch_all(&mut db)
+    .await
+    .expect("calls");
+    let expected = |r: &iort_cds::store::CallRecord| {
+        (
+            r.request_id.clone(),
+            r.header.patient_id.clone(),
+            r.header.encounter_id.clone(),
+            r.header.fhir_server_host.clone(),
+            r.client.iss.clone(),
+            r.client.sub.clone(),
+            r.response_body.clone(),
+            r.request_body.clone(),
+        )
+    };
+    assert_eq!(calls, vec![expected(&first), expected(&second)]);
+
+    let determinations = sqlx::query_as::<
+        _,
+        (
+            i64,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ),
+    >(
+        "SELECT CAST(position AS BIGINT), order_ref, billing_code, covered, criteria, policy_id, \
+         policy_version, policy_effective, assertion_id, card_uuid, card_summary \
+         FROM determinations WHERE request_id = $1 ORDER BY position",
+    )
+    .bind(&first.request_id)
+    .fetch_all(&mut db)
+    .await
+    .expect("determinations");
+    let expected: Vec<_> = first
+        .orders
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            (
+                i64::try_from(i).expect("small"),
+                o.order_ref.clone(),
+                o.billing_code.clone(),
+                o.covered.to_owned(),
+                o.criteria.clone(),
+                o.policy_id.clone(),
+                o.policy_version.clone(),
+                o.policy_effective.clone(),
+                o.assertion_id.clone(),
+                o.card_uuid.clone(),
+                o.card_summary.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(determinations, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_every_value_as_written() {
+    every_value_reads_back_as_written(&common::temp_sqlite_url()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_sets_a_refused_record_aside() {
     let url = common::temp_sqlite_url();
@@ -484,6 +615,14 @@ async fn postgres_sets_a_refused_record_aside() {
         "ALTER TABLE hook_calls ADD CONSTRAINT refuse_poison CHECK (patient_id <> 'poison')",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_every_value_as_written() {
+    let Some(pg) = Postgres::start("store::postgres_keeps_every_value_as_written") else {
+        return;
+    };
+    every_value_reads_back_as_written(&pg.url).await;
 }
 
 fn b64(bytes: &[u8]) -> String {
