@@ -30,9 +30,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// its size; at ~1,400 calls a second, writing each record as it came meant batches of about
 /// two records and ~800 transactions a second, each with its round trips, its commit and a
 /// wake-up of this task per record, all CPU taken from the calls. Gathered, they are a few
-/// dozen transactions a second. The price is that records reach the database up to this much
-/// later (a graceful shutdown still writes them all).
-const GATHER: Duration = Duration::from_millis(50);
+/// dozen transactions a second. 250 ms rather than 50: each commit also writes whole every
+/// index and table page it touched (16 KiB each on SQLite), whatever the batch's size, so at
+/// ~1,800 typical calls a second batches of ~450 instead of ~110 took the store's threads from
+/// 59 to 40 µs of CPU per call (BENCHMARKS.md, session 8). The price is that records reach the
+/// database up to this much later (a graceful shutdown still writes them all).
+const GATHER: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Run until the queue is closed or a [`Item::Close`] is handled.
