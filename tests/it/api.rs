@@ -669,33 +669,42 @@ async fn probes_answer_while_a_heavy_call_runs() {
     // One HTTP worker: before calls ran on their own threads, a probe waited behind the call.
     let app = common::spawn_app_with(|s| s.workers = Some(1)).await;
     let heavy = records::body(&records::request(records::Kind::Heavy));
-    let (client, url) = (app.client.clone(), format!("{}{SERVICE}", app.address));
-    let call = tokio::spawn(async move {
-        let res = client
-            .post(url)
-            .header("Content-Type", "application/json")
-            .body(heavy)
-            .send()
-            .await
-            .unwrap();
-        res.status()
-    });
-    // Ask while the call is being worked on (a 1,000-resource record takes seconds in a test
-    // build), and expect the answer long before the call is done.
+    // Sixteen heavy calls, queued on the call threads: one alone took about a tenth of a second
+    // in a test build once the record's typing got faster (session 8), which the probe below
+    // could outlast; sixteen keep the call threads busy many times as long.
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), format!("{}{SERVICE}", app.address));
+            let heavy = heavy.clone();
+            tokio::spawn(async move {
+                let res = client
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .body(heavy)
+                    .send()
+                    .await
+                    .unwrap();
+                res.status()
+            })
+        })
+        .collect();
+    // Ask while the calls are being worked on, and expect the answer before they are all done.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let probe = tokio::time::timeout(
         std::time::Duration::from_millis(500),
         app.client.get(format!("{}/healthz", app.address)).send(),
     )
     .await
-    .expect("/healthz answered while the call runs")
+    .expect("/healthz answered while the calls run")
     .unwrap();
     assert_eq!(probe.status(), 200);
     assert!(
-        !call.is_finished(),
-        "the probe was answered only once the heavy call had ended"
+        calls.iter().any(|c| !c.is_finished()),
+        "the probe was answered only once the heavy calls had ended"
     );
-    assert_eq!(call.await.unwrap(), 200);
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
 }
 
 #[tokio::test]
